@@ -1,0 +1,1 @@
+"""Model parts: frozen backbones, prompts and score heads (no Lightning, no Hydra here)."""

@@ -1,0 +1,100 @@
+"""LLaVA family adapter (llava-hf checkpoints such as ``llava-hf/llava-1.5-7b-hf``).
+
+LLaVA-1.5 (https://arxiv.org/abs/2310.03744): a CLIP ViT-L/14-336 vision tower, an MLP
+projector and a Vicuna language model; one ``<image>`` placeholder per vision patch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from iqa_lightning.models.backbones.base import Backbone, load_pretrained, resolve_dtype
+
+LLAVA_TEMPLATE = "USER: <image>\n{question} ASSISTANT: {answer_prefix}"
+
+
+class LlavaBackbone(Backbone):
+    """Adapter for ``LlavaForConditionalGeneration``.
+
+    Args:
+        model: The LLaVA model.
+        tokenizer: Its tokenizer; must know the ``<image>`` token.
+        image_size: Input side; must equal the vision tower's ``image_size``.
+        image_mean: Vision tower normalisation mean (CLIP statistics for LLaVA-1.5).
+        image_std: Vision tower normalisation std.
+        template: Prompt template with ``{question}`` and ``{answer_prefix}`` fields.
+    """
+
+    family = "llava"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        image_size: int,
+        image_mean,
+        image_std,
+        template: str = LLAVA_TEMPLATE,
+    ) -> None:
+        vision = model.config.vision_config
+        if int(image_size) != vision.image_size:
+            raise ValueError(
+                f"model.image_size={image_size} but the LLaVA vision tower takes "
+                f"{vision.image_size}x{vision.image_size} images"
+            )
+        super().__init__(model, tokenizer, image_size, image_mean, image_std)
+        self.template = template
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.model.config.image_token_index)
+
+    @property
+    def num_image_tokens(self) -> int:
+        vision = self.model.config.vision_config
+        patches = (vision.image_size // vision.patch_size) ** 2
+        full = self.model.config.vision_feature_select_strategy == "full"
+        return patches + int(full)
+
+    def build_prompt(self, question: str, answer_prefix: str) -> str:
+        image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
+        text = self.template.format(question=question, answer_prefix=answer_prefix)
+        return text.replace("<image>", image_token * self.num_image_tokens)
+
+    def pixel_inputs(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self.normalize(pixels).to(self.dtype)}
+
+    def projector(self) -> nn.Module:
+        return self.model.model.multi_modal_projector
+
+
+def load_llava(
+    pretrained: str,
+    image_size: int = 336,
+    dtype: str = "bfloat16",
+    attn_implementation: str | None = "sdpa",
+    trust_remote_code: bool = False,
+) -> LlavaBackbone:
+    """Load a llava-hf checkpoint from the hub or a local folder.
+
+    Args:
+        pretrained: Hub id or local path (``model.pretrained``).
+        image_size: Input side (336 for LLaVA-1.5).
+        dtype: Weight dtype name.
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
+    """
+    from transformers import AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
+
+    model = load_pretrained(
+        LlavaForConditionalGeneration,
+        pretrained,
+        "LLaVA model",
+        dtype=resolve_dtype(dtype),
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+    )
+    tokenizer = load_pretrained(AutoTokenizer, pretrained, "tokenizer")
+    processor = load_pretrained(AutoImageProcessor, pretrained, "image processor")
+    return LlavaBackbone(model, tokenizer, image_size, processor.image_mean, processor.image_std)

@@ -1,0 +1,150 @@
+"""Qwen2-VL and Qwen2.5-VL family adapter.
+
+Qwen2-VL (https://arxiv.org/abs/2409.12191) and Qwen2.5-VL (https://arxiv.org/abs/2502.13923)
+cut the image into 14x14 patches, stack two copies along time (``temporal_patch_size``), and the
+vision tower merges 2x2 patches into one language token. The patchification below reproduces the
+image processor's layout with differentiable tensor ops.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from iqa_lightning.models.backbones.base import Backbone, load_pretrained, resolve_dtype
+
+QWEN_TEMPLATE = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{question}<|im_end|>\n"
+    "<|im_start|>assistant\n{answer_prefix}"
+)
+
+
+def patchify(
+    pixels: torch.Tensor, patch_size: int, merge_size: int, temporal_patch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flatten normalised images into Qwen2-VL patches, as its image processor lays them out.
+
+    Args:
+        pixels: ``[B, C, H, W]`` normalised images; H and W multiples of patch*merge.
+        patch_size: Vision patch side (14).
+        merge_size: Spatial merge factor (2).
+        temporal_patch_size: Frames per temporal patch (2); a still image is repeated.
+
+    Returns:
+        ``(patches [B * gh * gw, C * t * p * p], grid_thw [B, 3])``.
+    """
+    b, c, h, w = pixels.shape
+    unit = patch_size * merge_size
+    if h % unit or w % unit:
+        raise ValueError(f"image side {h}x{w} must be a multiple of {unit} for Qwen2-VL")
+    gh, gw = h // patch_size, w // patch_size
+    x = pixels.unsqueeze(1).expand(b, temporal_patch_size, c, h, w)
+    x = x.reshape(
+        b, temporal_patch_size, c,
+        gh // merge_size, merge_size, patch_size,
+        gw // merge_size, merge_size, patch_size,
+    )  # fmt: skip
+    # -> b, gh/m, gw/m, m, m, c, t, p, p
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    patches = x.reshape(b * gh * gw, c * temporal_patch_size * patch_size * patch_size)
+    grid = torch.tensor([[1, gh, gw]], dtype=torch.long, device=pixels.device).expand(b, 3)
+    return patches, grid
+
+
+class Qwen2VLBackbone(Backbone):
+    """Adapter for ``Qwen2VLForConditionalGeneration`` and ``Qwen2_5_VLForConditionalGeneration``.
+
+    Args:
+        model: The Qwen2-VL / Qwen2.5-VL model.
+        tokenizer: Its tokenizer; must know ``<|image_pad|>``.
+        image_size: Square input side, a multiple of ``patch_size * spatial_merge_size`` (28).
+        image_mean: Normalisation mean (CLIP statistics for Qwen2-VL).
+        image_std: Normalisation std.
+        template: Prompt template with ``{question}`` and ``{answer_prefix}`` fields.
+    """
+
+    family = "qwen2_vl"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        image_size: int,
+        image_mean,
+        image_std,
+        template: str = QWEN_TEMPLATE,
+    ) -> None:
+        vision = model.config.vision_config
+        unit = vision.patch_size * vision.spatial_merge_size
+        if int(image_size) % unit:
+            raise ValueError(f"model.image_size={image_size} must be a multiple of {unit}")
+        super().__init__(model, tokenizer, image_size, image_mean, image_std)
+        self.template = template
+
+    @property
+    def image_token_id(self) -> int:
+        return int(self.model.config.image_token_id)
+
+    @property
+    def num_image_tokens(self) -> int:
+        vision = self.model.config.vision_config
+        side = self.image_size // (vision.patch_size * vision.spatial_merge_size)
+        return side * side
+
+    def build_prompt(self, question: str, answer_prefix: str) -> str:
+        pad = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
+        text = self.template.format(question=question, answer_prefix=answer_prefix)
+        return text.replace("<|image_pad|>", pad * self.num_image_tokens)
+
+    def pixel_inputs(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        vision = self.model.config.vision_config
+        patches, grid = patchify(
+            self.normalize(pixels),
+            vision.patch_size,
+            vision.spatial_merge_size,
+            vision.temporal_patch_size,
+        )
+        return {"pixel_values": patches.to(self.dtype), "image_grid_thw": grid}
+
+    def text_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        # Recent transformers need the modality of each token to lay out M-RoPE positions.
+        if "mm_token_type_ids" not in inspect.signature(self.model.forward).parameters:
+            return {}
+        return {"mm_token_type_ids": (input_ids == self.image_token_id).int()}
+
+    def projector(self) -> nn.Module:
+        return self.model.model.visual.merger
+
+
+def load_qwen2_vl(
+    pretrained: str,
+    image_size: int = 448,
+    dtype: str = "bfloat16",
+    attn_implementation: str | None = "sdpa",
+    trust_remote_code: bool = False,
+) -> Qwen2VLBackbone:
+    """Load a Qwen2-VL or Qwen2.5-VL checkpoint from the hub or a local folder.
+
+    Args:
+        pretrained: Hub id or local path (``model.pretrained``).
+        image_size: Square input side, a multiple of 28.
+        dtype: Weight dtype name.
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
+    """
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+
+    model = load_pretrained(
+        AutoModelForImageTextToText,
+        pretrained,
+        "Qwen2-VL model",
+        dtype=resolve_dtype(dtype),
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+    )
+    tokenizer = load_pretrained(AutoTokenizer, pretrained, "tokenizer")
+    processor = load_pretrained(AutoImageProcessor, pretrained, "image processor")
+    return Qwen2VLBackbone(model, tokenizer, image_size, processor.image_mean, processor.image_std)

@@ -1,0 +1,138 @@
+"""Tiny random backbones built from ``transformers`` configs, for tests and the demo.
+
+They use the real model classes (``LlavaForConditionalGeneration``,
+``Qwen2VLForConditionalGeneration``) at a few layers and tens of channels, with a tokenizer built
+locally, so every code path of the real families runs with no download. Weights are drawn from
+a fixed seed: the same call always builds the same frozen model, so a run folder that stores only
+the trainable parameters can be re-evaluated later.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from iqa_lightning.models.backbones.llava import LlavaBackbone
+from iqa_lightning.models.backbones.qwen2_vl import Qwen2VLBackbone
+from iqa_lightning.models.backbones.tokenizer import build_tiny_tokenizer
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _seeded(build, seed: int):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def build_tiny_llava(
+    image_size: int = 64,
+    patch_size: int = 8,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    seed: int = 0,
+) -> LlavaBackbone:
+    """A random LLaVA (CLIP vision tower + Llama LM) a few MB in size.
+
+    Args:
+        image_size: Input side in pixels.
+        patch_size: Vision patch side; ``(image_size / patch_size)**2`` image tokens.
+        hidden_size: Language model width (the vision tower is half as wide).
+        num_layers: Layers in each tower.
+        seed: Weight initialisation seed.
+    """
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
+
+    tokenizer = build_tiny_tokenizer()
+    vision = CLIPVisionConfig(
+        hidden_size=hidden_size // 2,
+        intermediate_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=hidden_size // 2,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=(image_size // patch_size) ** 2,
+        vision_feature_layer=-2,
+    )
+    model = _seeded(lambda: LlavaForConditionalGeneration(config), seed)
+    return LlavaBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD)
+
+
+def build_tiny_qwen2_vl(
+    image_size: int = 112,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    seed: int = 0,
+) -> Qwen2VLBackbone:
+    """A random Qwen2-VL (14-px patches, 2x2 merge, M-RoPE) a few MB in size.
+
+    Args:
+        image_size: Input side, a multiple of 28; ``(image_size / 28)**2`` image tokens.
+        hidden_size: Language model width (the vision tower is half as wide).
+        num_layers: Layers in each tower.
+        seed: Weight initialisation seed.
+    """
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    tokenizer = build_tiny_tokenizer()
+    heads = 4
+    half_head = hidden_size // heads // 2
+    section = [half_head - 2 * (half_head // 3), half_head // 3, half_head // 3]
+    config = Qwen2VLConfig(
+        vision_config={
+            "depth": num_layers,
+            "embed_dim": hidden_size // 2,
+            "hidden_size": hidden_size,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": section,
+            },
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+    )
+    model = _seeded(lambda: Qwen2VLForConditionalGeneration(config), seed)
+    return Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD)
