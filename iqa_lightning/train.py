@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
     from hydra.utils import instantiate
 
+    # The backbone stays in eval mode on purpose (frozen, no dropout).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # Lightning prints through its own handler as well; let Hydra's logging alone show its lines.
+    logging.getLogger("lightning.pytorch").handlers.clear()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.get("seed") is not None:
@@ -128,11 +133,38 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
+NUMERIC_GROUPS = ("stage",)
+
+
+def quote_numeric_choices(args: list[str], groups: tuple[str, ...] = NUMERIC_GROUPS) -> list[str]:
+    """Quote numeric config-group choices (``stage=2`` -> ``stage='2'``).
+
+    Hydra parses ``stage=2`` as the integer 2 and refuses it as a group choice; the option files
+    are ``conf/stage/1.yaml``, ``2.yaml``, so the choice is quoted before Hydra reads it.
+    """
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key in groups:
+            choices = value.split(",")
+            if all(c.isdigit() for c in choices):
+                arg = f"{key}=" + ",".join(f"'{c}'" for c in choices)
+        out.append(arg)
+    return out
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns val/srcc_best for sweepers that optimise it."""
+def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics.get("val/srcc_best")
+
+
+def main() -> None:
+    """Entry point of ``python train.py``; returns val/srcc_best to sweepers that optimise it."""
+    import sys
+
+    sys.argv[1:] = quote_numeric_choices(sys.argv[1:])
+    _hydra_main()
 
 
 if __name__ == "__main__":

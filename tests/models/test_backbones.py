@@ -89,7 +89,9 @@ def test_qwen_patchify_matches_the_qwen2_vl_image_processor():
     pixels = torch.stack([torch.from_numpy(i).permute(2, 0, 1) for i in images]).float() / 255
     ours = backbone.pixel_inputs(pixels)
     torch.testing.assert_close(ours["image_grid_thw"], reference["image_grid_thw"])
-    torch.testing.assert_close(ours["pixel_values"], reference["pixel_values"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        ours["pixel_values"], reference["pixel_values"], atol=1e-5, rtol=1e-5
+    )
 
 
 def _save(backbone, folder, processor):

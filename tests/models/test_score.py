@@ -26,7 +26,9 @@ def softmax(values):
 
 def test_qalign_score_matches_hand_computation():
     words = ["excellent", "good", "fair", "poor", "bad"]
-    head = WordScore(words, [1, 0.75, 0.5, 0.25, 0]).bind(FakeBackbone({w: i for i, w in enumerate(words)}))
+    head = WordScore(words, [1, 0.75, 0.5, 0.25, 0]).bind(
+        FakeBackbone({w: i for i, w in enumerate(words)})
+    )
     logits = torch.full((2, 10), -5.0)
     logits[0, :5] = torch.tensor([2.0, 1.0, 0.0, -1.0, -2.0])
     logits[1, :5] = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0])

@@ -1,0 +1,115 @@
+"""AGIQA-3K (Li et al., IEEE TCSVT 2023), as published.
+
+Layout::
+
+    root/
+      data.csv    name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align
+      <images>/   2,982 generated images, e.g. AttnGAN_normal_000.jpg, sd1.5_normal_000.jpg
+
+``data.csv`` comes from github.com/lcysyzxdxc/AGIQA-3k-Database. ``mos_quality`` (perceptual
+quality) and ``mos_align`` (text-image alignment) lie on a 0-5 scale (values below 1 occur),
+higher is better. The images are distributed as an archive whose folder name differs between
+copies, so ``image_dir="auto"`` looks for the first image of ``data.csv`` in the usual folders
+(:data:`AGIQA_IMAGE_DIRS`, including ``root`` itself). The dataset publishes no split; the
+default is a seeded random split.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .base import IQADataModule
+from .records import ImageRecord, read_annotation_csv
+
+__all__ = ["AGIQA3KDataModule"]
+
+AGIQA_LABELS = "data.csv"
+AGIQA_IMAGE_DIRS = ("images", "Images", "image", "AGIQA-3K", "AGIQA-3k", "database", ".")
+_PROBES = 10
+
+
+class AGIQA3KDataModule(IQADataModule):
+    """AGIQA-3K data module.
+
+    Args:
+        root: Folder holding ``data.csv`` and the images.
+        image_dir: ``"auto"`` or a folder name under ``root`` (``"."`` for ``root`` itself).
+        labels_file: Label file name under ``root``.
+        score_column: ``mos_quality`` (perceptual quality) or ``mos_align`` (alignment).
+        mos_range: Scale of the score column.
+        higher_better: Whether a higher score means better quality.
+        split: Split strategy; seeded ``random`` by default.
+        name: Dataset name for logs.
+        **kwargs: Other :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        image_dir: str = "auto",
+        labels_file: str = AGIQA_LABELS,
+        score_column: str = "mos_quality",
+        mos_range: Sequence[float] = (0.0, 5.0),
+        higher_better: bool = True,
+        split: str = "random",
+        name: str = "agiqa3k",
+        **kwargs,
+    ):
+        super().__init__(
+            root=root,
+            mos_range=mos_range,
+            higher_better=higher_better,
+            split=split,
+            name=name,
+            **kwargs,
+        )
+        self.image_dir = image_dir
+        self.labels_file = labels_file
+        self.score_column = score_column
+
+    def read_records(self) -> list[ImageRecord]:
+        """Read ``data.csv``; image paths point into the resolved image folder."""
+        labels = self.root / self.labels_file
+        if not labels.is_file():
+            raise FileNotFoundError(
+                f"{self.name}: '{self.root}' is not an AGIQA-3K folder; looked for {labels}"
+            )
+        _, rows = read_annotation_csv(
+            labels,
+            required=("name", self.score_column),
+            numeric=(self.score_column,),
+            unique="name",
+        )
+        images = self.resolve_image_dir([row["name"] for row in rows[:_PROBES]])
+        return [
+            ImageRecord(
+                image_id=row["name"],
+                path=images / row["name"],
+                mos_raw=row.numbers[self.score_column],
+            )
+            for row in rows
+        ]
+
+    def resolve_image_dir(self, probes: Sequence[str]) -> Path:
+        """The image folder: the configured one, or the first usual folder holding any of
+        the ``probes`` (the first image names of the label file)."""
+        if self.image_dir != "auto":
+            folder = self.root / self.image_dir
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"{self.name}: image folder '{folder}' (dataset.image_dir="
+                    f"{self.image_dir}) does not exist"
+                )
+            return folder
+        for candidate in AGIQA_IMAGE_DIRS:
+            folder = self.root / candidate
+            if any((folder / probe).is_file() for probe in probes):
+                return folder
+        looked = ", ".join(str(self.root / c / probes[0]) for c in AGIQA_IMAGE_DIRS)
+        raise FileNotFoundError(
+            f"{self.name}: cannot find the AGIQA-3K images listed in "
+            f"{self.root / self.labels_file}; looked for them at: {looked}. Set "
+            "dataset.image_dir to the image folder name"
+        )

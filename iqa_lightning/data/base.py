@@ -1,0 +1,388 @@
+"""The shared data module: records -> checks -> labels -> splits -> dataloaders.
+
+A dataset subclass only implements :meth:`IQADataModule.read_records`. Everything else (file
+checks, skipping bad images, label normalisation, splitting, batching) is common.
+
+Batches are dicts:
+    ``pixels``   float32 [B, 3, S, S] in [0, 1], resized to ``image_size``, not normalised
+    ``target``   float32 [B] quality in [0, 1], higher is better
+    ``mos_raw``  float32 [B] the score as the annotation file gives it
+    ``image_id`` list[str]
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .images import ImageLoadError, image_to_tensor, load_rgb
+from .records import ImageRecord
+from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios
+
+__all__ = ["IQADataModule", "IQAImageDataset", "LabelledImage"]
+
+logger = logging.getLogger("iqa_lightning.data")
+
+_MOS_TOLERANCE = 1e-6
+_SHOW_AT_MOST = 5
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """What the dataset needs to produce one sample."""
+
+    image_id: str
+    path: str
+    mos_raw: float
+    target: float
+
+
+class IQAImageDataset(Dataset):
+    """Decodes, resizes and (optionally) flips labelled images.
+
+    Args:
+        items: Images with their labels.
+        image_size: Output height and width.
+        hflip: Flip each image horizontally with probability 0.5.
+    """
+
+    def __init__(self, items: Sequence[LabelledImage], image_size: int, hflip: bool = False):
+        self.items = list(items)
+        self.image_size = image_size
+        self.hflip = hflip
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index]
+        pixels = image_to_tensor(load_rgb(item.path), self.image_size)
+        if self.hflip and torch.rand(()) < 0.5:
+            pixels = pixels.flip(-1)
+        return {
+            "pixels": pixels,
+            "target": torch.tensor(item.target, dtype=torch.float32),
+            "mos_raw": torch.tensor(item.mos_raw, dtype=torch.float32),
+            "image_id": item.image_id,
+        }
+
+
+class IQADataModule(L.LightningDataModule, ABC):
+    """Base data module for image quality datasets.
+
+    Args:
+        root: Dataset folder (config key ``dataset.root``).
+        image_size: Side of the square images fed to the model.
+        mos_range: (lo, hi) of the score scale in the annotation file.
+        higher_better: False for DMOS-like scores; targets are then flipped.
+        split: Split strategy: official, reference_disjoint, random or per_image_leaky.
+        split_ratios: (train, val, test) fractions for the seeded strategies.
+        seed: Seed for the split and the training shuffle.
+        batch_size: Training batch size.
+        eval_batch_size: Validation / test batch size; defaults to ``batch_size``.
+        num_workers: DataLoader worker processes.
+        hflip: Random horizontal flip of training images.
+        on_bad_image: ``"error"`` stops on the first missing or undecodable image; ``"skip"``
+            checks every image once in :meth:`setup`, drops bad ones and lists them.
+        name: Short dataset name used in logs and run folders.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        image_size: int = 224,
+        mos_range: Sequence[float] = (1.0, 5.0),
+        higher_better: bool = True,
+        split: str = "random",
+        split_ratios: Sequence[float] = (0.7, 0.1, 0.2),
+        seed: int = 0,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        hflip: bool = True,
+        on_bad_image: str = "error",
+        name: str = "iqa",
+    ):
+        super().__init__()
+        self.root = None if root is None else Path(os.path.expanduser(str(root)))
+        self.image_size = _positive_int(image_size, "image_size")
+        self.mos_range = _check_mos_range(mos_range)
+        self.higher_better = bool(higher_better)
+        if split not in SPLIT_STRATEGIES:
+            raise ValueError(
+                f"dataset.split must be one of {list(SPLIT_STRATEGIES)}, got {split!r}"
+            )
+        self.split = split
+        self.split_ratios = check_ratios(split_ratios)
+        self.seed = _integer(seed, "seed", minimum=None)
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.eval_batch_size = (
+            self.batch_size
+            if eval_batch_size is None
+            else _positive_int(eval_batch_size, "eval_batch_size")
+        )
+        self.num_workers = _integer(num_workers, "num_workers", minimum=0)
+        self.hflip = bool(hflip)
+        if on_bad_image not in ("error", "skip"):
+            raise ValueError(
+                f"dataset.on_bad_image must be 'error' or 'skip', got {on_bad_image!r}"
+            )
+        self.on_bad_image = on_bad_image
+        self.name = str(name)
+        self._records: list[ImageRecord] | None = None
+        self._assignment: dict[str, str] = {}
+        self._skipped: list[tuple[str, str, str]] = []
+
+    @abstractmethod
+    def read_records(self) -> list[ImageRecord]:
+        """Read the dataset's annotation files into records (no image decoding)."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read records, check images and labels, and assign splits (idempotent)."""
+        if self._records is not None:
+            return
+        self.check_root()
+        records = list(self.read_records())
+        if not records:
+            raise ValueError(
+                f"{self.name}: the annotation files under '{self.root}' list no images"
+            )
+        _check_unique_ids(records)
+        self._check_mos(records)
+        assignment = assign_splits(records, self.split, self.split_ratios, self.seed)
+        skipped = self._find_bad_images(records)
+        bad = {image_id for image_id, _, _ in skipped}
+        kept = [r for r in records if r.image_id not in bad]
+        for name in SPLIT_NAMES:
+            if not any(assignment[r.image_id] == name for r in kept):
+                raise SplitError(
+                    f"{self.name}: after skipping {len(skipped)} bad image(s) the '{name}' split "
+                    "is empty; fix or restore the listed files"
+                )
+        self._skipped = skipped
+        self._assignment = {r.image_id: assignment[r.image_id] for r in kept}
+        self._records = kept
+        counts = self.num_records
+        logger.info(
+            "%s: %d images (train %d, val %d, test %d), split=%s, seed=%d",
+            self.name,
+            len(kept),
+            counts["train"],
+            counts["val"],
+            counts["test"],
+            self.split,
+            self.seed,
+        )
+
+    def check_root(self) -> None:
+        """Raise a clear error when the dataset folder is not set or does not exist."""
+        if self.root is None:
+            raise ValueError(f"{self.name}: dataset.root is not set")
+        if not self.root.is_dir():
+            what = "is a file, not a folder" if self.root.exists() else "does not exist"
+            raise FileNotFoundError(
+                f"{self.name}: dataset root '{self.root}' {what}; set dataset.root "
+                "(or paths.data_dir) to the folder that holds the dataset"
+            )
+
+    def to_target(self, mos: float) -> float:
+        """Map a raw score to the [0, 1], higher-is-better target."""
+        lo, hi = self.mos_range
+        value = min(max((mos - lo) / (hi - lo), 0.0), 1.0)
+        return value if self.higher_better else 1.0 - value
+
+    def records(self, split: str | None = None) -> list[ImageRecord]:
+        """Records in file order, optionally only those of one split."""
+        kept = self._require_setup()
+        if split is None:
+            return list(kept)
+        _check_split_name(split)
+        return [r for r in kept if self._assignment[r.image_id] == split]
+
+    @property
+    def num_records(self) -> dict[str, int]:
+        """Number of images per split (after skipping), for logging."""
+        kept = self._require_setup()
+        counts = dict.fromkeys(SPLIT_NAMES, 0)
+        for record in kept:
+            counts[self._assignment[record.image_id]] += 1
+        return counts
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of every image dropped in ``on_bad_image="skip"`` mode."""
+        return [(path, reason) for _, path, reason in self._skipped]
+
+    def split_table(self) -> list[tuple[str, str]]:
+        """(image_id, split) for every image used, in file order."""
+        return [(r.image_id, self._assignment[r.image_id]) for r in self._require_setup()]
+
+    def write_split(self, path: str | os.PathLike) -> Path:
+        """Write ``split.csv`` (header ``image_id,split``); a folder gets ``split.csv`` inside."""
+        return _write_csv(path, "split.csv", ("image_id", "split"), self.split_table())
+
+    def write_skipped(self, path: str | os.PathLike) -> Path:
+        """Write the skipped images (header ``image_id,path,reason``); a folder gets
+        ``skipped.csv`` inside."""
+        self._require_setup()
+        return _write_csv(path, "skipped.csv", ("image_id", "path", "reason"), self._skipped)
+
+    def dataset(self, split: str) -> IQAImageDataset:
+        """The torch dataset of one split (training flips only for ``train``)."""
+        _check_split_name(split)
+        items = [
+            LabelledImage(r.image_id, str(r.path), float(r.mos_raw), self.to_target(r.mos_raw))
+            for r in self.records(split)
+        ]
+        return IQAImageDataset(items, self.image_size, hflip=self.hflip and split == "train")
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return self._loader("train", self.batch_size, shuffle=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def _loader(self, split, batch_size, shuffle, generator=None) -> DataLoader:
+        return DataLoader(
+            self.dataset(split),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            generator=generator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def _require_setup(self) -> list[ImageRecord]:
+        if self._records is None:
+            raise RuntimeError(f"{self.name}: call setup() before using the data module")
+        return self._records
+
+    def _check_mos(self, records: Sequence[ImageRecord]) -> None:
+        lo, hi = self.mos_range
+        bad = [
+            r
+            for r in records
+            if not math.isfinite(r.mos_raw)
+            or r.mos_raw < lo - _MOS_TOLERANCE
+            or r.mos_raw > hi + _MOS_TOLERANCE
+        ]
+        if bad:
+            shown = ", ".join(f"'{r.image_id}' ({r.mos_raw:g})" for r in bad[:_SHOW_AT_MOST])
+            raise ValueError(
+                f"{self.name}: {len(bad)} image(s) have a score outside dataset.mos_range "
+                f"[{lo:g}, {hi:g}]: {shown}. Set dataset.mos_range to the scale of the "
+                "annotation file"
+            )
+
+    def _find_bad_images(self, records: Sequence[ImageRecord]) -> list[tuple[str, str, str]]:
+        missing = [r for r in records if not Path(r.path).is_file()]
+        if missing and self.on_bad_image == "error":
+            shown = "\n  ".join(str(r.path) for r in missing[:_SHOW_AT_MOST])
+            more = (
+                f"\n  ... and {len(missing) - _SHOW_AT_MOST} more"
+                if len(missing) > _SHOW_AT_MOST
+                else ""
+            )
+            raise FileNotFoundError(
+                f"{self.name}: {len(missing)} of {len(records)} image file(s) listed in the "
+                f"annotations are missing:\n  {shown}{more}\nRestore them, or set "
+                "dataset.on_bad_image=skip to drop them"
+            )
+        if self.on_bad_image == "error":
+            return []
+        skipped = [(r.image_id, str(r.path), "file does not exist") for r in missing]
+        missing_ids = {r.image_id for r in missing}
+        present = [r for r in records if r.image_id not in missing_ids]
+        workers = max(1, min(8, os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            reasons = list(pool.map(_decode_problem, [r.path for r in present]))
+        skipped += [
+            (r.image_id, str(r.path), why) for r, why in zip(present, reasons, strict=True) if why
+        ]
+        if skipped:
+            logger.warning(
+                "%s: skipped %d of %d image(s) (on_bad_image=skip); first: %s - %s",
+                self.name,
+                len(skipped),
+                len(records),
+                skipped[0][1],
+                skipped[0][2],
+            )
+        return skipped
+
+
+def _decode_problem(path: Path) -> str:
+    try:
+        load_rgb(path)
+    except ImageLoadError as err:
+        return err.reason or str(err)
+    return ""
+
+
+def _check_unique_ids(records: Sequence[ImageRecord]) -> None:
+    seen: set[str] = set()
+    for record in records:
+        if record.image_id in seen:
+            raise ValueError(f"duplicate image id '{record.image_id}' in the dataset records")
+        seen.add(record.image_id)
+
+
+def _check_split_name(split: str) -> None:
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {list(SPLIT_NAMES)}, got {split!r}")
+
+
+def _positive_int(value, key: str) -> int:
+    return _integer(value, key, minimum=1)
+
+
+def _integer(value, key: str, minimum: int | None) -> int:
+    try:
+        ok = not isinstance(value, bool) and int(value) == value
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or (minimum is not None and int(value) < minimum):
+        bound = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise ValueError(f"dataset.{key} must be {bound}, got {value!r}")
+    return int(value)
+
+
+def _check_mos_range(mos_range) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in mos_range)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"dataset.mos_range must be two numbers [lo, hi], got {mos_range!r}"
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"dataset.mos_range must satisfy lo < hi, got [{lo:g}, {hi:g}]")
+    return lo, hi
+
+
+def _write_csv(path, default_name: str, header: Sequence[str], rows) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / default_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

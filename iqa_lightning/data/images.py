@@ -1,0 +1,236 @@
+"""Image decoding: any file PIL can read becomes an 8-bit RGB image, or a clear error.
+
+Every dataset goes through :func:`load_rgb`, so the rules for odd files live in one place:
+EXIF orientation is applied, transparency is composited on white, palette / CMYK / grayscale
+images are converted, and high-bit-depth grayscale is rescaled by its bit depth instead of
+being clipped (PIL's plain ``convert`` maps every 16-bit value above 255 to white).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+__all__ = ["ImageLoadError", "image_to_tensor", "load_rgb", "to_rgb"]
+
+logger = logging.getLogger("iqa_lightning.data")
+
+_WHITE = (255, 255, 255)
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_HIGH_DEPTH_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;32", "I;32B", "F"}
+_TIFF_BITS_PER_SAMPLE = 258
+
+
+class ImageLoadError(RuntimeError):
+    """An image file could not be read or decoded.
+
+    The message always names the file and the reason. The single-string constructor keeps
+    the type intact when a DataLoader worker re-raises the error in the main process.
+
+    Args:
+        message: Full message; build it with :meth:`for_path` to get the standard wording.
+        path: The file that failed, if known.
+        reason: Why it failed, if known.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, reason: str = ""):
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+        self.reason = reason
+
+    @classmethod
+    def for_path(cls, path: str | os.PathLike, reason: str) -> ImageLoadError:
+        """Build the error with the standard message naming ``path`` and ``reason``."""
+        return cls(f"cannot load image '{path}': {reason}", path=path, reason=reason)
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.path, self.reason))
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Read an image file as a fully decoded 8-bit RGB image.
+
+    Applies the EXIF orientation, composites transparency on white, converts palette, CMYK,
+    grayscale and 1-bit images, and rescales 16-bit / 32-bit integer and float grayscale by
+    their bit depth (see :func:`to_rgb`).
+
+    Args:
+        path: Image file.
+
+    Returns:
+        A PIL image in mode ``"RGB"``, detached from the file.
+
+    Raises:
+        ImageLoadError: The file is missing, empty, not an image, truncated, cannot be decoded,
+            or has a mode that cannot be converted. The message names the file and the reason.
+    """
+    path = Path(path)
+    if not path.is_file():
+        reason = "it is a directory, not a file" if path.is_dir() else "file does not exist"
+        raise ImageLoadError.for_path(path, reason)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise ImageLoadError.for_path(path, f"cannot stat file ({err})") from err
+    if size == 0:
+        raise ImageLoadError.for_path(path, "file is empty (0 bytes)")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            declared_bits = _declared_bits(img)
+            return to_rgb(_apply_orientation(img), declared_bits=declared_bits)
+    except ImageLoadError as err:
+        raise ImageLoadError.for_path(path, err.reason or str(err)) from err
+    except Exception as err:  # any decoder failure must name the file
+        raise ImageLoadError.for_path(path, _describe(err)) from err
+
+
+def to_rgb(img: Image.Image, declared_bits: int | None = None) -> Image.Image:
+    """Convert an in-memory image of any PIL mode to 8-bit RGB.
+
+    Rules:
+        - ``RGB`` is returned as a copy; ``L`` and ``1`` are replicated to three channels.
+        - Alpha (``RGBA``, ``LA``, ``PA``, premultiplied modes, and ``P`` / ``L`` / ``RGB`` with
+          a ``transparency`` entry) is composited on a white background.
+        - ``P`` uses its palette; ``CMYK`` and ``YCbCr`` use PIL's conversion.
+        - ``I;16*`` is scaled by its bit depth: ``declared_bits`` when the file states fewer
+          bits than the container (e.g. 12-bit TIFF), else 16.
+        - ``I`` (32-bit int) uses ``declared_bits`` when it is at most 16, else 16 bits when all
+          values lie in [0, 65535], else a min-max stretch.
+        - ``F`` is taken as [0, 1] when all values lie there, as [0, 255] when they lie there,
+          else min-max stretched.
+
+    Args:
+        img: Decoded image.
+        declared_bits: Bits per sample stated by the file, if any.
+
+    Returns:
+        A new image in mode ``"RGB"``.
+
+    Raises:
+        ImageLoadError: The mode cannot be converted to RGB (no path is known here).
+    """
+    mode = img.mode
+    if mode == "RGB" and "transparency" not in img.info:
+        return img.copy()
+    if mode in _HIGH_DEPTH_MODES:
+        return _high_depth_to_rgb(img, declared_bits)
+    if mode in _ALPHA_MODES or "transparency" in img.info:
+        return _composite_on_white(img)
+    if mode == "1":
+        return img.convert("L").convert("RGB")
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as err:
+        raise ImageLoadError(
+            f"image mode {mode!r} cannot be converted to RGB ({err})",
+            reason=f"image mode {mode!r} cannot be converted to RGB ({err})",
+        ) from err
+
+
+def image_to_tensor(img: Image.Image, size: int) -> torch.Tensor:
+    """Resize an image to ``size`` x ``size`` (bicubic, no crop) and make a float tensor.
+
+    Args:
+        img: PIL image; converted with :func:`to_rgb` when it is not RGB already.
+        size: Output height and width in pixels.
+
+    Returns:
+        Float32 tensor of shape ``[3, size, size]`` with values in [0, 1].
+    """
+    if size < 1:
+        raise ValueError(f"image size must be a positive integer, got {size}")
+    if img.mode != "RGB":
+        img = to_rgb(img)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    array = np.array(img, dtype=np.uint8)
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+
+def _composite_on_white(img: Image.Image) -> Image.Image:
+    if img.mode == "La":
+        img = img.convert("LA")
+    elif img.mode == "RGBa":
+        img = img.convert("RGBA")
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _high_depth_to_rgb(img: Image.Image, declared_bits: int | None) -> Image.Image:
+    values = np.asarray(img).astype(np.float64)
+    if values.ndim != 2:
+        raise ImageLoadError(
+            f"unexpected array shape {values.shape} for mode {img.mode!r}",
+            reason=f"unexpected array shape {values.shape} for mode {img.mode!r}",
+        )
+    if img.mode == "F":
+        scaled = _scale_float(values)
+    elif img.mode.startswith("I;16"):
+        bits = declared_bits if declared_bits and declared_bits < 16 else 16
+        scaled = values / float(2**bits - 1)
+    else:
+        scaled = _scale_int32(values, declared_bits)
+    gray = np.clip(np.rint(np.clip(scaled, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(np.stack([gray] * 3, axis=-1), mode="RGB")
+
+
+def _scale_int32(values: np.ndarray, declared_bits: int | None) -> np.ndarray:
+    if declared_bits and declared_bits <= 16:
+        return values / float(2**declared_bits - 1)
+    low, high = float(values.min()), float(values.max())
+    if low >= 0 and high <= 65535:
+        return values / 65535.0
+    return _stretch(values)
+
+
+def _scale_float(values: np.ndarray) -> np.ndarray:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros_like(values)
+    values = np.nan_to_num(values, nan=0.0, posinf=finite.max(), neginf=finite.min())
+    low, high = float(finite.min()), float(finite.max())
+    if low >= 0 and high <= 1:
+        return values
+    if low >= 0 and high <= 255:
+        return values / 255.0
+    return _stretch(values)
+
+
+def _stretch(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
+
+
+def _apply_orientation(img: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # unreadable EXIF must not make a decodable image unusable
+        logger.debug("ignoring unreadable EXIF orientation in %s", getattr(img, "filename", "?"))
+        return img.copy()
+
+
+def _declared_bits(img: Image.Image) -> int | None:
+    tags = getattr(img, "tag_v2", None)
+    if tags is None:
+        return None
+    bits = tags.get(_TIFF_BITS_PER_SAMPLE)
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    try:
+        return int(bits) if bits else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

@@ -1,0 +1,88 @@
+"""KADID-10k (Lin, Hosu, Saupe, QoMEX 2019), as published.
+
+Layout::
+
+    root/
+      dmos.csv      dist_img,ref_img,dmos,var   (one row per distorted image)
+      images/       I01.png ... I81.png and I01_01_01.png ... I81_25_05.png
+
+Despite its name, the ``dmos`` column is a mean opinion score on a 1-5 scale where higher is
+better. Images made from one reference share its ``ref_img``, which becomes ``ref_id`` so the
+default ``reference_disjoint`` split keeps each reference in one split.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from .base import IQADataModule
+from .records import AnnotationError, ImageRecord, read_annotation_csv
+
+__all__ = ["KADIDDataModule"]
+
+KADID_LABELS = "dmos.csv"
+KADID_IMAGE_DIR = "images"
+
+
+class KADIDDataModule(IQADataModule):
+    """KADID-10k data module.
+
+    Args:
+        root: Folder holding ``dmos.csv`` and ``images/``.
+        mos_range: Score scale of the ``dmos`` column.
+        higher_better: Whether a higher ``dmos`` means better quality.
+        split: Split strategy; ``reference_disjoint`` by default.
+        name: Dataset name for logs.
+        **kwargs: Other :class:`~iqa_lightning.data.base.IQADataModule` arguments
+            (image_size, split_ratios, seed, batch_size, ...).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        mos_range: Sequence[float] = (1.0, 5.0),
+        higher_better: bool = True,
+        split: str = "reference_disjoint",
+        name: str = "kadid",
+        **kwargs,
+    ):
+        super().__init__(
+            root=root,
+            mos_range=mos_range,
+            higher_better=higher_better,
+            split=split,
+            name=name,
+            **kwargs,
+        )
+
+    def read_records(self) -> list[ImageRecord]:
+        """Read ``dmos.csv``; image paths point into ``images/``."""
+        labels = self.root / KADID_LABELS
+        images = self.root / KADID_IMAGE_DIR
+        missing = [p for p in (labels, images) if not p.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{self.name}: '{self.root}' is not a KADID-10k folder; looked for "
+                f"{labels} and {images}/, missing: {', '.join(str(p) for p in missing)}"
+            )
+        _, rows = read_annotation_csv(
+            labels,
+            required=("dist_img", "ref_img", "dmos"),
+            numeric=("dmos",),
+            unique="dist_img",
+        )
+        for row in rows:
+            if not row["ref_img"]:
+                raise AnnotationError(
+                    f"{labels}, line {row.line}, column 'ref_img': value is empty"
+                )
+        return [
+            ImageRecord(
+                image_id=row["dist_img"],
+                path=images / row["dist_img"],
+                mos_raw=row.numbers["dmos"],
+                ref_id=row["ref_img"],
+            )
+            for row in rows
+        ]

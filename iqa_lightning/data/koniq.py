@@ -1,0 +1,137 @@
+"""KonIQ-10k (Hosu, Lin, Sziranyi, Saupe, TIP 2020), as published.
+
+Layout::
+
+    root/
+      1024x768/ and/or 512x384/                 the 10,073 JPEG images
+      koniq10k_distributions_sets.csv           image_name,c1,...,c5,c_total,MOS,SD,set
+      koniq10k_scores_and_distributions.csv     image_name,c1,...,c5,c_total,MOS,SD,MOS_zscore
+
+The two label files use different scales. In ``koniq10k_distributions_sets.csv`` (the file
+with the official training / validation / test ``set`` column, from github.com/subpic/koniq)
+``MOS`` is on the rescaled 1-100 scale. In ``koniq10k_scores_and_distributions.csv`` (the
+database download) ``MOS`` is the raw 1-5 mean rating and ``MOS_zscore`` is the 1-100 score.
+By default (``score_column="auto"``) the module reads the 1-100 score from either file, so
+``mos_range`` is (1, 100) in both cases; pass ``score_column="MOS"`` together with
+``mos_range=(1, 5)`` to train on the raw 1-5 mean of the scores file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .base import IQADataModule
+from .records import ImageRecord, read_annotation_csv
+
+__all__ = ["KonIQDataModule"]
+
+KONIQ_SETS_FILE = "koniq10k_distributions_sets.csv"
+KONIQ_SCORES_FILE = "koniq10k_scores_and_distributions.csv"
+KONIQ_IMAGE_DIRS = ("512x384", "1024x768")
+_AUTO_SCORE_COLUMN = {KONIQ_SETS_FILE: "MOS", KONIQ_SCORES_FILE: "MOS_zscore"}
+
+
+class KonIQDataModule(IQADataModule):
+    """KonIQ-10k data module.
+
+    Args:
+        root: Folder holding the label file(s) and an image folder.
+        image_dir: ``"auto"`` (``512x384`` if present, else ``1024x768``) or a folder name
+            under ``root``.
+        labels_file: ``"auto"`` (the sets file if present, else the scores file) or a file name
+            under ``root``.
+        score_column: ``"auto"`` (the 1-100 score of whichever file is read) or a column name.
+        mos_range: Scale of the score column.
+        higher_better: Whether a higher score means better quality.
+        split: Split strategy; ``official`` (the file's ``set`` column) by default.
+        name: Dataset name for logs.
+        **kwargs: Other :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        image_dir: str = "auto",
+        labels_file: str = "auto",
+        score_column: str = "auto",
+        mos_range: Sequence[float] = (1.0, 100.0),
+        higher_better: bool = True,
+        split: str = "official",
+        name: str = "koniq",
+        **kwargs,
+    ):
+        super().__init__(
+            root=root,
+            mos_range=mos_range,
+            higher_better=higher_better,
+            split=split,
+            name=name,
+            **kwargs,
+        )
+        self.image_dir = image_dir
+        self.labels_file = labels_file
+        self.score_column = score_column
+
+    def resolve_image_dir(self) -> Path:
+        """The image folder in use."""
+        if self.image_dir != "auto":
+            folder = self.root / self.image_dir
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"{self.name}: image folder '{folder}' (dataset.image_dir="
+                    f"{self.image_dir}) does not exist"
+                )
+            return folder
+        for candidate in KONIQ_IMAGE_DIRS:
+            if (self.root / candidate).is_dir():
+                return self.root / candidate
+        looked = ", ".join(str(self.root / c) + "/" for c in KONIQ_IMAGE_DIRS)
+        raise FileNotFoundError(
+            f"{self.name}: no KonIQ-10k image folder under '{self.root}'; looked for {looked}"
+        )
+
+    def resolve_labels_file(self) -> Path:
+        """The label file in use."""
+        if self.labels_file != "auto":
+            path = self.root / self.labels_file
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{self.name}: label file '{path}' (dataset.labels_file) does not exist"
+                )
+            return path
+        for candidate in (KONIQ_SETS_FILE, KONIQ_SCORES_FILE):
+            if (self.root / candidate).is_file():
+                return self.root / candidate
+        raise FileNotFoundError(
+            f"{self.name}: no KonIQ-10k label file under '{self.root}'; looked for "
+            f"{self.root / KONIQ_SETS_FILE} and {self.root / KONIQ_SCORES_FILE}"
+        )
+
+    def read_records(self) -> list[ImageRecord]:
+        """Read the label file; ``set`` becomes the official split when present."""
+        labels = self.resolve_labels_file()
+        images = self.resolve_image_dir()
+        column = self.score_column
+        if column == "auto":
+            column = _AUTO_SCORE_COLUMN.get(labels.name, "MOS")
+        header, rows = read_annotation_csv(
+            labels, required=("image_name", column), numeric=(column,), unique="image_name"
+        )
+        has_sets = "set" in header
+        if self.split == "official" and not has_sets:
+            raise ValueError(
+                f"{self.name}: dataset.split=official needs the 'set' column of "
+                f"{KONIQ_SETS_FILE}, but {labels} has none; put that file in '{self.root}' or "
+                "use dataset.split=random"
+            )
+        return [
+            ImageRecord(
+                image_id=row["image_name"],
+                path=images / row["image_name"],
+                mos_raw=row.numbers[column],
+                official_split=row["set"] if has_sets else None,
+            )
+            for row in rows
+        ]

@@ -1,0 +1,194 @@
+"""Image records and a strict reader for annotation CSV files.
+
+Every error names the file and, where it applies, the 1-based line, the column and the bad
+value, so a broken annotation file can be fixed without a debugger.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["AnnotationError", "AnnotationRow", "ImageRecord", "read_annotation_csv"]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One labelled image.
+
+    Attributes:
+        image_id: Unique name of the image inside its dataset (usually the file name).
+        path: Absolute or root-relative path of the image file.
+        mos_raw: Score exactly as the annotation file gives it.
+        ref_id: Reference (pristine source) the image was made from, for datasets built by
+            distorting references; None for authentic-distortion datasets.
+        official_split: The dataset's own split name for this image (e.g. ``"training"``),
+            if it publishes one.
+    """
+
+    image_id: str
+    path: Path
+    mos_raw: float
+    ref_id: str | None = None
+    official_split: str | None = None
+
+
+class AnnotationError(ValueError):
+    """An annotation file is malformed; the message names the file and where."""
+
+
+@dataclass(frozen=True)
+class AnnotationRow:
+    """One data row of an annotation CSV.
+
+    Attributes:
+        line: 1-based line number in the file where the row starts.
+        values: Column name to stripped cell text.
+        numbers: Column name to parsed float, for the numeric columns that were requested.
+    """
+
+    line: int
+    values: dict[str, str]
+    numbers: dict[str, float] = field(default_factory=dict)
+
+    def __getitem__(self, column: str) -> str:
+        return self.values[column]
+
+
+def read_annotation_csv(
+    path: str | os.PathLike,
+    required: Sequence[str],
+    numeric: Iterable[str] = (),
+    unique: str | None = None,
+) -> tuple[list[str], list[AnnotationRow]]:
+    """Read a CSV annotation file and validate it.
+
+    Checks that the header has every required column, that no row repeats the header (an
+    extra or duplicated header row, e.g. from concatenated files), that each row has as many
+    cells as the header, that numeric columns hold finite numbers, and that the ``unique``
+    column has no duplicates. Blank lines are ignored; a UTF-8 byte-order mark is accepted.
+
+    Args:
+        path: CSV file.
+        required: Columns that must be present.
+        numeric: Columns (a subset of ``required``) that must parse as finite floats.
+        unique: Column whose values must not repeat (the image name).
+
+    Returns:
+        The header (stripped column names) and the data rows in file order.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        AnnotationError: The file is malformed; the message names the file, line, column and
+            value at fault.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: '{path}'")
+    numeric = list(numeric)
+    try:
+        raw_rows = list(_read_rows(path))
+    except UnicodeDecodeError as err:
+        raise AnnotationError(f"{path}: not valid UTF-8 text ({err}); save it as UTF-8") from err
+    except csv.Error as err:
+        raise AnnotationError(f"{path}: cannot parse as CSV ({err})") from err
+    if not raw_rows:
+        raise AnnotationError(f"{path}: file is empty; expected a header with columns {required}")
+
+    header_line, header_cells = raw_rows[0]
+    header = [cell.strip() for cell in header_cells]
+    _check_header(path, header_line, header, required, numeric, raw_rows[1:6])
+
+    rows: list[AnnotationRow] = []
+    first_seen: dict[str, int] = {}
+    for line, cells in raw_rows[1:]:
+        cells = [cell.strip() for cell in cells]
+        if cells == header or (required and set(required) <= set(cells)):
+            raise AnnotationError(
+                f"{path}, line {line}: repeats the header row ({','.join(cells)}); "
+                "remove the extra header line (files concatenated with their headers?)"
+            )
+        if len(cells) != len(header):
+            raise AnnotationError(
+                f"{path}, line {line}: has {len(cells)} fields but the header has "
+                f"{len(header)} ({', '.join(header)}); check for unquoted commas or a "
+                "missing value"
+            )
+        values = dict(zip(header, cells, strict=True))
+        numbers = {column: _parse_number(path, line, column, values[column]) for column in numeric}
+        if unique is not None:
+            key = values[unique]
+            if key == "":
+                raise AnnotationError(f"{path}, line {line}: column '{unique}' is empty")
+            if key in first_seen:
+                raise AnnotationError(
+                    f"{path}: duplicate {unique} '{key}' on lines {first_seen[key]} and {line}"
+                )
+            first_seen[key] = line
+        rows.append(AnnotationRow(line=line, values=values, numbers=numbers))
+    if not rows:
+        raise AnnotationError(f"{path}: has a header but no data rows")
+    return header, rows
+
+
+def _read_rows(path: Path):
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        previous_end = 0
+        for cells in reader:
+            start = previous_end + 1
+            previous_end = reader.line_num
+            if not cells or all(cell.strip() == "" for cell in cells):
+                continue
+            yield start, cells
+
+
+def _check_header(
+    path: Path,
+    line: int,
+    header: list[str],
+    required: Sequence[str],
+    numeric: list[str],
+    following: list[tuple[int, list[str]]],
+) -> None:
+    missing = [column for column in required if column not in header]
+    if missing:
+        hint = ""
+        for later_line, cells in following:
+            if set(required) <= {cell.strip() for cell in cells}:
+                hint = (
+                    f"; the expected header appears on line {later_line}, so remove the "
+                    f"extra line(s) above it"
+                )
+                break
+        raise AnnotationError(
+            f"{path}: missing required column(s) {missing}; the header on line {line} has "
+            f"columns {header}{hint}"
+        )
+    repeated = sorted({column for column in header if column and header.count(column) > 1})
+    if repeated:
+        raise AnnotationError(f"{path}, line {line}: header repeats column(s) {repeated}")
+    unknown_numeric = [column for column in numeric if column not in header]
+    if unknown_numeric:
+        raise AnnotationError(f"{path}: numeric column(s) {unknown_numeric} not in the header")
+
+
+def _parse_number(path: Path, line: int, column: str, text: str) -> float:
+    if text == "":
+        raise AnnotationError(f"{path}, line {line}, column '{column}': value is empty")
+    try:
+        value = float(text)
+    except ValueError:
+        raise AnnotationError(
+            f"{path}, line {line}, column '{column}': {text!r} is not a number"
+        ) from None
+    if not math.isfinite(value):
+        raise AnnotationError(
+            f"{path}, line {line}, column '{column}': {text!r} is not a finite number "
+            "(NaN or infinity)"
+        )
+    return value

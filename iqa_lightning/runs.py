@@ -1,0 +1,83 @@
+"""Read run folders back: metrics, overrides and predictions of one run or a whole sweep.
+
+A run folder is what ``train.py`` writes (``.hydra/``, ``metrics.json``,
+``predictions_test.csv``, ``split.csv``, ``checkpoints/``, ``plots/``); a sweep folder holds one
+run folder per job. Used by the analysis notebook and by tests of the run-folder contract.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class Run:
+    """One finished run, loaded from its folder."""
+
+    path: Path
+    metrics: dict
+    overrides: list[str] = field(default_factory=list)
+    predictions: list[dict] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The command-line overrides that make this run differ (or the folder name)."""
+        return " ".join(self.overrides) or self.path.name
+
+    @property
+    def prompt_image(self) -> Path | None:
+        path = self.path / "plots" / "prompt.png"
+        return path if path.exists() else None
+
+
+def find_runs(folder: str | Path) -> list[Path]:
+    """Run folders under ``folder``: itself if it is one, else every sub-folder that is.
+
+    Raises:
+        FileNotFoundError: No ``metrics.json`` at or below ``folder``.
+    """
+    folder = Path(folder)
+    if (folder / "metrics.json").exists():
+        return [folder]
+    runs = sorted(p.parent for p in folder.glob("**/metrics.json"))
+    if not runs:
+        raise FileNotFoundError(f"{folder}: no run folder (metrics.json) at or below it")
+    return runs
+
+
+def load_run(folder: str | Path) -> Run:
+    """Load ``metrics.json``, ``.hydra/overrides.yaml`` and ``predictions_test.csv``."""
+    folder = Path(folder)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    overrides_file = folder / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+    predictions = []
+    pred_file = folder / "predictions_test.csv"
+    if pred_file.exists():
+        with open(pred_file, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                predictions.append({k: row[k] if k == "image_id" else float(row[k]) for k in row})
+    return Run(folder, metrics, list(overrides or []), predictions)
+
+
+def load_runs(folder: str | Path) -> list[Run]:
+    """Every run at or below ``folder`` (a run folder or a sweep folder)."""
+    return [load_run(p) for p in find_runs(folder)]
+
+
+def metrics_table(runs: list[Run], keys: tuple[str, ...] = ("test/srcc", "test/plcc",
+                  "test/krcc", "val/srcc_best")) -> str:  # fmt: skip
+    """A markdown table, one row per run, one column per metric key."""
+    lines = ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for run in runs:
+        cells = []
+        for key in keys:
+            value = run.metrics.get(key)
+            cells.append("n/a" if value is None else f"{value:.4f}")
+        lines.append(f"| {run.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

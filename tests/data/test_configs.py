@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from iqa_lightning.data import IQADataModule
+
+from .fixtures import write_agiqa, write_kadid, write_koniq
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "dataset"
+WRITERS = {
+    "kadid": ("kadid10k", write_kadid),
+    "koniq": ("koniq10k", write_koniq),
+    "agiqa": ("AGIQA-3K", write_agiqa),
+}
+
+
+def compose(name, tmp_path):
+    config = OmegaConf.create(
+        {
+            "paths": {"data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")},
+            "model": {"image_size": 24},
+            "seed": 5,
+        }
+    )
+    config.dataset = OmegaConf.load(CONF / f"{name}.yaml")
+    return config
+
+
+def test_every_dataset_config_is_tested():
+    assert {p.stem for p in CONF.glob("*.yaml")} == {*WRITERS, "synthetic"}
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_config_builds_a_working_data_module(tmp_path, name):
+    folder, writer = WRITERS[name]
+    writer(tmp_path / "data" / folder)
+    config = compose(name, tmp_path)
+    config.dataset.num_workers = 0
+    dm = instantiate(config.dataset)
+    assert isinstance(dm, IQADataModule)
+    assert dm.image_size == 24 and dm.seed == 5 and dm.name == config.dataset.name
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["pixels"].shape[1:] == (3, 24, 24)
+
+
+def test_synthetic_config(tmp_path):
+    config = compose("synthetic", tmp_path)
+    assert config.dataset.num_workers == 0
+    config.dataset.n_refs = 3
+    config.dataset.levels = 2
+    config.dataset.generated_size = 24
+    dm = instantiate(config.dataset)
+    assert dm.root.parent == tmp_path / "cache"
+    dm.setup("fit")
+    assert sum(dm.num_records.values()) == 3 * 7 * 2
+
+
+def test_missing_root_from_config_names_the_key(tmp_path):
+    dm = instantiate(compose("kadid", tmp_path).dataset)
+    with pytest.raises(FileNotFoundError, match=r"dataset\.root"):
+        dm.setup("fit")
