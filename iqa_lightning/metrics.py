@@ -1,4 +1,4 @@
-"""Correlation metrics for IQA: torchmetrics SRCC / PLCC / KRCC.
+"""Correlation metrics for IQA: torchmetrics SRCC / PLCC / KRCC, and logistic-fitted PLCC.
 
 SRCC (Spearman), PLCC (Pearson) and KRCC (Kendall) are computed over a whole split once per
 epoch: torchmetrics keeps every prediction of the epoch (and gathers them across DDP ranks).
@@ -6,6 +6,9 @@ epoch: torchmetrics keeps every prediction of the epoch (and gathers them across
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 from torchmetrics import MetricCollection
 from torchmetrics.regression import KendallRankCorrCoef, PearsonCorrCoef, SpearmanCorrCoef
 
@@ -21,3 +24,52 @@ def correlation_metrics(prefix: str) -> MetricCollection:
         prefix=prefix,
         compute_groups=False,
     )
+
+
+def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """Four-parameter logistic: ``(b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2``."""
+    return (b1 - b2) / (1 + np.exp(-(x - b3) / (np.abs(b4) + 1e-12))) + b2
+
+
+def logistic5(x: np.ndarray, b1: float, b2: float, b3: float, b4: float, b5: float) -> np.ndarray:
+    """Five-parameter logistic of the VQEG report: ``b1 (1/2 - 1/(1 + exp(b2 (x - b3)))) + b4 x + b5``."""
+    return b1 * (0.5 - 1 / (1 + np.exp(b2 * (x - b3)))) + b4 * x + b5
+
+
+def plcc_logistic(pred: np.ndarray, mos: np.ndarray, params: int = 4) -> float:
+    """PLCC after a logistic mapping from predictions to MOS fitted with ``scipy.optimize``.
+
+    IQA papers report it beside the plain PLCC: it removes a monotonic non-linearity between the
+    model's scale and the MOS scale. Falls back to the plain PLCC when the fit fails.
+
+    Args:
+        pred: Predicted scores.
+        mos: Subjective scores (or normalised targets).
+        params: 4 or 5 (:func:`logistic4` or :func:`logistic5`).
+    """
+    from scipy.optimize import curve_fit
+    from scipy.stats import pearsonr
+
+    pred, mos = np.asarray(pred, dtype=np.float64), np.asarray(mos, dtype=np.float64)
+    if len(pred) < params + 1 or np.ptp(pred) == 0:
+        return float("nan")
+    spread = float(np.std(pred)) or 1.0
+    if params == 4:
+        fn, p0 = logistic4, [mos.max(), mos.min(), float(np.mean(pred)), spread]
+    elif params == 5:
+        fn, p0 = (
+            logistic5,
+            [float(np.ptp(mos)), 1.0 / spread, float(np.mean(pred)), 0.0, float(np.mean(mos))],
+        )
+    else:
+        raise ValueError(f"params={params}: the logistic mapping has 4 or 5 parameters")
+    with np.errstate(over="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            fitted_params, _ = curve_fit(fn, pred, mos, p0=p0, maxfev=20000)
+            fitted = fn(pred, *fitted_params)
+        except (RuntimeError, ValueError):
+            fitted = pred
+    if not np.all(np.isfinite(fitted)) or np.ptp(fitted) == 0:
+        fitted = pred
+    return float(pearsonr(fitted, mos)[0])

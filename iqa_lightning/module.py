@@ -105,6 +105,19 @@ class IQAModule(L.LightningModule):
             for name, param in groups[group].items()
         }
 
+    def load_trainable(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load trainable tensors by full name (from ``trainable.safetensors``).
+
+        Raises:
+            KeyError: A trainable tensor is missing, or a name matches no parameter.
+        """
+        expected = self.trainable_state_dict()
+        missing = sorted(set(expected) - set(tensors))
+        unknown = sorted(set(tensors) - set(dict(self.named_parameters())))
+        if missing or unknown:
+            raise KeyError(f"trainable tensors: missing {missing}, unknown {unknown}")
+        self.load_state_dict(tensors, strict=False)
+
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 

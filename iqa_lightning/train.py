@@ -75,6 +75,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     # The backbone stays in eval mode on purpose (frozen, no dropout).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message=r"Metric `\w+` will save all targets")
     # Lightning prints through its own handler as well; let Hydra's logging alone show its lines.
     logging.getLogger("lightning.pytorch").handlers.clear()
     out = Path(cfg.paths.output_dir)

@@ -1,6 +1,8 @@
 """Shared fixtures: a small synthetic KADID-style set and the environment for subprocess runs."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,34 @@ def run_env(cache_dir) -> dict:
         PYTHONWARNINGS="ignore",
     )
     return env
+
+
+# Shorter than the demo itself, same code path.
+FAST = [
+    "experiment=demo",
+    "dataset.n_refs=4",
+    "dataset.generated_size=96",
+    "trainer.max_epochs=2",
+]
+
+
+def run_train(args, env, timeout=600, entry=("train.py",)):
+    """Run ``python train.py ARGS`` (or another entry point) and fail with its output."""
+    proc = subprocess.run(
+        [sys.executable, *entry, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+@pytest.fixture(scope="session")
+def demo_run(run_env, tmp_path_factory):
+    """The demo (shortened) with its default loggers: W&B offline and CSV."""
+    out = tmp_path_factory.mktemp("demo_run")
+    proc = run_train([*FAST, f"hydra.run.dir={out}"], run_env)
+    return out, proc

@@ -5,39 +5,9 @@ import json
 import subprocess
 import sys
 
-import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import REPO
-
-# Shorter than the demo itself, same code path.
-FAST = [
-    "experiment=demo",
-    "dataset.n_refs=4",
-    "dataset.generated_size=96",
-    "trainer.max_epochs=2",
-]
-
-
-def run_train(args, env, timeout=600):
-    proc = subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc
-
-
-@pytest.fixture(scope="module")
-def demo_run(run_env, tmp_path_factory):
-    """The demo (shortened) with its default loggers: W&B offline and CSV."""
-    out = tmp_path_factory.mktemp("demo_run")
-    proc = run_train([*FAST, f"hydra.run.dir={out}"], run_env)
-    return out, proc
+from tests.conftest import FAST, REPO, run_train
 
 
 def test_demo_prints_its_run_folder_and_figures(demo_run):

@@ -239,11 +239,12 @@ class IQADataModule(L.LightningDataModule, ABC):
         return _write_csv(path, "skipped.csv", ("image_id", "path", "reason"), self._skipped)
 
     def dataset(self, split: str) -> IQAImageDataset:
-        """The torch dataset of one split (training flips only for ``train``)."""
-        _check_split_name(split)
+        """The torch dataset of one split, or of every image for ``"all"`` (flips only in train)."""
+        if split != "all":
+            _check_split_name(split)
         items = [
             LabelledImage(r.image_id, str(r.path), float(r.mos_raw), self.to_target(r.mos_raw))
-            for r in self.records(split)
+            for r in self.records(None if split == "all" else split)
         ]
         return IQAImageDataset(items, self.image_size, hflip=self.hflip and split == "train")
 
@@ -256,6 +257,10 @@ class IQADataModule(L.LightningDataModule, ABC):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def eval_dataloader(self, split: str = "test") -> DataLoader:
+        """An ordered, unflipped loader over one split or ``"all"`` images (cross-dataset eval)."""
+        return self._loader(split, self.eval_batch_size, shuffle=False)
 
     def _loader(self, split, batch_size, shuffle, generator=None) -> DataLoader:
         return DataLoader(
