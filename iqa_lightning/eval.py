@@ -5,7 +5,7 @@
         eval.roots.kadid=/data/kadid10k eval.roots.koniq=/data/koniq10k eval.name=synthetic2real
 
 The run's backbone, prompt and score head are rebuilt from its ``.hydra/config.yaml`` and its
-trainable tensors loaded from ``checkpoints/<stage>/trainable.safetensors``. Each dataset is scored
+tuned tensors loaded from ``checkpoints/tuned.safetensors``. Each dataset is scored
 whole (``eval.split=all``) or on its test split (``eval.split=test``). The run folder receives
 ``eval_<name>.json`` (SRCC / PLCC / KRCC and logistic-fitted PLCC per dataset), ``eval_<name>.md``
 (the same as a markdown table) and ``predictions_eval_<dataset>.csv``; when the run logged to W&B
@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from iqa_lightning.callbacks.predictions import write_rows
 from iqa_lightning.metrics import correlation_metrics, plcc_logistic
-from iqa_lightning.train import CONFIG_DIR
+from iqa_lightning.train import CONFIG_DIR, build_module
 
 log = logging.getLogger("iqa_lightning.eval")
 
@@ -41,23 +41,15 @@ def load_run_config(run: Path) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def build_module(run_cfg: DictConfig, run: Path):
+def rebuild_run(run_cfg: DictConfig, run: Path):
     """Rebuild the run's LightningModule and load its trainable tensors."""
-    from hydra.utils import instantiate
     from safetensors.torch import load_file
 
-    stage = run_cfg.stage.get("name", "stage")
-    weights = run / "checkpoints" / stage / "trainable.safetensors"
+    weights = run / "checkpoints" / "tuned.safetensors"
     if not weights.exists():
         raise FileNotFoundError(f"run={run}: no {weights.relative_to(run)}; did the run finish?")
-    backbone = instantiate(run_cfg.model)
-    module = instantiate(
-        run_cfg.module,
-        backbone=backbone,
-        prompt=instantiate(run_cfg.prompt),
-        score=instantiate(run_cfg.score),
-    )
-    module.load_trainable(load_file(str(weights)))
+    module = build_module(run_cfg, run=run)
+    module.load_tuned(load_file(str(weights)))
     return module.eval()
 
 
@@ -125,7 +117,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
     run = Path(cfg.run).expanduser().resolve()
     run_cfg = load_run_config(run)
-    module = build_module(run_cfg, run)
+    module = rebuild_run(run_cfg, run)
     if torch.cuda.is_available():
         module = module.cuda()
     split = cfg.eval.split

@@ -1,19 +1,26 @@
-"""The LightningModule: a frozen LMM, the parts being tuned, the loss and the metrics.
+"""The LightningModule: a frozen LMM, the parts being tuned, the losses and the metrics.
 
-Data flow of one step (see DESIGN.md)::
+Data flow of a score step (see DESIGN.md)::
 
-    pixels [B,3,R,R] in [0,1] -> prompt -> backbone (normalise, vision, LM) -> next-token logits
+    pixels [B,3,R,R] in [0,1] -> pixel prompt -> backbone (normalise, vision tower
+    -> [Q-Adapt prompter on the features] -> projector -> LM [+ LoRA]) -> next-token logits
     -> WordScore (fp32 log-softmax over quality words) -> score [B] -> MSE vs target [B]
 
+Instruction batches train the same model with next-token cross-entropy on the answers, and
+multiple-choice batches are answered by the likelihood of each option's letter (:mod:`tasks`).
+
 Trainable parameters are an explicit contract: each part names its parameter group
-(:meth:`IQAModule.parameter_groups`); the optimiser, the checkpoints and the frozen-stays-frozen
-tests are all built from it.
+(``prompt``, ``prompter``, ``lora``, ``projector``; :meth:`IQAModule.parameter_groups`). A run is a
+list of phases (``stage.phases``), each naming the groups it trains, with its own optimiser; the
+:class:`~iqa_lightning.callbacks.StageSchedule` callback switches phases.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+import contextlib
+import functools
+import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -22,185 +29,326 @@ import torch.nn.functional as F
 from torch import nn
 
 from iqa_lightning.metrics import correlation_metrics
+from iqa_lightning.models.lora import add_lora, lora_parameters
+from iqa_lightning.models.prompts import NoPrompt
 from iqa_lightning.models.score import WordScore
-
-log = logging.getLogger(__name__)
+from iqa_lightning.tasks import MCQTally, pick_answers, task_of
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
+GROUPS = ("prompt", "prompter", "lora", "projector")
 
 
 class IQAModule(L.LightningModule):
-    """Train prompts (and later LoRA / prompters) on a frozen LMM to predict image quality.
+    """Tune prompts, prompters and LoRA on a frozen LMM for quality scoring and perception.
 
     Args:
         backbone: A :class:`~iqa_lightning.models.backbones.Backbone` (frozen).
-        prompt: A pixel prompt or :class:`~iqa_lightning.models.prompts.NoPrompt`.
+        prompt: A pixel prompt, :class:`NoPrompt`, a feature prompter (``adapt`` method), or a
+            callable taking ``backbone=`` that builds one (Hydra ``_partial_``).
         score: The :class:`~iqa_lightning.models.score.WordScore` head.
-        optimizer: ``params -> torch.optim.Optimizer`` (Hydra ``_partial_``).
-        scheduler: ``optimizer -> LRScheduler`` or None.
-        trainable: Names of the parameter groups that train (``stage.trainable``).
+        phases: One dict per phase: ``name``, ``trainable`` (group names; ``prompt`` also
+            selects a feature prompter), ``epochs`` (None: until the end), ``optimizer``
+            (``params -> Optimizer``), optional ``scheduler`` (``optimizer -> scheduler``; gets
+            ``num_training_steps`` / ``num_warmup_steps`` when it takes them), ``warmup_ratio``,
+            ``scheduler_interval``, ``lr`` (per-group learning rates).
+        lora: ``add_lora`` keyword arguments, or None for no LoRA.
+        task_weights: Loss weight per training task (``score``, ``instruct``).
         loss: ``mse``, ``l1`` or ``smooth_l1`` between score and target.
-        scheduler_interval: ``epoch`` or ``step``.
     """
 
     def __init__(
         self,
         backbone: nn.Module,
-        prompt: nn.Module,
+        prompt: nn.Module | Any,
         score: WordScore,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        scheduler: Callable[..., Any] | None = None,
-        trainable: Sequence[str] = ("prompt",),
+        phases: Sequence[dict[str, Any]],
+        lora: dict[str, Any] | None = None,
+        task_weights: dict[str, float] | None = None,
         loss: str = "mse",
-        scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"module.loss={loss!r} must be one of {sorted(LOSSES)}")
-        self.save_hyperparameters(ignore=["backbone", "prompt", "score", "optimizer", "scheduler"])
+        if not phases:
+            raise ValueError("stage.phases is empty: nothing to train")
+        self.save_hyperparameters(ignore=["backbone", "prompt", "score", "phases"])
         self.backbone = backbone
-        self.prompt = prompt
+        if lora:
+            add_lora(backbone, **lora)
+        if isinstance(prompt, functools.partial) or not isinstance(prompt, nn.Module):
+            prompt = prompt(backbone=backbone)
+        self.prompter = prompt if hasattr(prompt, "adapt") else None
+        self.prompt = NoPrompt() if self.prompter is not None else prompt
         self.score = score.bind(backbone)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        self.phases = [dict(p) for p in phases]
         self.loss_fn = LOSSES[loss]
+        self.task_weights = {"score": 1.0, "instruct": 1.0, **(task_weights or {})}
         self.register_buffer(
             "input_ids", backbone.encode_prompt(score.question, score.answer_prefix), False
         )
         self.val_metrics = correlation_metrics("val/")
         self.test_metrics = correlation_metrics("test/")
+        self.mcq = {"val": MCQTally(), "test": MCQTally()}
         self.best_val = {"val/srcc_best": float("-inf")}
         self.test_rows: list[dict[str, Any]] = []
-        # Checkpoints hold the trainable parameters only; loading them leaves the rest as built.
+        self._letter_ids: dict[str, int] = {}
+        # Checkpoints hold the tuned parameters only; loading them leaves the rest as built.
         self.strict_loading = False
-        self.set_trainable(trainable)
+        # Tuned: every group some phase trains, plus LoRA (trained here or by an earlier run).
+        tuned = {g for p in self.phases for g in self._resolve(p["trainable"])}
+        self.tuned_groups = sorted(tuned | ({"lora"} if lora else set()))
+        self.lora_config = dict(lora) if lora else None
+        self.set_phase(0)
 
     # ------------------------------------------------------------ parameter groups
     def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
         """Every tunable part's parameters by group name, each as ``{full name: parameter}``."""
-        groups = {"prompt": {f"prompt.{n}": p for n, p in self.prompt.named_parameters()}}
+        projector = self.backbone.projector()
+        projector_ids = {id(p) for p in projector.parameters()}
+        groups = {
+            "prompt": {f"prompt.{n}": p for n, p in self.prompt.named_parameters()},
+            "prompter": {}
+            if self.prompter is None
+            else {f"prompter.{n}": p for n, p in self.prompter.named_parameters()},
+            "lora": {f"backbone.{n}": p for n, p in lora_parameters(self.backbone).items()},
+            "projector": {
+                f"backbone.{n}": p
+                for n, p in self.backbone.named_parameters()
+                if id(p) in projector_ids and ".lora_" not in n
+            },
+        }
         return {name: params for name, params in groups.items() if params}
+
+    def _resolve(self, names: Sequence[str]) -> list[str]:
+        groups = self.parameter_groups()
+        # "prompt" names whichever prompt the run has: pixel prompt or feature prompter.
+        resolved = [
+            "prompter" if n == "prompt" and "prompt" not in groups and "prompter" in groups else n
+            for n in names
+        ]
+        unknown = [n for n in resolved if n not in groups]
+        if unknown:
+            raise ValueError(
+                f"stage.phases trains {unknown}, but this model's parameter groups are "
+                f"{sorted(groups)} (prompt=none has no prompt; LoRA needs stage.lora)"
+            )
+        return resolved
 
     def set_trainable(self, names: Sequence[str]) -> None:
         """Train exactly the named groups; everything else, the backbone included, is frozen."""
+        resolved = self._resolve(names)
         groups = self.parameter_groups()
-        unknown = [n for n in names if n not in groups]
-        if unknown:
-            raise ValueError(
-                f"stage.trainable names {unknown}, but this model's parameter groups are "
-                f"{sorted(groups)} (a prompt=none model has no 'prompt' group)"
-            )
         self.requires_grad_(False)
-        for name in names:
+        for name in resolved:
             for param in groups[name].values():
                 param.requires_grad_(True)
-        self.trainable_groups = list(names)
+        self.trainable_groups = resolved
+
+    def set_phase(self, index: int) -> None:
+        """Make phase ``index`` current: its groups train, all others are frozen."""
+        self.phase_index = index
+        self.set_trainable(self.phases[index]["trainable"])
+
+    @property
+    def phase(self) -> dict[str, Any]:
+        return self.phases[self.phase_index]
+
+    def phase_for_epoch(self, epoch: int) -> int:
+        """The phase an epoch belongs to (phases run in order, ``epochs`` each)."""
+        start = 0
+        for index, phase in enumerate(self.phases):
+            if phase.get("epochs") is None or epoch < start + int(phase["epochs"]):
+                return index
+            start += int(phase["epochs"])
+        return len(self.phases) - 1
+
+    def state_of(self, groups: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tensors of the named groups by full name, detached on CPU."""
+        all_groups = self.parameter_groups()
+        return {n: p.detach().cpu().contiguous() for g in groups for n, p in all_groups[g].items()}
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The trainable tensors by full name, detached on CPU (what checkpoints hold)."""
-        groups = self.parameter_groups()
-        return {
-            name: param.detach().cpu().contiguous()
-            for group in self.trainable_groups
-            for name, param in groups[group].items()
-        }
+        """The current phase's trainable tensors (``checkpoints/<phase>/trainable.safetensors``)."""
+        return self.state_of(self.trainable_groups)
 
-    def load_trainable(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Load trainable tensors by full name (from ``trainable.safetensors``).
+    def tuned_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor any phase tunes (what checkpoints and ``tuned.safetensors`` hold)."""
+        return self.state_of(self.tuned_groups)
+
+    def load_tuned(self, tensors: dict[str, torch.Tensor], strict: bool = True) -> None:
+        """Load tuned tensors by full name.
+
+        Args:
+            tensors: Name -> tensor, e.g. from ``tuned.safetensors``.
+            strict: Every tuned tensor of this module must be present.
 
         Raises:
-            KeyError: A trainable tensor is missing, or a name matches no parameter.
+            KeyError: A tensor is missing (strict) or a name matches no parameter.
         """
-        expected = self.trainable_state_dict()
-        missing = sorted(set(expected) - set(tensors))
-        unknown = sorted(set(tensors) - set(dict(self.named_parameters())))
+        params = dict(self.named_parameters())
+        unknown = sorted(set(tensors) - set(params))
+        missing = sorted(set(self.tuned_state_dict()) - set(tensors)) if strict else []
         if missing or unknown:
-            raise KeyError(f"trainable tensors: missing {missing}, unknown {unknown}")
+            raise KeyError(f"tuned tensors: missing {missing[:5]}, unknown {unknown[:5]}")
         self.load_state_dict(tensors, strict=False)
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     # ---------------------------------------------------------------- forward
+    def _features(self, instructions: Sequence[str]) -> contextlib.AbstractContextManager:
+        """Route the vision features through the prompter, conditioned on the instructions."""
+        if self.prompter is None:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.prompter.conditioned(instructions))
+        stack.enter_context(self.backbone.feature_hook(self.prompter.adapt))
+        return stack
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Quality scores ``[B]`` (fp32) for ``[B, 3, R, R]`` pixels in [0, 1]."""
-        logits = self.backbone.next_token_logits(self.prompt(pixels), self.input_ids)
+        with self._features([self.score.question] * pixels.shape[0]):
+            logits = self.backbone.next_token_logits(self.prompt(pixels), self.input_ids)
         return self.score(logits)
 
+    def instruct_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Cross-entropy on the answer tokens of a batch of conversations."""
+        encoded = [self.backbone.encode_conversation(turns) for turns in batch["turns"]]
+        ids, mask, labels = self.backbone.pad_conversations(encoded)
+        with self._features([turns[0][0] for turns in batch["turns"]]):
+            return self.backbone.lm_loss(self.prompt(batch["pixels"]), ids, mask, labels)
+
+    def answer_mcq(self, batch: dict[str, Any]) -> list[int]:
+        """The chosen option index per question, by the likelihood of each option's letter."""
+        ids, mask = self.backbone.encode_prompts(batch["prompt"])
+        with self._features(batch["prompt"]):
+            logits = self.backbone.next_token_logits(self.prompt(batch["pixels"]), ids, mask)
+        letter_ids = [[self._letter_id(x) for x in letters] for letters in batch["letters"]]
+        return pick_answers(logits, letter_ids)
+
+    def _letter_id(self, letter: str) -> int:
+        if letter not in self._letter_ids:
+            self._letter_ids[letter] = self.backbone.first_answer_token_id(letter)
+        return self._letter_ids[letter]
+
+    # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        scores = self(batch["pixels"])
-        loss = self.loss_fn(scores, batch["target"].float())
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(scores))
+        task = task_of(batch)
+        if task == "score":
+            scores = self(batch["pixels"])
+            loss = self.loss_fn(scores, batch["target"].float())
+        elif task == "instruct":
+            loss = self.instruct_loss(batch)
+        else:
+            raise ValueError("multiple-choice batches are for validation and test only")
+        size = batch["pixels"].shape[0]
+        self.log(f"train/loss_{task}", loss, batch_size=size)
+        loss = self.task_weights[task] * loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
         return loss
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+        task = task_of(batch)
+        if task == "mcq":
+            chosen = self.answer_mcq(batch)
+            truth = [int(x) for x in batch["answer_index"]]
+            correct = [c == t for c, t in zip(chosen, truth, strict=True)]
+            self.mcq[stage].update(correct, list(batch["type"]), list(batch["concern"]))
+            return
+        if task == "instruct":
+            loss = self.instruct_loss(batch)
+            self.log(f"{stage}/loss_instruct", loss, batch_size=batch["pixels"].shape[0])
+            return
         scores = self(batch["pixels"])
-        self.val_metrics.update(scores, batch["target"].float())
-        loss = self.loss_fn(scores, batch["target"].float())
-        self.log("val/loss", loss, batch_size=len(scores), sync_dist=True)
+        target = batch["target"].float()
+        (self.val_metrics if stage == "val" else self.test_metrics).update(scores, target)
+        if stage == "val":
+            self.log("val/loss", self.loss_fn(scores, target), batch_size=len(scores))
+            return
+        for image_id, mos, tgt, score in zip(
+            batch["image_id"], batch["mos_raw"].tolist(), target.tolist(), scores.tolist(),
+            strict=True,
+        ):  # fmt: skip
+            self.test_rows.append(
+                {"image_id": image_id, "mos_raw": mos, "target": tgt, "score": score}
+            )
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
+        self._eval_step(batch, "test")
+
+    def _epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        values = {}
+        if metrics["srcc"].update_called:
+            values = dict(metrics.compute())
+            values[f"{stage}/srcc_plcc"] = (values[f"{stage}/srcc"] + values[f"{stage}/plcc"]) / 2
+        metrics.reset()
+        values.update(self.mcq[stage].compute(f"{stage}/"))
+        self.mcq[stage].reset()
+        return values
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.val_metrics.reset()
-        values["val/srcc_plcc"] = (values["val/srcc"] + values["val/plcc"]) / 2
-        if not self.trainer.sanity_checking:
+        values = self._epoch_metrics("val")
+        if "val/srcc" in values and not self.trainer.sanity_checking:
             srcc = float(values["val/srcc"])
             if srcc == srcc:  # not NaN
                 self.best_val["val/srcc_best"] = max(self.best_val["val/srcc_best"], srcc)
             values["val/srcc_best"] = torch.tensor(self.best_val["val/srcc_best"])
         self.log_dict(values, prog_bar=True)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        scores = self(batch["pixels"])
-        target = batch["target"].float()
-        self.test_metrics.update(scores, target)
-        for image_id, mos, tgt, score in zip(
-            batch["image_id"],
-            batch["mos_raw"].tolist(),
-            target.tolist(),
-            scores.tolist(),
-            strict=True,
-        ):
-            self.test_rows.append(
-                {"image_id": image_id, "mos_raw": mos, "target": tgt, "score": score}
-            )
-
     def on_test_epoch_start(self) -> None:
         self.test_rows = []
 
     def on_test_epoch_end(self) -> None:
-        values = self.test_metrics.compute()
-        self.test_metrics.reset()
-        self.log_dict(values)
+        self.log_dict(self._epoch_metrics("test"))
 
     # -------------------------------------------------------------- optimiser
     def configure_optimizers(self):
+        phase = self.phase
         groups = self.parameter_groups()
-        params = [p for g in self.trainable_groups for p in groups[g].values()]
-        if not params:
-            raise ValueError("nothing to train: stage.trainable is empty")
-        optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
+        lrs = dict(phase.get("lr") or {})
+        param_groups = []
+        for name in self.trainable_groups:
+            group = {"params": list(groups[name].values()), "name": name}
+            if name in lrs:
+                group["lr"] = float(lrs[name])
+            param_groups.append(group)
+        optimizer = phase["optimizer"](param_groups)
+        if phase.get("scheduler") is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
+        factory = phase["scheduler"]
+        kwargs = {}
+        accepts = inspect.signature(getattr(factory, "func", factory)).parameters
+        if "num_training_steps" in accepts:
+            total = int(self.trainer.estimated_stepping_batches)
+            if phase.get("epochs") and self.trainer.max_epochs:
+                total = max(1, total * int(phase["epochs"]) // int(self.trainer.max_epochs))
+            kwargs["num_training_steps"] = total
+            if "num_warmup_steps" in accepts:
+                kwargs["num_warmup_steps"] = int(float(phase.get("warmup_ratio", 0.0)) * total)
+        scheduler = factory(optimizer, **kwargs)
+        interval = phase.get("scheduler_interval", "epoch")
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
         }
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only the trainable tensors: a checkpoint never holds a frozen backbone weight."""
-        keep = set(self.trainable_state_dict())
+        """Keep only the tuned tensors: a checkpoint never holds a frozen backbone weight."""
+        keep = set(self.tuned_state_dict())
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["best_val"] = dict(self.best_val)
+        checkpoint["phase_index"] = self.phase_index
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        expected = set(self.trainable_state_dict())
-        missing = expected - set(checkpoint["state_dict"])
+        missing = set(self.tuned_state_dict()) - set(checkpoint["state_dict"])
         if missing:
             raise KeyError(
-                f"checkpoint lacks trainable tensors {sorted(missing)}; was it written by a run "
+                f"checkpoint lacks tuned tensors {sorted(missing)[:5]}; was it written by a run "
                 "with the same prompt and stage?"
             )
         self.best_val.update(checkpoint.get("best_val", {}))

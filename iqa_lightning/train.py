@@ -52,13 +52,69 @@ def _finite(values: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def write_trainable(module, path: Path) -> Path:
-    """Save the trainable tensors by name with safetensors (never a frozen backbone weight)."""
+def save_tensors(tensors: dict, path: Path) -> Path:
+    """Save tensors by name with safetensors (never a frozen backbone weight)."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(module.trainable_state_dict(), str(path))
+    save_file(tensors, str(path))
     return path
+
+
+def stage_one_from(run: str | Path) -> tuple[dict, dict]:
+    """LoRA settings and tuned tensors of a finished run, for ``stage.init_from``."""
+    from safetensors.torch import load_file
+
+    run = Path(run).expanduser()
+    config_file, tensors_file = (
+        run / ".hydra" / "config.yaml",
+        run / "checkpoints" / "tuned.safetensors",
+    )
+    for path in (config_file, tensors_file):
+        if not path.exists():
+            raise FileNotFoundError(f"stage.init_from={str(run)!r}: no {path.relative_to(run)}")
+    run_cfg = OmegaConf.load(config_file)
+    lora = OmegaConf.to_container(run_cfg.stage.lora) if run_cfg.stage.get("lora") else None
+    return lora, load_file(str(tensors_file))
+
+
+def build_module(cfg: DictConfig, run: Path | None = None):
+    """Backbone, prompt, score head and module from the config.
+
+    Args:
+        cfg: A train config.
+        run: A finished run folder to rebuild: its ``checkpoints/lora.json`` gives the LoRA
+            settings and ``stage.init_from`` is not read again (``tuned.safetensors`` holds all).
+    """
+    from hydra.utils import instantiate
+
+    parts = {
+        "backbone": instantiate(cfg.model),
+        "prompt": instantiate(cfg.prompt),
+        "score": instantiate(cfg.score),
+    }
+    if run is not None:
+        lora_file = run / "checkpoints" / "lora.json"
+        lora = json.loads(lora_file.read_text()) if lora_file.exists() else None
+        return instantiate(cfg.module, **parts, lora=lora)
+    init_from = cfg.stage.get("init_from")
+    if not init_from:
+        return instantiate(cfg.module, **parts)
+    lora, tensors = stage_one_from(init_from)
+    module = instantiate(cfg.module, **parts, lora=lora)
+    module.load_tuned(tensors, strict=False)
+    log.info("stage.init_from: loaded %d tensors from %s", len(tensors), init_from)
+    return module
+
+
+def build_datamodule(cfg: DictConfig):
+    """The score DataModule, wrapped in the instruction mixture when the stage needs it."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.dataset)
+    if "instruct" in (cfg.stage.get("tasks") or ["score"]):
+        datamodule = instantiate(cfg.instruct, score_datamodule=datamodule)
+    return datamodule
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -84,11 +140,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
 
     log.info("building model <%s>", cfg.model._target_)
-    backbone = instantiate(cfg.model)
-    prompt = instantiate(cfg.prompt)
-    score = instantiate(cfg.score)
-    module = instantiate(cfg.module, backbone=backbone, prompt=prompt, score=score)
-    datamodule = instantiate(cfg.dataset)
+    module = build_module(cfg)
+    datamodule = build_datamodule(cfg)
     log.info(
         "trainable parameters: %d in groups %s", module.num_trainable(), module.trainable_groups
     )
@@ -108,8 +161,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = _finite(metrics)
 
     if trainer.is_global_zero:
-        stage = cfg.stage.get("name", "stage")
-        write_trainable(module, out / "checkpoints" / stage / "trainable.safetensors")
+        phase = module.phase["name"]
+        save_tensors(
+            module.trainable_state_dict(), out / "checkpoints" / phase / "trainable.safetensors"
+        )
+        save_tensors(module.tuned_state_dict(), out / "checkpoints" / "tuned.safetensors")
+        if module.lora_config:
+            (out / "checkpoints" / "lora.json").write_text(json.dumps(module.lora_config) + "\n")
         summary = {
             **metrics,
             "trainable_parameters": module.num_trainable(),

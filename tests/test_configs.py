@@ -46,7 +46,8 @@ def test_option_composes_and_resolves(group, option, tmp_path):
     cfg, resolved = compose_train([f"{group}={option}"], tmp_path)
     assert resolved["module"]["_target_"] == "iqa_lightning.module.IQAModule"
     assert resolved["dataset"]["image_size"] == resolved["model"]["image_size"]
-    assert resolved["prompt"]["image_size"] == resolved["model"]["image_size"]
+    if not resolved["prompt"].get("_partial_"):
+        assert resolved["prompt"]["image_size"] == resolved["model"]["image_size"]
 
 
 @pytest.mark.parametrize("option", options("prompt"))

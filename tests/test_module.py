@@ -13,13 +13,22 @@ from iqa_lightning.models.score import WordScore
 from iqa_lightning.module import IQAModule
 
 
-def make_module(backbone, prompt=None, trainable=("prompt",)):
+def phase(name="stage2", trainable=("prompt",), epochs=None, lr=60.0):
+    return {
+        "name": name,
+        "trainable": list(trainable),
+        "epochs": epochs,
+        "optimizer": partial(torch.optim.SGD, lr=lr, momentum=0.9),
+    }
+
+
+def make_module(backbone, prompt=None, trainable=("prompt",), phases=None, lora=None):
     return IQAModule(
         backbone,
         prompt if prompt is not None else PaddingPrompt(backbone.image_size, size=8),
         WordScore(["good", "fine", "poor", "bad"], [1, 1, 0, 0]),
-        optimizer=partial(torch.optim.SGD, lr=60.0, momentum=0.9),
-        trainable=trainable,
+        phases=phases or [phase(trainable=trainable)],
+        lora=lora,
     )
 
 
@@ -37,7 +46,7 @@ def test_only_prompt_parameters_require_grad():
 
 
 def test_unknown_group_and_empty_model_are_named():
-    with pytest.raises(ValueError, match="stage.trainable"):
+    with pytest.raises(ValueError, match="stage.phases"):
         make_module(build_tiny_llava(), trainable=("lora",))
     with pytest.raises(ValueError, match="prompt=none"):
         make_module(build_tiny_llava(), prompt=NoPrompt(64))

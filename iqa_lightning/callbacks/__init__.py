@@ -1,6 +1,7 @@
-"""Lightning callbacks: prediction files, plots (and the stage schedule)."""
+"""Lightning callbacks: the stage schedule, prediction files, plots, explanations."""
 
 from iqa_lightning.callbacks.plots import PlotWriter
 from iqa_lightning.callbacks.predictions import PredictionWriter
+from iqa_lightning.callbacks.stages import StageSchedule
 
-__all__ = ["PlotWriter", "PredictionWriter"]
+__all__ = ["PlotWriter", "PredictionWriter", "StageSchedule"]

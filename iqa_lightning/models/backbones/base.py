@@ -9,7 +9,9 @@ and where the answer position is. Prompts and score heads only ever talk to this
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -63,11 +65,36 @@ def load_pretrained(loader, pretrained: str, what: str, **kwargs):
         ) from err
 
 
+@dataclass(frozen=True)
+class ChatTemplate:
+    """How a family lays out a conversation around one image.
+
+    Attributes:
+        system: Text before the first user turn.
+        first_user: First user turn with ``{image}`` and ``{question}`` fields, ending where the
+            assistant's answer starts.
+        next_user: Later user turns, with a ``{question}`` field.
+        answer_lead: Text between the end of a user turn and the answer (a space for LLaVA).
+        answer_end: Text that closes an answer (the end-of-turn token).
+    """
+
+    system: str
+    first_user: str
+    next_user: str
+    answer_lead: str
+    answer_end: str
+
+    @property
+    def assistant_marker(self) -> str:
+        """The text right before an answer (end of ``first_user``)."""
+        return self.first_user.rsplit("{question}", 1)[1]
+
+
 class Backbone(nn.Module):
     """A frozen multimodal LM that scores the token after an answer prefix.
 
-    Subclasses implement the family-specific parts: :meth:`build_prompt`, :meth:`pixel_inputs`
-    and :attr:`num_image_tokens`.
+    Subclasses set :attr:`template` and implement :meth:`pixel_inputs`, :meth:`projector`,
+    :attr:`num_image_tokens`, :attr:`image_token_id` and :attr:`vision_feature_dim`.
 
     Args:
         model: The ``transformers`` model (``...ForConditionalGeneration``).
@@ -78,6 +105,7 @@ class Backbone(nn.Module):
     """
 
     family = "base"
+    template: ChatTemplate
 
     def __init__(
         self,
@@ -90,6 +118,8 @@ class Backbone(nn.Module):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
         self.image_size = int(image_size)
         self.register_buffer(
             "image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), False
@@ -97,6 +127,7 @@ class Backbone(nn.Module):
         self.register_buffer(
             "image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False
         )
+        self._batch_size = 0
         self.freeze()
 
     # ----------------------------------------------------------------- freezing
@@ -106,9 +137,15 @@ class Backbone(nn.Module):
         self.model.eval()
 
     def train(self, mode: bool = True) -> Backbone:
-        """Keep the frozen model in eval mode (no dropout) whatever Lightning asks."""
+        """Keep the frozen model in eval mode whatever Lightning asks.
+
+        Only adapter dropout (LoRA's) follows ``mode``, so a trained adapter gets its dropout.
+        """
         super().train(mode)
         self.model.eval()
+        for name, module in self.model.named_modules():
+            if name.endswith("lora_dropout") or ".lora_dropout." in name:
+                module.train(mode)
         return self
 
     @property
@@ -121,23 +158,141 @@ class Backbone(nn.Module):
         """How many placeholder tokens one image occupies in the prompt."""
         raise NotImplementedError
 
-    def build_prompt(self, question: str, answer_prefix: str) -> str:
-        """The full prompt text, image placeholders expanded, ending with ``answer_prefix``."""
+    @property
+    def image_token_id(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def vision_feature_dim(self) -> int:
+        """Width of the vision features at the projector's input."""
         raise NotImplementedError
 
     def pixel_inputs(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Turn [0, 1] pixels ``[B, 3, H, W]`` into the model's image keyword arguments."""
         raise NotImplementedError
 
-    def text_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Extra per-token keyword arguments the family's forward needs (none by default)."""
-        return {}
+    def text_inputs(self, input_ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-token keyword arguments besides ids and mask: positions that skip left padding."""
+        return {"position_ids": (mask.long().cumsum(-1) - 1).clamp(min=0)}
 
     def projector(self) -> nn.Module:
         """The module that maps vision features into the language model's embedding space."""
         raise NotImplementedError
 
-    # ------------------------------------------------------------------ shared
+    def vision_tower(self) -> nn.Module:
+        """The vision encoder (before the projector)."""
+        raise NotImplementedError
+
+    def language_model(self) -> nn.Module:
+        """The decoder-only language model."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- prompts
+    def _image_placeholder(self) -> str:
+        return self.tokenizer.convert_ids_to_tokens(self.image_token_id) * self.num_image_tokens
+
+    def build_prompt(self, question: str, answer_prefix: str = "") -> str:
+        """Prompt text for one image and one question, ending where the next token is read.
+
+        With an ``answer_prefix`` the prompt ends inside the answer (``... ASSISTANT: The quality
+        of the image is``); without, at the assistant marker.
+        """
+        t = self.template
+        text = t.system + t.first_user.format(image=self._image_placeholder(), question=question)
+        return text + (t.answer_lead + answer_prefix if answer_prefix else "")
+
+    def encode_prompt(self, question: str, answer_prefix: str = "") -> torch.Tensor:
+        """Token ids ``[1, L]`` of the prompt, checked to hold exactly one image's placeholders."""
+        ids = self.tokenizer(
+            self.build_prompt(question, answer_prefix), return_tensors="pt"
+        ).input_ids
+        self._check_image_tokens(ids[0])
+        return ids
+
+    def encode_prompts(
+        self, questions: Sequence[str], answer_prefix: str = ""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ids and mask ``[B, L]`` for one question per image."""
+        texts = [self.build_prompt(q, answer_prefix) for q in questions]
+        self.tokenizer.padding_side = "left"
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True)
+        return enc.input_ids, enc.attention_mask
+
+    def encode_conversation(self, turns: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
+        """Ids and labels of a conversation about one image; labels are -100 except on answers.
+
+        Args:
+            turns: ``(question, answer)`` pairs; the image goes with the first question.
+        """
+        if not turns:
+            raise ValueError("a conversation needs at least one (question, answer) turn")
+        t = self.template
+        ids: list[int] = []
+        labels: list[int] = []
+        for i, (question, answer) in enumerate(turns):
+            if i == 0:
+                user = t.system + t.first_user.format(
+                    image=self._image_placeholder(), question=question
+                )
+            else:
+                user = t.next_user.format(question=question)
+            user_ids = self.tokenizer(user, add_special_tokens=i == 0).input_ids
+            answer_ids = self.tokenizer(
+                t.answer_lead + answer + t.answer_end, add_special_tokens=False
+            ).input_ids
+            ids += user_ids + answer_ids
+            labels += [-100] * len(user_ids) + answer_ids
+        self._check_image_tokens(torch.tensor(ids))
+        return ids, labels
+
+    def pad_conversations(
+        self, encoded: Sequence[tuple[list[int], list[int]]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-pad encoded conversations to ``(ids, mask, labels)`` tensors ``[B, L]``."""
+        length = max(len(ids) for ids, _ in encoded)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(encoded), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(encoded), length), dtype=torch.long)
+        labels = torch.full((len(encoded), length), -100, dtype=torch.long)
+        for row, (seq, lab) in enumerate(encoded):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+            labels[row, : len(lab)] = torch.tensor(lab)
+        return ids, mask, labels
+
+    def _check_image_tokens(self, ids: torch.Tensor) -> None:
+        found = int((ids == self.image_token_id).sum())
+        if found != self.num_image_tokens:
+            raise ValueError(
+                f"{type(self).__name__}: the prompt holds {found} image tokens, the vision tower "
+                f"gives {self.num_image_tokens}; check the tokenizer's image token"
+            )
+
+    def answer_token_id(self, answer_prefix: str, word: str, sep: str = " ") -> int:
+        """The single token id that ``word`` becomes right after ``answer_prefix``.
+
+        Encodes the prefix with and without ``sep + word`` and takes the difference, so the
+        word is looked up in the form the model really sees (leading-space form included).
+
+        Raises:
+            ValueError: The word is not exactly one token of this tokenizer; names the word.
+        """
+        base = self.tokenizer(answer_prefix, add_special_tokens=False).input_ids
+        full = self.tokenizer(f"{answer_prefix}{sep}{word}", add_special_tokens=False).input_ids
+        extra = full[len(base) :]
+        if full[: len(base)] != base or len(extra) != 1:
+            pieces = self.tokenizer.convert_ids_to_tokens(extra or full)
+            raise ValueError(
+                f"word {word!r} is not a single token of the {self.family} tokenizer after "
+                f"{answer_prefix!r} (it becomes {pieces}); choose another word"
+            )
+        return extra[0]
+
+    def first_answer_token_id(self, word: str) -> int:
+        """Token id of ``word`` as the first token of an answer (e.g. an option letter)."""
+        return self.answer_token_id(self.template.assistant_marker, word, self.template.answer_lead)
+
+    # ---------------------------------------------------------------- forward
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalise [0, 1] pixels with the backbone's own statistics (differentiable)."""
         if pixels.shape[-2:] != (self.image_size, self.image_size):
@@ -147,62 +302,75 @@ class Backbone(nn.Module):
             )
         return (pixels.float() - self.image_mean) / self.image_std
 
-    def encode_prompt(self, question: str, answer_prefix: str) -> torch.Tensor:
-        """Token ids ``[1, L]`` of the prompt, checked to hold exactly one image's placeholders."""
-        text = self.build_prompt(question, answer_prefix)
-        ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=True).input_ids
-        found = int((ids == self.image_token_id).sum())
-        if found != self.num_image_tokens:
-            raise ValueError(
-                f"{type(self).__name__}: the prompt holds {found} image tokens, the vision tower "
-                f"gives {self.num_image_tokens}; check the tokenizer's image token"
-            )
-        return ids
-
-    def answer_token_id(self, answer_prefix: str, word: str) -> int:
-        """The single token id that ``word`` becomes right after ``answer_prefix``.
-
-        Encodes the prefix with and without ``" " + word`` and takes the difference, so the
-        word is looked up in the form the model really sees (leading-space form included).
-
-        Raises:
-            ValueError: The word is not exactly one token of this tokenizer; names the word.
-        """
-        base = self.tokenizer(answer_prefix, add_special_tokens=False).input_ids
-        full = self.tokenizer(f"{answer_prefix} {word}", add_special_tokens=False).input_ids
-        extra = full[len(base) :]
-        if full[: len(base)] != base or len(extra) != 1:
-            pieces = self.tokenizer.convert_ids_to_tokens(extra or full)
-            raise ValueError(
-                f"score word {word!r} is not a single token of the {self.family} tokenizer after "
-                f"{answer_prefix!r} (it becomes {pieces}); choose another word in the score config"
-            )
-        return extra[0]
-
-    def next_token_logits(self, pixels: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits of the token that follows the prompt, one row per image, in fp32.
-
-        Args:
-            pixels: ``[B, 3, H, W]`` in [0, 1] at ``image_size`` (after any pixel prompt).
-            input_ids: ``[1, L]`` or ``[B, L]`` prompt ids from :meth:`encode_prompt`.
-
-        Returns:
-            ``[B, vocab]`` float32 logits at the answer position.
-        """
+    def _forward(self, pixels, input_ids, attention_mask=None, **kwargs):
         batch = pixels.shape[0]
         input_ids = input_ids.to(pixels.device)
         if input_ids.shape[0] == 1 and batch > 1:
             input_ids = input_ids.expand(batch, -1)
-        out = self.model(
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.to(pixels.device).expand_as(input_ids)
+        self._batch_size = batch
+        return self.model(
             input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            logits_to_keep=1,
+            attention_mask=attention_mask,
             use_cache=False,
-            **self.text_inputs(input_ids),
+            **self.text_inputs(input_ids, attention_mask),
             **self.pixel_inputs(pixels),
+            **kwargs,
         )
+
+    def next_token_logits(
+        self,
+        pixels: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits of the token that follows the prompt, one row per image, in fp32.
+
+        Args:
+            pixels: ``[B, 3, H, W]`` in [0, 1] at ``image_size`` (after any pixel prompt).
+            input_ids: ``[1, L]`` (one prompt for all) or ``[B, L]`` left-padded prompt ids.
+            attention_mask: ``[B, L]`` for left-padded prompts; all ones when None.
+
+        Returns:
+            ``[B, vocab]`` float32 logits at the answer position.
+        """
+        out = self._forward(pixels, input_ids, attention_mask, logits_to_keep=1)
         return out.logits[:, -1].float()
 
-    @property
-    def image_token_id(self) -> int:
-        raise NotImplementedError
+    def lm_loss(
+        self,
+        pixels: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> torch.Tensor:
+        """Next-token cross-entropy (fp32) on the tokens whose label is not -100."""
+        out = self._forward(pixels, input_ids, attention_mask)
+        logits = out.logits[:, :-1].float()
+        target = labels[:, 1:].to(logits.device)
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
+        )
+
+    @contextmanager
+    def feature_hook(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """Within the block, vision features ``[B, N, D]`` pass through ``fn`` before the projector.
+
+        Families that flatten features across images (Qwen2-VL) are reshaped to ``[B, N, D]``
+        for ``fn`` and back.
+        """
+
+        def pre_hook(module, args):
+            features = args[0]
+            if features.dim() == 2:
+                shaped = features.view(self._batch_size, -1, features.shape[-1])
+                return (fn(shaped).reshape(features.shape), *args[1:])
+            return (fn(features), *args[1:])
+
+        handle = self.projector().register_forward_pre_hook(pre_hook)
+        try:
+            yield
+        finally:
+            handle.remove()

@@ -9,9 +9,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iqa_lightning.models.backbones.base import Backbone, load_pretrained, resolve_dtype
+from iqa_lightning.models.backbones.base import (
+    Backbone,
+    ChatTemplate,
+    load_pretrained,
+    resolve_dtype,
+)
 
-LLAVA_TEMPLATE = "USER: <image>\n{question} ASSISTANT: {answer_prefix}"
+# LLaVA-1.5's conversation format ("USER: <image>\n... ASSISTANT: ...</s>").
+LLAVA_TEMPLATE = ChatTemplate(
+    system="",
+    first_user="USER: {image}\n{question} ASSISTANT:",
+    next_user="USER: {question} ASSISTANT:",
+    answer_lead=" ",
+    answer_end="</s>",
+)
 
 
 class LlavaBackbone(Backbone):
@@ -23,7 +35,6 @@ class LlavaBackbone(Backbone):
         image_size: Input side; must equal the vision tower's ``image_size``.
         image_mean: Vision tower normalisation mean (CLIP statistics for LLaVA-1.5).
         image_std: Vision tower normalisation std.
-        template: Prompt template with ``{question}`` and ``{answer_prefix}`` fields.
     """
 
     family = "llava"
@@ -35,7 +46,6 @@ class LlavaBackbone(Backbone):
         image_size: int,
         image_mean,
         image_std,
-        template: str = LLAVA_TEMPLATE,
     ) -> None:
         vision = model.config.vision_config
         if int(image_size) != vision.image_size:
@@ -44,7 +54,7 @@ class LlavaBackbone(Backbone):
                 f"{vision.image_size}x{vision.image_size} images"
             )
         super().__init__(model, tokenizer, image_size, image_mean, image_std)
-        self.template = template
+        self.template = LLAVA_TEMPLATE
 
     @property
     def image_token_id(self) -> int:
@@ -57,16 +67,23 @@ class LlavaBackbone(Backbone):
         full = self.model.config.vision_feature_select_strategy == "full"
         return patches + int(full)
 
-    def build_prompt(self, question: str, answer_prefix: str) -> str:
-        image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
-        text = self.template.format(question=question, answer_prefix=answer_prefix)
-        return text.replace("<image>", image_token * self.num_image_tokens)
+    @property
+    def vision_feature_dim(self) -> int:
+        layers = self.model.config.vision_feature_layer
+        count = len(layers) if isinstance(layers, (list, tuple)) else 1
+        return self.model.config.vision_config.hidden_size * count
 
     def pixel_inputs(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"pixel_values": self.normalize(pixels).to(self.dtype)}
 
     def projector(self) -> nn.Module:
         return self.model.model.multi_modal_projector
+
+    def vision_tower(self) -> nn.Module:
+        return self.model.model.vision_tower
+
+    def language_model(self) -> nn.Module:
+        return self.model.model.language_model
 
 
 def load_llava(

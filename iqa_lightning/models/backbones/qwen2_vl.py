@@ -13,12 +13,23 @@ import inspect
 import torch
 from torch import nn
 
-from iqa_lightning.models.backbones.base import Backbone, load_pretrained, resolve_dtype
+from iqa_lightning.models.backbones.base import (
+    Backbone,
+    ChatTemplate,
+    load_pretrained,
+    resolve_dtype,
+)
 
-QWEN_TEMPLATE = (
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{question}<|im_end|>\n"
-    "<|im_start|>assistant\n{answer_prefix}"
+# Qwen2-VL's ChatML conversation format.
+QWEN_TEMPLATE = ChatTemplate(
+    system="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
+    first_user=(
+        "<|im_start|>user\n<|vision_start|>{image}<|vision_end|>{question}<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    ),
+    next_user="<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n",
+    answer_lead="",
+    answer_end="<|im_end|>\n",
 )
 
 
@@ -63,7 +74,6 @@ class Qwen2VLBackbone(Backbone):
         image_size: Square input side, a multiple of ``patch_size * spatial_merge_size`` (28).
         image_mean: Normalisation mean (CLIP statistics for Qwen2-VL).
         image_std: Normalisation std.
-        template: Prompt template with ``{question}`` and ``{answer_prefix}`` fields.
     """
 
     family = "qwen2_vl"
@@ -75,14 +85,13 @@ class Qwen2VLBackbone(Backbone):
         image_size: int,
         image_mean,
         image_std,
-        template: str = QWEN_TEMPLATE,
     ) -> None:
         vision = model.config.vision_config
         unit = vision.patch_size * vision.spatial_merge_size
         if int(image_size) % unit:
             raise ValueError(f"model.image_size={image_size} must be a multiple of {unit}")
         super().__init__(model, tokenizer, image_size, image_mean, image_std)
-        self.template = template
+        self.template = QWEN_TEMPLATE
 
     @property
     def image_token_id(self) -> int:
@@ -94,10 +103,9 @@ class Qwen2VLBackbone(Backbone):
         side = self.image_size // (vision.patch_size * vision.spatial_merge_size)
         return side * side
 
-    def build_prompt(self, question: str, answer_prefix: str) -> str:
-        pad = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
-        text = self.template.format(question=question, answer_prefix=answer_prefix)
-        return text.replace("<|image_pad|>", pad * self.num_image_tokens)
+    @property
+    def vision_feature_dim(self) -> int:
+        return self.model.config.vision_config.embed_dim
 
     def pixel_inputs(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         vision = self.model.config.vision_config
@@ -109,14 +117,21 @@ class Qwen2VLBackbone(Backbone):
         )
         return {"pixel_values": patches.to(self.dtype), "image_grid_thw": grid}
 
-    def text_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        # Recent transformers need the modality of each token to lay out M-RoPE positions.
+    def text_inputs(self, input_ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        # M-RoPE positions come from the ids, the image grid and the mask inside the model;
+        # recent transformers also need the modality of each token to lay them out.
         if "mm_token_type_ids" not in inspect.signature(self.model.forward).parameters:
             return {}
         return {"mm_token_type_ids": (input_ids == self.image_token_id).int()}
 
     def projector(self) -> nn.Module:
         return self.model.model.visual.merger
+
+    def vision_tower(self) -> nn.Module:
+        return self.model.model.visual
+
+    def language_model(self) -> nn.Module:
+        return self.model.model.language_model
 
 
 def load_qwen2_vl(

@@ -58,7 +58,9 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     tok.decoder = decoders.ByteLevel()
     words = " ".join(f"{w} {w.capitalize()}" for w in QUALITY_WORDS)
     # Repeat the quality words so BPE merges each into one token, with and without a space.
-    corpus = _CORPUS * 4 + [f" {words} {words}"] * 8 + [words] * 8
+    letters = " ".join("ABCDEFGH")
+    # Option letters must be single tokens too, with and without a leading space.
+    corpus = _CORPUS * 4 + [f" {words} {words}"] * 8 + [words] * 8 + [f" {letters}"] * 8
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,

@@ -7,5 +7,14 @@ from iqa_lightning.models.prompts.pixel import (
     PatchPrompt,
     PixelPrompt,
 )
+from iqa_lightning.models.prompts.qadapt import QAdaptPrompt, load_instructblip_qformer
 
-__all__ = ["NoPrompt", "OverlayPrompt", "PaddingPrompt", "PatchPrompt", "PixelPrompt"]
+__all__ = [
+    "NoPrompt",
+    "OverlayPrompt",
+    "PaddingPrompt",
+    "PatchPrompt",
+    "PixelPrompt",
+    "QAdaptPrompt",
+    "load_instructblip_qformer",
+]

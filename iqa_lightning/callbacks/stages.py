@@ -1,0 +1,80 @@
+"""The stage schedule: which parameter groups train in which epochs (Q-Adapt's progressive tuning).
+
+Stage 1 tunes LoRA for universal perception knowledge, stage 2 freezes it and tunes an
+instruction-adaptive prompt (arXiv 2504.01655); ``stage=progressive`` runs both in one fit. At a
+switch this callback:
+
+1. writes the finished phase's trainable tensors to ``checkpoints/<phase>/trainable.safetensors``;
+2. makes the next phase current (:meth:`IQAModule.set_phase` flips ``requires_grad``);
+3. under DDP, wraps the module in a new ``DistributedDataParallel``, which broadcasts rank 0's
+   parameters and registers the newly trainable ones for gradient all-reduce. Lightning's
+   ``BaseFinetuning`` only adds parameter groups to the optimiser: parameters unfrozen after DDP
+   wrapped the model never get their gradients synchronised, and ranks drift apart;
+4. builds the new phase's optimiser and scheduler;
+5. resets checkpoint selection and early stopping, so each phase picks its own best epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy
+
+log = logging.getLogger(__name__)
+
+
+def save_tensors(tensors: dict, path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
+
+
+class StageSchedule(L.Callback):
+    """Switch the module's phases at epoch boundaries (see module docstring).
+
+    Args:
+        output_dir: The run folder (phase tensors go under ``checkpoints/``).
+    """
+
+    def __init__(self, output_dir: str) -> None:
+        self.checkpoint_dir = Path(output_dir) / "checkpoints"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        target = pl_module.phase_for_epoch(trainer.current_epoch)
+        if target != pl_module.phase_index:
+            self.switch(trainer, pl_module, target)
+
+    def switch(self, trainer: L.Trainer, pl_module: L.LightningModule, target: int) -> None:
+        finished = pl_module.phase["name"]
+        if trainer.is_global_zero:
+            save_tensors(
+                pl_module.trainable_state_dict(),
+                self.checkpoint_dir / finished / "trainable.safetensors",
+            )
+        pl_module.set_phase(target)
+        strategy = trainer.strategy
+        if isinstance(strategy, DDPStrategy):
+            strategy.model = strategy._setup_model(strategy.lightning_module)
+            strategy._register_ddp_hooks()
+        strategy.setup_optimizers(trainer)
+        for callback in trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint):
+                callback.best_k_models = {}
+                callback.best_model_score = None
+                callback.best_model_path = ""
+                callback.kth_best_model_path = ""
+            elif isinstance(callback, EarlyStopping):
+                callback.wait_count = 0
+                callback.best_score = callback.best_score.new_tensor(
+                    float("inf") if callback.mode == "min" else float("-inf")
+                )
+        pl_module.best_val["val/srcc_best"] = float("-inf")
+        log.info(
+            "epoch %d: phase %s done, now %s training %s",
+            trainer.current_epoch, finished, pl_module.phase["name"], pl_module.trainable_groups,
+        )  # fmt: skip

@@ -1,0 +1,85 @@
+"""LoRA adapters on a frozen backbone, through ``peft`` (LoRA: arXiv 2106.09685).
+
+Adapters are injected in place (``peft.inject_adapter_in_model``), so the backbone keeps its
+module paths and forward; their parameters (``...lora_A...``, ``...lora_B...``) form the ``lora``
+parameter group. The language model is the usual target; the vision tower can be targeted too,
+and then its adapters train for real (nothing here runs the vision tower under ``no_grad``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from torch import nn
+
+LANGUAGE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+VISION_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "qkv", "proj", "fc1", "fc2")
+
+
+def _module_path(root: nn.Module, target: nn.Module) -> str:
+    for name, module in root.named_modules():
+        if module is target:
+            return name
+    raise ValueError(f"{type(target).__name__} is not inside {type(root).__name__}")
+
+
+def add_lora(
+    backbone,
+    r: int = 8,
+    alpha: int = 16,
+    dropout: float = 0.05,
+    target_modules: Sequence[str] = LANGUAGE_TARGETS,
+    vision: bool = False,
+    vision_target_modules: Sequence[str] = VISION_TARGETS,
+) -> list[str]:
+    """Inject LoRA into the backbone's language model (and optionally its vision tower).
+
+    Args:
+        backbone: A :class:`~iqa_lightning.models.backbones.Backbone`.
+        r: Rank.
+        alpha: Scaling numerator (the update is scaled by ``alpha / r``).
+        dropout: Dropout on the adapter input.
+        target_modules: Linear layer names to adapt in the language model.
+        vision: Also adapt the vision tower.
+        vision_target_modules: Linear layer names to adapt in the vision tower.
+
+    Returns:
+        The names of the adapted modules.
+
+    Raises:
+        ValueError: No module matched; names the config key.
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    if r <= 0:
+        raise ValueError(f"stage.lora.r={r} must be positive")
+    model = backbone.model
+    parts = [(_module_path(model, backbone.language_model()), list(target_modules))]
+    if vision:
+        parts.append((_module_path(model, backbone.vision_tower()), list(vision_target_modules)))
+    patterns = [
+        rf"{re.escape(prefix)}\..*\.({'|'.join(map(re.escape, names))})"
+        for prefix, names in parts
+        if names
+    ]
+    pattern = "|".join(f"(?:{p})" for p in patterns)
+    matched = [
+        n for n, m in model.named_modules() if isinstance(m, nn.Linear) and re.fullmatch(pattern, n)
+    ]
+    if not matched:
+        raise ValueError(
+            f"stage.lora.target_modules={list(target_modules)} matched no linear layer of the "
+            f"{backbone.family} backbone"
+        )
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none"
+    )
+    inject_adapter_in_model(config, model)
+    backbone.freeze()
+    return matched
+
+
+def lora_parameters(backbone) -> dict[str, nn.Parameter]:
+    """The LoRA parameters of a backbone, by name relative to the backbone."""
+    return {n: p for n, p in backbone.named_parameters() if ".lora_" in n}
