@@ -38,6 +38,15 @@ LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
 GROUPS = ("prompt", "prompter", "lora", "projector")
 
 
+def _plain(value: Any) -> Any:
+    """Config containers (OmegaConf) as plain Python, for JSON."""
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return [_plain(v) for v in value]
+    return value
+
+
 class IQAModule(L.LightningModule):
     """Tune prompts, prompters and LoRA on a frozen LMM for quality scoring and perception.
 
@@ -97,7 +106,7 @@ class IQAModule(L.LightningModule):
         # Tuned: every group some phase trains, plus LoRA (trained here or by an earlier run).
         tuned = {g for p in self.phases for g in self._resolve(p["trainable"])}
         self.tuned_groups = sorted(tuned | ({"lora"} if lora else set()))
-        self.lora_config = dict(lora) if lora else None
+        self.lora_config = _plain(lora) if lora else None
         self.set_phase(0)
 
     # ------------------------------------------------------------ parameter groups
@@ -257,13 +266,19 @@ class IQAModule(L.LightningModule):
             return
         if task == "instruct":
             loss = self.instruct_loss(batch)
-            self.log(f"{stage}/loss_instruct", loss, batch_size=batch["pixels"].shape[0])
+            self.log(
+                f"{stage}/loss_instruct", loss, batch_size=batch["pixels"].shape[0],
+                add_dataloader_idx=False,
+            )  # fmt: skip
             return
         scores = self(batch["pixels"])
         target = batch["target"].float()
         (self.val_metrics if stage == "val" else self.test_metrics).update(scores, target)
         if stage == "val":
-            self.log("val/loss", self.loss_fn(scores, target), batch_size=len(scores))
+            self.log(
+                "val/loss", self.loss_fn(scores, target), batch_size=len(scores),
+                add_dataloader_idx=False,
+            )  # fmt: skip
             return
         for image_id, mos, tgt, score in zip(
             batch["image_id"], batch["mos_raw"].tolist(), target.tolist(), scores.tolist(),

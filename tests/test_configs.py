@@ -55,9 +55,13 @@ def test_prompt_and_score_options_instantiate_on_the_tiny_backbone(option, tmp_p
     from iqa_lightning.models.backbones import build_tiny_llava
 
     backbone = build_tiny_llava()
-    cfg, _ = compose_train(["model=tiny_llava", f"prompt={option}", "prompt.size=8"], tmp_path)
+    cfg, _ = compose_train(["model=tiny_llava", f"prompt={option}"], tmp_path)
     prompt = instantiate(cfg.prompt)
-    assert prompt.image_size == backbone.image_size
+    if cfg.prompt.get("_partial_"):  # feature prompters are built on the backbone
+        prompt = prompt(backbone=backbone)
+        assert hasattr(prompt, "adapt")
+    else:
+        assert prompt.image_size == backbone.image_size
     for score in options("score"):
         cfg, _ = compose_train(["model=tiny_llava", f"score={score}"], tmp_path)
         instantiate(cfg.score).bind(backbone)  # every word is one token of the tokenizer
@@ -82,7 +86,8 @@ def test_reference_recipes(tmp_path):
         assert cfg.dataset.name.startswith(name)
         assert (cfg.dataset.batch_size, cfg.trainer.max_epochs) == (batch, epochs)
         assert (cfg.prompt.size, cfg.prompt.mode) == (30, "add")
-        assert cfg.stage.optimizer.lr == 60.0 and "SGD" in cfg.stage.optimizer._target_
+        optimizer = cfg.stage.phases[0].optimizer
+        assert optimizer.lr == 60.0 and "SGD" in optimizer._target_
         assert cfg.callbacks.early_stopping.patience == 6
         assert cfg.callbacks.early_stopping.monitor == "val/srcc_plcc"
 

@@ -12,15 +12,21 @@ higher is better. The images are distributed as an archive whose folder name dif
 copies, so ``image_dir="auto"`` looks for the first image of ``data.csv`` in the usual folders
 (:data:`AGIQA_IMAGE_DIRS`, including ``root`` itself). The dataset publishes no split; the
 default is a seeded random split.
+
+pyiqa layout: pyiqa itself ships no AGIQA-3K file; the name looked for,
+``meta_info_AGIQA-3K.csv`` (with a split pickle ``AGIQA-3K.pkl``), is that of a public pyiqa
+fork. It is read by position (``name, mos, ...``); other names work through ``meta_file``.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Sequence
+from itertools import islice
 from pathlib import Path
 
-from .base import IQADataModule
+from .pyiqa import MetaRow, PyiqaLayoutDataModule
 from .records import ImageRecord, read_annotation_csv
 
 __all__ = ["AGIQA3KDataModule"]
@@ -30,7 +36,7 @@ AGIQA_IMAGE_DIRS = ("images", "Images", "image", "AGIQA-3K", "AGIQA-3k", "databa
 _PROBES = 10
 
 
-class AGIQA3KDataModule(IQADataModule):
+class AGIQA3KDataModule(PyiqaLayoutDataModule):
     """AGIQA-3K data module.
 
     Args:
@@ -42,8 +48,12 @@ class AGIQA3KDataModule(IQADataModule):
         higher_better: Whether a higher score means better quality.
         split: Split strategy; seeded ``random`` by default.
         name: Dataset name for logs.
-        **kwargs: Other :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+        **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` and
+            :class:`~iqa_lightning.data.base.IQADataModule` arguments.
     """
+
+    pyiqa_meta_names = ("meta_info_AGIQA-3K.csv",)
+    pyiqa_kind = "nr"
 
     def __init__(
         self,
@@ -68,8 +78,26 @@ class AGIQA3KDataModule(IQADataModule):
         self.image_dir = image_dir
         self.labels_file = labels_file
         self.score_column = score_column
+        self._images: Path | None = None
 
-    def read_records(self) -> list[ImageRecord]:
+    def published_markers(self) -> list[Path]:
+        return [self.root / self.labels_file]
+
+    def published_requested(self) -> bool:
+        return self.labels_file != AGIQA_LABELS
+
+    def read_pyiqa(self) -> list[ImageRecord]:
+        """The meta-info file, read by position (name, mos); images as for ``data.csv``."""
+        path = self.meta_path()
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            probes = [cells[0] for cells in islice(csv.reader(handle), 1, _PROBES + 1) if cells]
+        self._images = self.resolve_image_dir(probes or ["?"])
+        return super().read_pyiqa()
+
+    def pyiqa_record(self, row: MetaRow) -> ImageRecord:
+        return ImageRecord(row.name, self._images / row.name, row.mos)
+
+    def read_published(self) -> list[ImageRecord]:
         """Read ``data.csv``; image paths point into the resolved image folder."""
         labels = self.root / self.labels_file
         if not labels.is_file():

@@ -26,7 +26,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .images import ImageLoadError, image_to_tensor, load_rgb
+from .cache import ImageCache, make_image_cache
+from .images import (
+    ImageLoadError,
+    array_to_tensor,
+    collate_samples,
+    flip_left_right,
+    load_rgb,
+    resize_to_array,
+)
 from .records import ImageRecord
 from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios
 
@@ -54,24 +62,35 @@ class IQAImageDataset(Dataset):
     Args:
         items: Images with their labels.
         image_size: Output height and width.
-        hflip: Flip each image horizontally with probability 0.5.
+        hflip: Flip each image horizontally with probability 0.5 (after the cache).
+        cache: Preprocessing cache of ``image_size`` images; ``None`` decodes every time.
     """
 
-    def __init__(self, items: Sequence[LabelledImage], image_size: int, hflip: bool = False):
+    def __init__(
+        self,
+        items: Sequence[LabelledImage],
+        image_size: int,
+        hflip: bool = False,
+        cache: ImageCache | None = None,
+    ):
         self.items = list(items)
         self.image_size = image_size
         self.hflip = hflip
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         item = self.items[index]
-        pixels = image_to_tensor(load_rgb(item.path), self.image_size)
+        if self.cache is not None:
+            array = self.cache.load_array(item.path)
+        else:
+            array = resize_to_array(load_rgb(item.path), self.image_size)
         if self.hflip and torch.rand(()) < 0.5:
-            pixels = pixels.flip(-1)
+            array = flip_left_right(array)
         return {
-            "pixels": pixels,
+            "pixels": array_to_tensor(array),
             "target": torch.tensor(item.target, dtype=torch.float32),
             "mos_raw": torch.tensor(item.mos_raw, dtype=torch.float32),
             "image_id": item.image_id,
@@ -96,6 +115,8 @@ class IQADataModule(L.LightningDataModule, ABC):
         on_bad_image: ``"error"`` stops on the first missing or undecodable image; ``"skip"``
             checks every image once in :meth:`setup`, drops bad ones and lists them.
         name: Short dataset name used in logs and run folders.
+        cache: Resize each image once, store it (uint8) and reuse it (:mod:`.cache`).
+        cache_dir: Folder of that cache; ``None``: :func:`.cache.default_cache_dir`.
     """
 
     def __init__(
@@ -113,6 +134,8 @@ class IQADataModule(L.LightningDataModule, ABC):
         hflip: bool = True,
         on_bad_image: str = "error",
         name: str = "iqa",
+        cache: bool = False,
+        cache_dir: str | os.PathLike | None = None,
     ):
         super().__init__()
         self.root = None if root is None else Path(os.path.expanduser(str(root)))
@@ -140,6 +163,7 @@ class IQADataModule(L.LightningDataModule, ABC):
             )
         self.on_bad_image = on_bad_image
         self.name = str(name)
+        self.cache = make_image_cache(cache, cache_dir, self.image_size)
         self._records: list[ImageRecord] | None = None
         self._assignment: dict[str, str] = {}
         self._skipped: list[tuple[str, str, str]] = []
@@ -246,7 +270,8 @@ class IQADataModule(L.LightningDataModule, ABC):
             LabelledImage(r.image_id, str(r.path), float(r.mos_raw), self.to_target(r.mos_raw))
             for r in self.records(None if split == "all" else split)
         ]
-        return IQAImageDataset(items, self.image_size, hflip=self.hflip and split == "train")
+        hflip = self.hflip and split == "train"
+        return IQAImageDataset(items, self.image_size, hflip=hflip, cache=self.cache)
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
@@ -272,6 +297,7 @@ class IQADataModule(L.LightningDataModule, ABC):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_samples,
         )
 
     def _require_setup(self) -> list[ImageRecord]:

@@ -15,8 +15,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from torch.utils.data import default_collate, get_worker_info
 
-__all__ = ["ImageLoadError", "image_to_tensor", "load_rgb", "to_rgb"]
+__all__ = [
+    "INTERPOLATIONS",
+    "ImageLoadError",
+    "array_to_tensor",
+    "collate_samples",
+    "flip_left_right",
+    "image_to_tensor",
+    "load_rgb",
+    "resize_to_array",
+    "to_rgb",
+]
 
 logger = logging.getLogger("iqa_lightning.data")
 
@@ -24,6 +35,15 @@ _WHITE = (255, 255, 255)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _HIGH_DEPTH_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;32", "I;32B", "F"}
 _TIFF_BITS_PER_SAMPLE = 258
+
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "hamming": Image.Resampling.HAMMING,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 class ImageLoadError(RuntimeError):
@@ -83,7 +103,10 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as img:
             img.load()
             declared_bits = _declared_bits(img)
-            return to_rgb(_apply_orientation(img), declared_bits=declared_bits)
+            img = _apply_orientation(img)
+            if img.mode == "RGB" and "transparency" not in img.info:
+                return img  # decoded pixels live in memory; the file closes on exit
+            return to_rgb(img, declared_bits=declared_bits)
     except ImageLoadError as err:
         raise ImageLoadError.for_path(path, err.reason or str(err)) from err
     except Exception as err:  # any decoder failure must name the file
@@ -133,24 +156,93 @@ def to_rgb(img: Image.Image, declared_bits: int | None = None) -> Image.Image:
         ) from err
 
 
-def image_to_tensor(img: Image.Image, size: int) -> torch.Tensor:
-    """Resize an image to ``size`` x ``size`` (bicubic, no crop) and make a float tensor.
+def image_to_tensor(img: Image.Image, size: int, interpolation: str = "bicubic") -> torch.Tensor:
+    """Resize an image to ``size`` x ``size`` (no crop) and make a float tensor.
+
+    The same two steps as the preprocessing cache (:func:`resize_to_array`, then
+    :func:`array_to_tensor`), so cached and uncached pixels are identical.
 
     Args:
         img: PIL image; converted with :func:`to_rgb` when it is not RGB already.
         size: Output height and width in pixels.
+        interpolation: A key of :data:`INTERPOLATIONS`.
 
     Returns:
         Float32 tensor of shape ``[3, size, size]`` with values in [0, 1].
     """
+    return array_to_tensor(resize_to_array(img, size, interpolation))
+
+
+def resize_to_array(img: Image.Image, size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """Resize an image to ``size`` x ``size`` (no crop) as 8-bit pixels.
+
+    Args:
+        img: PIL image; converted with :func:`to_rgb` when it is not RGB already.
+        size: Output height and width in pixels.
+        interpolation: A key of :data:`INTERPOLATIONS`.
+
+    Returns:
+        C-contiguous uint8 array of shape ``[size, size, 3]``.
+    """
     if size < 1:
         raise ValueError(f"image size must be a positive integer, got {size}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(
+            f"interpolation must be one of {list(INTERPOLATIONS)}, got {interpolation!r}"
+        )
     if img.mode != "RGB":
         img = to_rgb(img)
     if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BICUBIC)
-    array = np.array(img, dtype=np.uint8)
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+        img = img.resize((size, size), INTERPOLATIONS[interpolation])
+    return np.array(img, dtype=np.uint8)
+
+
+def array_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """Turn ``[H, W, 3]`` uint8 pixels into a float32 ``[3, H, W]`` tensor in [0, 1].
+
+    Args:
+        array: uint8 pixels, e.g. from :func:`resize_to_array` or the preprocessing cache.
+
+    Returns:
+        A new float32 tensor (it shares no memory with ``array``).
+    """
+    # Single-threaded numpy, bit-identical to torch's ``.float().div_(255.0)``: torch would run
+    # this small op on its intra-op thread pool, which stalls for milliseconds whenever another
+    # process holds a core (measured: 14 ms instead of 0.04 ms per 224x224 image on 2 cores).
+    planar = np.divide(array.transpose(2, 0, 1), np.float32(255.0), dtype=np.float32)
+    return torch.from_numpy(planar)
+
+
+def flip_left_right(array: np.ndarray) -> np.ndarray:
+    """Mirror ``[H, W, C]`` pixels horizontally, as a C-contiguous copy.
+
+    Flipping the uint8 pixels before :func:`array_to_tensor` gives exactly the flipped float
+    tensor at a quarter of the memory traffic; ``np.take`` copies whole pixels, where a
+    ``[:, ::-1]`` view would make the float conversion 3x slower.
+    """
+    return np.take(array, np.arange(array.shape[1] - 1, -1, -1), axis=1)
+
+
+def collate_samples(samples: list[dict]) -> dict:
+    """``default_collate`` for dict samples, stacking ``pixels`` with numpy in the main process.
+
+    torch's stack runs on its intra-op thread pool, which stalls whenever another process holds
+    a core (on 2 busy cores: 4 ms per image, more than reading a cached image). DataLoader
+    workers run torch single-threaded and keep ``default_collate``, which stacks straight into
+    the shared memory the batch travels in.
+
+    Args:
+        samples: Dataset items, each with a float ``pixels`` tensor of the same shape.
+
+    Returns:
+        The batch, keys in the order of the samples' keys.
+    """
+    if get_worker_info() is not None or not samples or "pixels" not in samples[0]:
+        return default_collate(samples)
+    pixels = np.stack([sample["pixels"].numpy() for sample in samples])
+    rest = default_collate([{k: v for k, v in s.items() if k != "pixels"} for s in samples])
+    batch = {"pixels": torch.from_numpy(pixels), **rest}
+    return {key: batch[key] for key in samples[0]}
 
 
 def _composite_on_white(img: Image.Image) -> Image.Image:
@@ -211,11 +303,13 @@ def _stretch(values: np.ndarray) -> np.ndarray:
 
 
 def _apply_orientation(img: Image.Image) -> Image.Image:
+    # In place: the copying form duplicates the full-size image even when there is nothing to
+    # rotate (about 5% of the decode + resize time of a 1024x768 JPEG).
     try:
-        return ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)
     except Exception:  # unreadable EXIF must not make a decodable image unusable
         logger.debug("ignoring unreadable EXIF orientation in %s", getattr(img, "filename", "?"))
-        return img.copy()
+    return img
 
 
 def _declared_bits(img: Image.Image) -> int | None:

@@ -9,14 +9,18 @@ Layout::
 Despite its name, the ``dmos`` column is a mean opinion score on a 1-5 scale where higher is
 better. Images made from one reference share its ``ref_img``, which becomes ``ref_id`` so the
 default ``reference_disjoint`` split keeps each reference in one split.
+
+pyiqa layout: ``meta_info_KADID10kDataset.csv`` (``ref_name,dist_name,dmos,std``) with
+``images/``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
-from .base import IQADataModule
+from .pyiqa import MetaRow, PyiqaLayoutDataModule
 from .records import AnnotationError, ImageRecord, read_annotation_csv
 
 __all__ = ["KADIDDataModule"]
@@ -25,7 +29,7 @@ KADID_LABELS = "dmos.csv"
 KADID_IMAGE_DIR = "images"
 
 
-class KADIDDataModule(IQADataModule):
+class KADIDDataModule(PyiqaLayoutDataModule):
     """KADID-10k data module.
 
     Args:
@@ -34,9 +38,13 @@ class KADIDDataModule(IQADataModule):
         higher_better: Whether a higher ``dmos`` means better quality.
         split: Split strategy; ``reference_disjoint`` by default.
         name: Dataset name for logs.
-        **kwargs: Other :class:`~iqa_lightning.data.base.IQADataModule` arguments
-            (image_size, split_ratios, seed, batch_size, ...).
+        **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` arguments
+            (layout, meta_file, split_column, ...) and
+            :class:`~iqa_lightning.data.base.IQADataModule` arguments (image_size, seed, ...).
     """
+
+    pyiqa_meta_names = ("meta_info_KADID10kDataset.csv",)
+    pyiqa_kind = "fr"
 
     def __init__(
         self,
@@ -56,7 +64,17 @@ class KADIDDataModule(IQADataModule):
             **kwargs,
         )
 
-    def read_records(self) -> list[ImageRecord]:
+    def published_markers(self) -> list[Path]:
+        return [self.root / KADID_LABELS]
+
+    def published_folders(self) -> list[Path]:
+        return [self.root / KADID_IMAGE_DIR]
+
+    def pyiqa_record(self, row: MetaRow) -> ImageRecord:
+        path = self.root / KADID_IMAGE_DIR / row.name
+        return ImageRecord(row.name, path, row.mos, row.ref_name)
+
+    def read_published(self) -> list[ImageRecord]:
         """Read ``dmos.csv``; image paths point into ``images/``."""
         labels = self.root / KADID_LABELS
         images = self.root / KADID_IMAGE_DIR

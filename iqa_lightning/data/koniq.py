@@ -14,6 +14,10 @@ database download) ``MOS`` is the raw 1-5 mean rating and ``MOS_zscore`` is the 
 By default (``score_column="auto"``) the module reads the 1-100 score from either file, so
 ``mos_range`` is (1, 100) in both cases; pass ``score_column="MOS"`` together with
 ``mos_range=(1, 5)`` to train on the raw 1-5 mean of the scores file.
+
+pyiqa layout: ``meta_info_KonIQ10kDataset.csv`` (``img_name,mos,...`` with ``mos`` on the 1-100
+scale and the official split in ``official_split``, or ``split`` in older files) with an image
+folder as above.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .base import IQADataModule
+from .pyiqa import MetaRow, PyiqaLayoutDataModule
 from .records import ImageRecord, read_annotation_csv
 
 __all__ = ["KonIQDataModule"]
@@ -33,7 +37,7 @@ KONIQ_IMAGE_DIRS = ("512x384", "1024x768")
 _AUTO_SCORE_COLUMN = {KONIQ_SETS_FILE: "MOS", KONIQ_SCORES_FILE: "MOS_zscore"}
 
 
-class KonIQDataModule(IQADataModule):
+class KonIQDataModule(PyiqaLayoutDataModule):
     """KonIQ-10k data module.
 
     Args:
@@ -47,8 +51,12 @@ class KonIQDataModule(IQADataModule):
         higher_better: Whether a higher score means better quality.
         split: Split strategy; ``official`` (the file's ``set`` column) by default.
         name: Dataset name for logs.
-        **kwargs: Other :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+        **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` and
+            :class:`~iqa_lightning.data.base.IQADataModule` arguments.
     """
+
+    pyiqa_meta_names = ("meta_info_KonIQ10kDataset.csv",)
+    pyiqa_kind = "nr"
 
     def __init__(
         self,
@@ -73,6 +81,31 @@ class KonIQDataModule(IQADataModule):
         self.image_dir = image_dir
         self.labels_file = labels_file
         self.score_column = score_column
+        self._images: Path | None = None
+
+    def published_markers(self) -> list[Path]:
+        if self.labels_file != "auto":
+            return [self.root / self.labels_file]
+        return [self.root / KONIQ_SETS_FILE, self.root / KONIQ_SCORES_FILE]
+
+    def published_folders(self) -> list[Path]:
+        return [self.root / d for d in KONIQ_IMAGE_DIRS]
+
+    def published_requested(self) -> bool:
+        return self.labels_file != "auto"
+
+    def read_pyiqa(self) -> list[ImageRecord]:
+        """pyiqa's meta-info file; the 1-100 ``mos`` is read by position."""
+        if self.score_column != "auto":
+            raise ValueError(
+                f"{self.name}: dataset.score_column={self.score_column} applies to the published "
+                "files only; pyiqa's meta-info file is read by position (name, mos)"
+            )
+        self._images = self.resolve_image_dir()
+        return super().read_pyiqa()
+
+    def pyiqa_record(self, row: MetaRow) -> ImageRecord:
+        return ImageRecord(row.name, self._images / row.name, row.mos)
 
     def resolve_image_dir(self) -> Path:
         """The image folder in use."""
@@ -109,7 +142,7 @@ class KonIQDataModule(IQADataModule):
             f"{self.root / KONIQ_SETS_FILE} and {self.root / KONIQ_SCORES_FILE}"
         )
 
-    def read_records(self) -> list[ImageRecord]:
+    def read_published(self) -> list[ImageRecord]:
         """Read the label file; ``set`` becomes the official split when present."""
         labels = self.resolve_labels_file()
         images = self.resolve_image_dir()

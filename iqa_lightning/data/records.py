@@ -28,6 +28,9 @@ class ImageRecord:
             distorting references; None for authentic-distortion datasets.
         official_split: The dataset's own split name for this image (e.g. ``"training"``),
             if it publishes one.
+        pyiqa_split: The split pyiqa's files give this image (a split column of pyiqa's
+            meta-info CSV or a split pickle, as selected in the config), used by
+            ``split="pyiqa"``.
     """
 
     image_id: str
@@ -35,6 +38,7 @@ class ImageRecord:
     mos_raw: float
     ref_id: str | None = None
     official_split: str | None = None
+    pyiqa_split: str | None = None
 
 
 class AnnotationError(ValueError):

@@ -10,6 +10,12 @@ Strategies (the ``split`` argument, config key ``dataset.split``):
   because it would put the same content in train and test.
 - ``per_image_leaky``: the same per-image split, allowed for reference-based datasets to
   reproduce published numbers; it logs a warning that content leaks between splits.
+- ``pyiqa``: the split pyiqa's files give each image (``ImageRecord.pyiqa_split``: a split column
+  of pyiqa's meta-info CSV, or one entry of a pyiqa split pickle). pyiqa's seeded splits have
+  two parts, train and one held-out part (named ``val`` or ``test``) on which pyiqa reports.
+  That held-out part becomes ``test``, and ``val`` is carved out of pyiqa's train part with the
+  seed and the val share of the ratios (by reference when every image has one), so the test
+  set is exactly the one published pyiqa numbers are computed on.
 
 The assignment depends only on the set of image ids / reference ids, the ratios and the seed,
 never on the order of rows in the annotation file.
@@ -36,7 +42,7 @@ __all__ = [
 logger = logging.getLogger("iqa_lightning.data")
 
 SPLIT_NAMES = ("train", "val", "test")
-SPLIT_STRATEGIES = ("official", "reference_disjoint", "random", "per_image_leaky")
+SPLIT_STRATEGIES = ("official", "reference_disjoint", "random", "per_image_leaky", "pyiqa")
 OFFICIAL_SPLIT_NAMES = {
     "train": "train",
     "training": "train",
@@ -115,6 +121,16 @@ def assign_splits(
         return assignment
 
     ratios = check_ratios(ratios)
+    if split == "pyiqa":
+        assignment = _pyiqa(records, ratios, seed)
+        _check_non_empty(
+            assignment,
+            split,
+            unit="images",
+            hint="select another pyiqa split (dataset.split_column, or dataset.split_file with "
+            "dataset.split_index), or raise the val share of dataset.split_ratios",
+        )
+        return assignment
     with_ref = [r for r in records if r.ref_id is not None]
     if split == "reference_disjoint":
         if len(with_ref) != len(records):
@@ -183,6 +199,56 @@ def _official(records: Sequence[ImageRecord]) -> dict[str, str]:
                 f"{record.official_split!r}; expected one of {sorted(OFFICIAL_SPLIT_NAMES)}"
             )
         assignment[record.image_id] = name
+    return assignment
+
+
+def _pyiqa(
+    records: Sequence[ImageRecord], ratios: tuple[float, float, float], seed: int
+) -> dict[str, str]:
+    assignment = {}
+    for record in records:
+        if record.pyiqa_split is None:
+            raise SplitError(
+                f"dataset.split=pyiqa, but image '{record.image_id}' has no pyiqa split; set "
+                "dataset.split_column (a split column of pyiqa's meta-info file) or "
+                "dataset.split_file (a pyiqa split pickle)"
+            )
+        name = OFFICIAL_SPLIT_NAMES.get(record.pyiqa_split.strip().lower())
+        if name is None:
+            raise SplitError(
+                f"image '{record.image_id}' has unknown pyiqa split {record.pyiqa_split!r}; "
+                f"expected one of {sorted(OFFICIAL_SPLIT_NAMES)}"
+            )
+        assignment[record.image_id] = name
+    held_out = set(assignment.values()) - {"train"}
+    if "train" not in assignment.values() or len(held_out) != 1:
+        return assignment
+    # A two-part pyiqa split: its held-out part is what pyiqa reports on, so it becomes test.
+    for image_id, name in assignment.items():
+        if name != "train":
+            assignment[image_id] = "test"
+    train = [r for r in records if assignment[r.image_id] == "train"]
+    by_ref = all(r.ref_id is not None for r in train)
+    groups: dict[str, list[str]] = {}
+    for record in train:
+        groups.setdefault(record.ref_id if by_ref else record.image_id, []).append(record.image_id)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    train_ratio, val_ratio, _ = ratios
+    share = val_ratio / (train_ratio + val_ratio) if train_ratio + val_ratio > 0 else 0.0
+    n_val = _allocate(len(keys), (1.0 - share, share, 0.0))[1]
+    for key in keys[:n_val]:
+        for image_id in groups[key]:
+            assignment[image_id] = "val"
+    logger.info(
+        "dataset.split=pyiqa: the split has two parts; its '%s' part is used as test and val is "
+        "%d of %d %s of its train part (seed %d)",
+        held_out.pop(),
+        n_val,
+        len(keys),
+        "references" if by_ref else "images",
+        seed,
+    )
     return assignment
 
 

@@ -170,7 +170,8 @@ class SyntheticDataModule(KADIDDataModule):
     """KADID-style data module over a generated set cached under ``cache_dir``.
 
     The set lives in ``cache_dir/synthetic_kadid_<hash of generation parameters>`` and is
-    generated in :meth:`prepare_data`, or in :meth:`setup` when it is still absent.
+    generated in :meth:`prepare_data`, or in :meth:`setup` when it is still absent. With
+    ``cache=True`` the preprocessed images go to ``cache_dir/preprocessed``.
 
     Args:
         cache_dir: Folder for generated data (config key ``paths.cache_dir``).
@@ -201,8 +202,11 @@ class SyntheticDataModule(KADIDDataModule):
             "seed": int(generator_seed),
         }
         _params(**self.generation)
-        root = Path(os.path.expanduser(str(cache_dir))) / synthetic_dirname(**self.generation)
-        super().__init__(root=root, split=split, name=name, **kwargs)
+        cache_root = Path(os.path.expanduser(str(cache_dir)))
+        root = cache_root / synthetic_dirname(**self.generation)
+        super().__init__(
+            root=root, split=split, name=name, cache_dir=cache_root / "preprocessed", **kwargs
+        )
 
     def prepare_data(self) -> None:
         """Generate the set if it is not cached yet."""

@@ -7,12 +7,33 @@ from omegaconf import OmegaConf
 from iqa_lightning.data import IQADataModule
 
 from .fixtures import write_agiqa, write_kadid, write_koniq
+from .fixtures_more import (
+    write_clive,
+    write_csiq,
+    write_live,
+    write_pipal,
+    write_pyiqa_koniq,
+    write_spaq,
+    write_tid2013,
+)
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 WRITERS = {
     "kadid": ("kadid10k", write_kadid),
     "koniq": ("koniq10k", write_koniq),
     "agiqa": ("AGIQA-3K", write_agiqa),
+    "live": ("LIVEIQA_release2", write_live),
+    "csiq": ("CSIQ", write_csiq),
+    "tid2013": ("tid2013", write_tid2013),
+    "clive": ("LIVEC", write_clive),
+    "spaq": ("SPAQ", write_spaq),
+    "pipal": ("PIPAL", write_pipal),
+}
+#: The same datasets in pyiqa's layout (meta-info file in data/meta_info/).
+PYIQA_WRITERS = {
+    "koniq": write_pyiqa_koniq,
+    "live": lambda root: write_live(root, layout="pyiqa"),
+    "clive": lambda root: write_clive(root, layout="pyiqa"),
 }
 
 
@@ -44,6 +65,25 @@ def test_config_builds_a_working_data_module(tmp_path, name):
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
     assert batch["pixels"].shape[1:] == (3, 24, 24)
+
+
+@pytest.mark.parametrize("name", sorted(PYIQA_WRITERS))
+def test_config_reads_the_pyiqa_layout(tmp_path, name):
+    PYIQA_WRITERS[name](tmp_path / "data" / WRITERS[name][0])
+    config = compose(name, tmp_path)
+    config.dataset.num_workers = 0
+    dm = instantiate(config.dataset)
+    dm.setup("fit")
+    assert dm.resolved_layout == "pyiqa" and sum(dm.num_records.values()) in (30, 50)
+
+
+def test_config_selects_a_pyiqa_split_file(tmp_path):
+    write_live(tmp_path / "data" / "LIVEIQA_release2", layout="pyiqa")
+    config = compose("live", tmp_path)
+    config.dataset.update(num_workers=0, split="pyiqa", split_file="live_123.pkl", split_index=2)
+    dm = instantiate(config.dataset)
+    dm.setup("fit")
+    assert {s for _, s in dm.split_table()} == {"train", "val", "test"}
 
 
 def test_synthetic_config(tmp_path):

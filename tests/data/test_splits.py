@@ -1,5 +1,6 @@
 import logging
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,49 @@ def test_bad_ratios_name_the_config_key(ratios):
 def test_unknown_strategy():
     with pytest.raises(SplitError, match=r"dataset\.split must be one of"):
         assign_splits(no_refs(), "stratified")
+
+
+def with_pyiqa(records, phase_of):
+    return [replace(r, pyiqa_split=phase_of(i, r)) for i, r in enumerate(records)]
+
+
+def test_pyiqa_three_part_split_is_used_as_is():
+    names = ["train", "validation", "test", "training", "val", "Test"]
+    records = with_pyiqa(no_refs(6), lambda i, r: names[i])
+    assignment = assign_splits(records, "pyiqa")
+    assert list(assignment.values()) == ["train", "val", "test", "train", "val", "test"]
+
+
+def test_pyiqa_two_part_split_by_reference(caplog):
+    # pyiqa's LIVE/CSIQ/TID pickles: 8 references train, 2 held out as 'val', no 'test'.
+    records = with_pyiqa(
+        with_refs(10, 5), lambda i, r: "val" if r.ref_id in {"I03", "I07"} else "train"
+    )
+    with caplog.at_level(logging.INFO, logger="iqa_lightning.data"):
+        assignment = assign_splits(records, "pyiqa", (0.7, 0.1, 0.2), seed=1)
+    assert {r.ref_id for r in records if assignment[r.image_id] == "test"} == {"I03", "I07"}
+    per_ref = refs_per_split(records, assignment)
+    assert all(len(s) == 1 for s in per_ref.values())
+    assert Counter(next(iter(s)) for s in per_ref.values()) == {"train": 7, "val": 1, "test": 2}
+    assert any("used as test" in rec.getMessage() for rec in caplog.records)
+    assert assignment == assign_splits(list(reversed(records)), "pyiqa", (0.7, 0.1, 0.2), seed=1)
+    assert assignment != assign_splits(records, "pyiqa", (0.7, 0.1, 0.2), seed=2)
+
+
+def test_pyiqa_two_part_split_per_image_with_test_part():
+    records = with_pyiqa(no_refs(50), lambda i, r: "test" if i % 5 == 0 else "train")
+    assignment = assign_splits(records, "pyiqa", (0.7, 0.1, 0.2), seed=0)
+    assert Counter(assignment.values()) == {"train": 35, "val": 5, "test": 10}
+    assert all(assignment[f"{i}.jpg"] == "test" for i in range(0, 50, 5))
+
+
+def test_pyiqa_errors():
+    with pytest.raises(SplitError, match="has no pyiqa split; set dataset.split_column"):
+        assign_splits(no_refs(5), "pyiqa")
+    with pytest.raises(SplitError, match="unknown pyiqa split 'holdout'"):
+        assign_splits(with_pyiqa(no_refs(5), lambda i, r: "holdout"), "pyiqa")
+    two_part = with_pyiqa(no_refs(20), lambda i, r: "val" if i < 4 else "train")
+    with pytest.raises(SplitError, match="'val' split empty.*dataset.split_column"):
+        assign_splits(two_part, "pyiqa", (0.8, 0.0, 0.2))
+    with pytest.raises(SplitError, match="'train' split empty"):
+        assign_splits(with_pyiqa(no_refs(5), lambda i, r: "test"), "pyiqa")

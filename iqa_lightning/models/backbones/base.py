@@ -354,6 +354,26 @@ class Backbone(nn.Module):
             logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
         )
 
+    @torch.no_grad()
+    def generate(
+        self, pixels: torch.Tensor, questions: Sequence[str], max_new_tokens: int = 48
+    ) -> list[str]:
+        """Greedy answers to one question per image (for explanations; scoring never generates)."""
+        ids, mask = self.encode_prompts(questions)
+        ids, mask = ids.to(pixels.device), mask.to(pixels.device)
+        self._batch_size = pixels.shape[0]
+        extra = {k: v for k, v in self.text_inputs(ids, mask).items() if k != "position_ids"}
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **extra,
+            **self.pixel_inputs(pixels),
+        )
+        return self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+
     @contextmanager
     def feature_hook(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
         """Within the block, vision features ``[B, N, D]`` pass through ``fn`` before the projector.

@@ -1,0 +1,134 @@
+"""LIVE Image Quality Assessment Database, Release 2 (Sheikh, Sabir, Bovik, TIP 2006).
+
+Published layout::
+
+    root/
+      dmos.mat            dmos (1x982 DMOS), orgs (1x982; 1 marks an undistorted reference copy)
+      refnames_all.mat    refnames_all (1x982 cell: the reference image of each entry)
+      jp2k/ jpeg/ wn/ gblur/ fastfading/    img1.bmp ... (227, 233, 174, 174, 174 entries)
+      refimgs/            the 29 reference images
+      dmos_realigned.mat  (optional) dmos_new, the realigned DMOS, with orgs and dmos_std
+
+The 982 entries of the .mat files run through the folders in that order: entries 1-227 are
+``jp2k/img1.bmp`` ... ``jp2k/img227.bmp``, entries 228-460 ``jpeg/img1.bmp`` ..., and so on.
+Entries with ``orgs == 1`` are copies of the references (DMOS 0); they are left out, as in
+published work, leaving 779 distorted images. Scores are DMOS, lower is better
+(``higher_better=False``). ``dmos_file="dmos_realigned.mat"`` reads the realigned ``dmos_new``.
+
+pyiqa layout: ``meta_info_LIVEIQADataset.csv`` (``ref_name,dist_name,mos``; ``refimgs/x.bmp``,
+``jp2k/img2.bmp``, and the ``dmos.mat`` DMOS despite the column name) with the folders above.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .formats import load_mat, mat_strings
+from .pyiqa import MetaRow, PyiqaLayoutDataModule
+from .records import AnnotationError, ImageRecord
+
+__all__ = ["LIVE_FOLDERS", "LIVEDataModule"]
+
+#: Distortion folders and their number of entries, in the order of the .mat files.
+LIVE_FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
+LIVE_REFNAMES = "refnames_all.mat"
+_SCORE_VARIABLES = ("dmos", "dmos_new")
+
+
+class LIVEDataModule(PyiqaLayoutDataModule):
+    """LIVE Release 2 data module.
+
+    Args:
+        root: Folder holding ``dmos.mat``, ``refnames_all.mat`` and the image folders.
+        dmos_file: ``dmos.mat`` (variable ``dmos``) or ``dmos_realigned.mat`` (``dmos_new``).
+        mos_range: Scale of the DMOS.
+        higher_better: False: a higher DMOS means worse quality.
+        split: Split strategy; ``reference_disjoint`` by default.
+        name: Dataset name for logs.
+        **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` arguments
+            (layout, meta_file, split_column, split_file, split_index) and
+            :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+    """
+
+    pyiqa_meta_names = ("meta_info_LIVEIQADataset.csv",)
+    pyiqa_kind = "fr"
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        dmos_file: str = "dmos.mat",
+        mos_range: Sequence[float] = (0.0, 100.0),
+        higher_better: bool = False,
+        split: str = "reference_disjoint",
+        name: str = "live",
+        **kwargs,
+    ):
+        super().__init__(
+            root=root,
+            mos_range=mos_range,
+            higher_better=higher_better,
+            split=split,
+            name=name,
+            **kwargs,
+        )
+        self.dmos_file = dmos_file
+
+    def published_markers(self) -> list[Path]:
+        return [self.root / self.dmos_file]
+
+    def published_folders(self) -> list[Path]:
+        return [self.root / folder for folder, _ in LIVE_FOLDERS]
+
+    def read_published(self) -> list[ImageRecord]:
+        """Read the DMOS and reference names; left-out reference copies are not listed."""
+        scores_path = self.root / self.dmos_file
+        refs_path = self.root / LIVE_REFNAMES
+        missing = [p for p in (scores_path, refs_path) if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{self.name}: '{self.root}' is not a LIVE Release 2 folder; looked for "
+                f"{scores_path} and {refs_path}, missing: {', '.join(str(p) for p in missing)}"
+            )
+        data = load_mat(scores_path, ("orgs",))
+        variable = next((v for v in _SCORE_VARIABLES if v in data), None)
+        if variable is None:
+            raise AnnotationError(
+                f"{scores_path}: has none of the DMOS variables {list(_SCORE_VARIABLES)}; "
+                f"its variables are {sorted(data)}"
+            )
+        dmos = np.asarray(data[variable], dtype=float).reshape(-1)
+        orgs = np.asarray(data["orgs"]).reshape(-1)
+        refs = mat_strings(load_mat(refs_path, ("refnames_all",))["refnames_all"], str(refs_path))
+        expected = sum(count for _, count in LIVE_FOLDERS)
+        sizes = {f"{scores_path.name}:{variable}": dmos.size, f"{scores_path.name}:orgs": orgs.size}
+        sizes[f"{refs_path.name}:refnames_all"] = len(refs)
+        wrong = {k: v for k, v in sizes.items() if v != expected}
+        if wrong:
+            raise AnnotationError(
+                f"{self.name}: LIVE Release 2 has {expected} entries "
+                f"({', '.join(f'{f} {n}' for f, n in LIVE_FOLDERS)}), but {wrong}"
+            )
+        records = []
+        index = 0
+        for folder, count in LIVE_FOLDERS:
+            for k in range(1, count + 1):
+                if orgs[index] not in (0, 1):
+                    raise AnnotationError(
+                        f"{scores_path}: orgs entry {index + 1} is {orgs[index]!r}, not 0 or 1"
+                    )
+                if orgs[index] == 0:
+                    image_id = f"{folder}/img{k}.bmp"
+                    records.append(
+                        ImageRecord(image_id, self.root / image_id, float(dmos[index]), refs[index])
+                    )
+                index += 1
+        return records
+
+    def pyiqa_record(self, row: MetaRow) -> ImageRecord:
+        """``dist_name`` is relative to root; pyiqa's older file omits the ``.bmp`` suffix."""
+        image_id = row.name if Path(row.name).suffix else f"{row.name}.bmp"
+        return ImageRecord(image_id, self.root / image_id, row.mos, Path(row.ref_name).name)

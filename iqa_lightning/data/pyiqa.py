@@ -1,0 +1,402 @@
+"""pyiqa's dataset files, and the base of data modules that read them or the published files.
+
+pyiqa (IQA-PyTorch, github.com/chaofengc/IQA-PyTorch) describes each dataset with one
+meta-info CSV, ``meta_info_<Name>Dataset.csv``, which it reads by column position:
+
+- no-reference files: ``name, mos, ...`` (e.g. ``img_name,mos,std`` for LIVE Challenge,
+  ``Image name,MOS,...`` for SPAQ);
+- full-reference files: ``ref_name, dist_name, mos, ...`` (e.g. ``ref_name,dist_name,dmos`` for
+  CSIQ, ``hq_name,dist_name,elo_score`` for PIPAL).
+
+Columns whose name contains ``split`` give each image a split name: ``official_split`` (the
+dataset's own split; KonIQ's older file calls it ``split``) and seeded splits named like
+``ratio802_seed123_split_01``. pyiqa's older releases keep splits in pickles instead (e.g.
+``live_123.pkl``, ``koniq10k_official.pkl``): ``{split_index: {"train": [...], "val": [...],
+"test": [...]}}`` of 0-based row indices of the meta-info file, split indices counted from 1,
+``val`` or ``test`` missing or empty for the 8:2 splits.
+
+:class:`PyiqaLayoutDataModule` reads a dataset either as its authors publish it or from pyiqa's
+meta-info file (``layout``), and selects a pyiqa split by column or pickle for ``split="pyiqa"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import pickle
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .base import IQADataModule
+from .records import AnnotationError, ImageRecord, _parse_number, _read_rows
+
+__all__ = [
+    "LAYOUTS",
+    "MetaRow",
+    "PyiqaLayoutDataModule",
+    "read_meta_info",
+    "read_split_pickle",
+]
+
+logger = logging.getLogger("iqa_lightning.data")
+
+LAYOUTS = ("auto", "published", "pyiqa")
+OFFICIAL_SPLIT_COLUMNS = ("official_split", "split")
+_PHASES = ("train", "val", "test")
+_KINDS = {"nr": ("name", "mos"), "fr": ("ref_name", "dist_name", "mos")}
+
+
+@dataclass(frozen=True)
+class MetaRow:
+    """One data row of a pyiqa meta-info file.
+
+    Attributes:
+        index: 0-based data-row number (what pyiqa split pickles index).
+        line: 1-based line number in the file.
+        name: The image's path relative to the image folder (``dist_name`` of FR files).
+        ref_name: The reference image of FR files; None for NR files.
+        mos: The score column (second of NR files, third of FR files).
+        values: Every cell by column name.
+        source: The meta-info file, for error messages.
+    """
+
+    index: int
+    line: int
+    name: str
+    ref_name: str | None
+    mos: float
+    values: dict[str, str]
+    source: Path
+
+
+def read_meta_info(path: str | os.PathLike, kind: str) -> tuple[list[str], list[MetaRow]]:
+    """Read a pyiqa meta-info CSV by column position, as pyiqa does.
+
+    Args:
+        path: The CSV file.
+        kind: ``"nr"`` (``name, mos, ...``) or ``"fr"`` (``ref_name, dist_name, mos, ...``).
+
+    Returns:
+        The header and the rows in file order.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        AnnotationError: Malformed file; the message names file, line and column.
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pyiqa meta-info file not found: '{path}'")
+    try:
+        raw = list(_read_rows(path))
+    except UnicodeDecodeError as err:
+        raise AnnotationError(f"{path}: not valid UTF-8 text ({err})") from err
+    except csv.Error as err:
+        raise AnnotationError(f"{path}: cannot parse as CSV ({err})") from err
+    if not raw:
+        raise AnnotationError(f"{path}: file is empty")
+    header_line, header_cells = raw[0]
+    header = [cell.strip() for cell in header_cells]
+    roles = _KINDS[kind]
+    if len(header) < len(roles):
+        raise AnnotationError(
+            f"{path}, line {header_line}: pyiqa {kind.upper()} meta-info files start with the "
+            f"columns ({', '.join(roles)}, ...), but the header has {header}"
+        )
+    ref_col, name_col, mos_col = (None, 0, 1) if kind == "nr" else (0, 1, 2)
+    rows: list[MetaRow] = []
+    first_seen: dict[str, int] = {}
+    for index, (line, cells) in enumerate(raw[1:]):
+        cells = [cell.strip() for cell in cells]
+        if cells == header:
+            raise AnnotationError(f"{path}, line {line}: repeats the header row")
+        if len(cells) != len(header):
+            raise AnnotationError(
+                f"{path}, line {line}: has {len(cells)} fields but the header has {len(header)}"
+            )
+        for col in (name_col, ref_col):
+            if col is not None and cells[col] == "":
+                raise AnnotationError(
+                    f"{path}, line {line}, column '{header[col]}': value is empty"
+                )
+        name = cells[name_col]
+        if name in first_seen:
+            raise AnnotationError(
+                f"{path}: duplicate {header[name_col]} '{name}' on lines {first_seen[name]} "
+                f"and {line}"
+            )
+        first_seen[name] = line
+        mos = _parse_number(path, line, header[mos_col], cells[mos_col])
+        ref = cells[ref_col] if ref_col is not None else None
+        values = dict(zip(header, cells, strict=True))
+        rows.append(MetaRow(index, line, name, ref, mos, values, path))
+    if not rows:
+        raise AnnotationError(f"{path}: has a header but no data rows")
+    return header, rows
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads only plain containers and numbers: pyiqa split files need no classes."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name}; pyiqa split files hold only dicts, lists and "
+            "integers"
+        )
+
+
+def read_split_pickle(path: str | os.PathLike, split_index: int, n_rows: int) -> list[str | None]:
+    """Read one split of a pyiqa split pickle.
+
+    Args:
+        path: The ``.pkl`` file.
+        split_index: Key of the split (pyiqa counts from 1).
+        n_rows: Number of rows the indices refer to.
+
+    Returns:
+        ``"train"``, ``"val"``, ``"test"`` or None (in no part) for each row position.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        AnnotationError: Not a pyiqa split file, no such split, or bad row indices.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pyiqa split file not found: '{path}'")
+    try:
+        with path.open("rb") as handle:
+            data = _PlainUnpickler(handle).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+        raise AnnotationError(f"{path}: not a pyiqa split pickle ({err})") from err
+    if not isinstance(data, dict):
+        raise AnnotationError(
+            f"{path}: expected a dict {{split_index: {{'train': [...], ...}}}}, "
+            f"got {type(data).__name__}"
+        )
+    if split_index not in data:
+        raise AnnotationError(
+            f"{path}: has no split {split_index!r} (dataset.split_index); it holds splits "
+            f"{sorted(data, key=str)}"
+        )
+    entry = data[split_index]
+    where = f"{path}, split {split_index!r}"
+    if not isinstance(entry, dict) or set(entry) - set(_PHASES):
+        keys = sorted(entry, key=str) if isinstance(entry, dict) else type(entry).__name__
+        raise AnnotationError(f"{where}: expected keys among {list(_PHASES)}, got {keys}")
+    phases: list[str | None] = [None] * n_rows
+    for phase in _PHASES:
+        for i in entry.get(phase) or ():
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_rows:
+                raise AnnotationError(
+                    f"{where}, part '{phase}': row index {i!r} is not one of the {n_rows} "
+                    "rows of the meta-info file"
+                )
+            if phases[i] is not None:
+                raise AnnotationError(
+                    f"{where}: row index {i} is in both '{phases[i]}' and '{phase}'"
+                )
+            phases[i] = phase
+    return phases
+
+
+class PyiqaLayoutDataModule(IQADataModule):
+    """Base of data modules that read a dataset as published or in pyiqa's layout.
+
+    Subclasses set :attr:`pyiqa_meta_names` and :attr:`pyiqa_kind` and implement
+    :meth:`published_markers`, :meth:`read_published` and :meth:`pyiqa_record`.
+
+    Args:
+        root: Dataset folder (config key ``dataset.root``).
+        layout: ``"published"`` (the authors' files), ``"pyiqa"`` (pyiqa's meta-info file and
+            image folders) or ``"auto"``: published when its label file is there, else pyiqa
+            (always pyiqa for ``split="pyiqa"``).
+        meta_file: pyiqa meta-info file: ``"auto"`` (the dataset's pyiqa file name) or a path.
+            Relative names are looked for in ``root``, ``root/meta_info`` and
+            ``root/../meta_info`` (pyiqa keeps them in ``datasets/meta_info``).
+        split_column: With ``split="pyiqa"``: the meta-info column to split by, e.g.
+            ``official_split`` or ``ratio802_seed123_split_01``.
+        split_file: With ``split="pyiqa"``: a pyiqa split pickle, e.g. ``live_123.pkl``; relative
+            names are also looked for in ``train_split_info`` folders.
+        split_index: The split of ``split_file`` to use (pyiqa counts from 1).
+        **kwargs: :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+    """
+
+    #: pyiqa's meta-info file names for this dataset, looked for with ``meta_file="auto"``.
+    pyiqa_meta_names: tuple[str, ...] = ()
+    #: ``"nr"`` or ``"fr"``: the column order of the meta-info file.
+    pyiqa_kind: str = "nr"
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        layout: str = "auto",
+        meta_file: str = "auto",
+        split_column: str | None = None,
+        split_file: str | None = None,
+        split_index: int = 1,
+        **kwargs,
+    ):
+        super().__init__(root=root, **kwargs)
+        if layout not in LAYOUTS:
+            raise ValueError(f"dataset.layout must be one of {list(LAYOUTS)}, got {layout!r}")
+        if split_column and split_file:
+            raise ValueError(
+                "set only one of dataset.split_column and dataset.split_file, got "
+                f"{split_column!r} and {split_file!r}"
+            )
+        if self.split == "pyiqa":
+            if not (split_column or split_file):
+                raise ValueError(
+                    "dataset.split=pyiqa needs dataset.split_column (a split column of pyiqa's "
+                    "meta-info file, e.g. ratio802_seed123_split_01) or dataset.split_file "
+                    "(a pyiqa split pickle) with dataset.split_index"
+                )
+            if layout == "published":
+                raise ValueError(
+                    "dataset.split=pyiqa indexes pyiqa's meta-info file; use dataset.layout="
+                    "pyiqa or auto"
+                )
+        elif split_column or split_file:
+            raise ValueError(
+                "dataset.split_column / dataset.split_file select a pyiqa split; set "
+                f"dataset.split=pyiqa (now {self.split!r}) or leave them null"
+            )
+        if isinstance(split_index, bool) or not isinstance(split_index, int):
+            raise ValueError(f"dataset.split_index must be an integer, got {split_index!r}")
+        self.layout = layout
+        self.meta_file = meta_file
+        self.split_column = split_column
+        self.split_file = split_file
+        self.split_index = split_index
+        self.resolved_layout: str | None = None
+
+    @abstractmethod
+    def published_markers(self) -> list[Path]:
+        """Label files of the published layout; any one present means it is there."""
+
+    @abstractmethod
+    def read_published(self) -> list[ImageRecord]:
+        """Read the published files into records."""
+
+    @abstractmethod
+    def pyiqa_record(self, row: MetaRow) -> ImageRecord:
+        """Turn one meta-info row into a record (image path, score, reference)."""
+
+    def published_folders(self) -> list[Path]:
+        """Image folders of the published layout, listed when no layout is found."""
+        return []
+
+    def published_requested(self) -> bool:
+        """Whether the config names a published file explicitly (layout ``auto`` then reads
+        the published layout)."""
+        return False
+
+    def pyiqa_rows(self, rows: list[MetaRow]) -> list[MetaRow]:
+        """Rows of the meta-info file in use (pyiqa drops some for some datasets); split
+        pickle indices count these rows."""
+        return rows
+
+    def read_records(self) -> list[ImageRecord]:
+        """Read the layout chosen by :meth:`resolve_layout`."""
+        self.resolved_layout = self.resolve_layout()
+        logger.info(
+            "%s: reading the %s layout under %s", self.name, self.resolved_layout, self.root
+        )
+        if self.resolved_layout == "published":
+            return self.read_published()
+        return self.read_pyiqa()
+
+    def resolve_layout(self) -> str:
+        """``"published"`` or ``"pyiqa"``, following ``layout``; raises listing every file
+        looked for when neither is there."""
+        if self.layout == "published":
+            return "published"
+        if self.layout == "pyiqa" or self.split == "pyiqa":
+            self.meta_path()
+            return "pyiqa"
+        markers = self.published_markers()
+        if self.published_requested() or any(p.exists() for p in markers):
+            return "published"
+        meta, looked = self._find(self._meta_names(), self._meta_dirs())
+        if meta is not None:
+            return "pyiqa"
+        published = [str(p) for p in markers] + [f"{p}/ (images)" for p in self.published_folders()]
+        raise FileNotFoundError(
+            f"{self.name}: '{self.root}' holds neither the published label files nor pyiqa's "
+            "meta-info file; looked for:\n  published: "
+            + "\n             ".join(published)
+            + "\n  pyiqa:     "
+            + "\n             ".join(str(p) for p in looked)
+            + "\nSet dataset.root to the dataset folder, or dataset.meta_file / dataset.layout"
+        )
+
+    def meta_path(self) -> Path:
+        """The pyiqa meta-info file in use."""
+        what = f"pyiqa meta-info file (dataset.meta_file={self.meta_file})"
+        return self._locate(self._meta_names(), self._meta_dirs(), what)
+
+    def read_pyiqa(self) -> list[ImageRecord]:
+        """Read pyiqa's meta-info file, with the selected pyiqa split when ``split="pyiqa"``."""
+        path = self.meta_path()
+        header, rows = read_meta_info(path, self.pyiqa_kind)
+        rows = self.pyiqa_rows(rows)
+        phases: list[str | None] | None = None
+        if self.split == "pyiqa" and self.split_column:
+            if self.split_column not in header:
+                raise ValueError(
+                    f"{path}: has no split column '{self.split_column}' (dataset.split_column); "
+                    f"its split columns are {[c for c in header if 'split' in c]}"
+                )
+            phases = [row.values[self.split_column] or None for row in rows]
+        elif self.split == "pyiqa":
+            folders = [*self._meta_dirs(), self.root / "train_split_info"]
+            folders.append(self.root.parent / "train_split_info")
+            what = f"pyiqa split file (dataset.split_file={self.split_file})"
+            split_path = self._locate([self.split_file], folders, what)
+            phases = read_split_pickle(split_path, self.split_index, len(rows))
+        official = next((c for c in OFFICIAL_SPLIT_COLUMNS if c in header), None)
+        records = []
+        for position, row in enumerate(rows):
+            phase = phases[position] if phases is not None else None
+            if phases is not None and phase is None:
+                continue
+            record = self.pyiqa_record(row)
+            official_split = (row.values[official] or None) if official else None
+            records.append(replace(record, official_split=official_split, pyiqa_split=phase))
+        if len(records) < len(rows):
+            logger.info(
+                "%s: %d of %d rows of %s are in no part of the selected pyiqa split; left out",
+                self.name,
+                len(rows) - len(records),
+                len(rows),
+                path,
+            )
+        return records
+
+    def _meta_names(self) -> list[str]:
+        return list(self.pyiqa_meta_names) if self.meta_file == "auto" else [self.meta_file]
+
+    def _meta_dirs(self) -> list[Path]:
+        return [self.root, self.root / "meta_info", self.root.parent / "meta_info"]
+
+    def _locate(self, names: Sequence[str], folders: Sequence[Path], what: str) -> Path:
+        found, looked = self._find(names, folders)
+        if found is None:
+            raise FileNotFoundError(
+                f"{self.name}: no {what}; looked for:\n  " + "\n  ".join(map(str, looked))
+            )
+        return found
+
+    def _find(self, names: Sequence[str], folders: Sequence[Path]) -> tuple[Path | None, list]:
+        looked: list[Path] = []
+        for name in names:
+            path = Path(os.path.expanduser(str(name)))
+            for candidate in [path] if path.is_absolute() else [f / path for f in folders]:
+                looked.append(candidate)
+                if candidate.is_file():
+                    return candidate, looked
+        return None, looked

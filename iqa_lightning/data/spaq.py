@@ -1,0 +1,123 @@
+"""SPAQ: smartphone photography quality (Fang et al., CVPR 2020), as published.
+
+Published layout::
+
+    root/
+      Annotations/MOS and Image attribute scores.xlsx
+          Image name, MOS, Brightness, Colorfulness, Contrast, Noisiness, Sharpness
+      Annotations/Scene category labels.xlsx, Annotations/EXIF_tags.xlsx   (not read)
+      TestImage/     00001.jpg ... 11125.jpg
+
+``MOS`` and the five attribute scores lie in [0, 100], higher is better; ``score_column``
+selects one of them. A CSV export of the spreadsheet (same name, ``.csv``) is read when the
+``.xlsx`` is absent. The dataset has no official split; the default is a seeded random split.
+
+pyiqa layout: ``meta_info_SPAQDataset.csv`` (``Image name,MOS,...`` then scene and EXIF
+columns) with ``TestImage/``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .formats import read_table
+from .pyiqa import MetaRow, PyiqaLayoutDataModule
+from .records import ImageRecord
+
+__all__ = ["SPAQDataModule"]
+
+SPAQ_LABELS = (
+    "Annotations/MOS and Image attribute scores.xlsx",
+    "Annotations/MOS and Image attribute scores.csv",
+)
+SPAQ_IMAGE_DIR = "TestImage"
+SPAQ_NAME_COLUMN = "Image name"
+
+
+class SPAQDataModule(PyiqaLayoutDataModule):
+    """SPAQ data module.
+
+    Args:
+        root: Folder holding ``Annotations/`` and ``TestImage/``.
+        labels_file: ``"auto"`` (the ``.xlsx``, else its ``.csv`` export) or a path under root.
+        image_dir: Image folder under ``root``.
+        score_column: ``MOS``, or an attribute (``Brightness``, ``Colorfulness``,
+            ``Contrast``, ``Noisiness``, ``Sharpness``) of the published file.
+        mos_range: Scale of the score column.
+        higher_better: Whether a higher score means better quality.
+        split: Split strategy; seeded ``random`` by default.
+        name: Dataset name for logs.
+        **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` and
+            :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+    """
+
+    pyiqa_meta_names = ("meta_info_SPAQDataset.csv",)
+    pyiqa_kind = "nr"
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        labels_file: str = "auto",
+        image_dir: str = SPAQ_IMAGE_DIR,
+        score_column: str = "MOS",
+        mos_range: Sequence[float] = (0.0, 100.0),
+        higher_better: bool = True,
+        split: str = "random",
+        name: str = "spaq",
+        **kwargs,
+    ):
+        super().__init__(
+            root=root,
+            mos_range=mos_range,
+            higher_better=higher_better,
+            split=split,
+            name=name,
+            **kwargs,
+        )
+        self.labels_file = labels_file
+        self.image_dir = image_dir
+        self.score_column = score_column
+
+    def published_markers(self) -> list[Path]:
+        names = SPAQ_LABELS if self.labels_file == "auto" else (self.labels_file,)
+        return [self.root / n for n in names]
+
+    def published_folders(self) -> list[Path]:
+        return [self.root / self.image_dir]
+
+    def published_requested(self) -> bool:
+        return self.labels_file != "auto"
+
+    def read_published(self) -> list[ImageRecord]:
+        """Read the MOS spreadsheet (or its CSV export)."""
+        labels = next((p for p in self.published_markers() if p.is_file()), None)
+        if labels is None:
+            raise FileNotFoundError(
+                f"{self.name}: no SPAQ annotation file; looked for "
+                + ", ".join(str(p) for p in self.published_markers())
+            )
+        _, rows = read_table(
+            labels,
+            required=(SPAQ_NAME_COLUMN, self.score_column),
+            numeric=(self.score_column,),
+            unique=SPAQ_NAME_COLUMN,
+        )
+        images = self.root / self.image_dir
+        return [
+            ImageRecord(
+                row[SPAQ_NAME_COLUMN],
+                images / row[SPAQ_NAME_COLUMN],
+                row.numbers[self.score_column],
+            )
+            for row in rows
+        ]
+
+    def pyiqa_record(self, row: MetaRow) -> ImageRecord:
+        if self.score_column != "MOS":
+            raise ValueError(
+                f"{self.name}: dataset.score_column={self.score_column} is read from the "
+                f"published file only; pyiqa's {row.source.name} is read by position (name, MOS)"
+            )
+        return ImageRecord(row.name, self.root / self.image_dir / row.name, row.mos)

@@ -1,0 +1,423 @@
+"""The optional preprocessing cache: exact pixels, rebuilds, concurrency, corruption, flips."""
+
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+from torch.utils.data import default_collate
+
+from iqa_lightning.data import (
+    ImageCache,
+    ImageLoadError,
+    KADIDDataModule,
+    KonIQDataModule,
+    image_to_tensor,
+    load_rgb,
+)
+from iqa_lightning.data import cache as cache_module
+from iqa_lightning.data.cache import default_cache_dir
+from iqa_lightning.data.images import array_to_tensor, collate_samples, flip_left_right
+
+from .fixtures import write_image, write_kadid, write_koniq
+from .test_configs import CONF, WRITERS, compose
+
+SIZE = 16
+
+
+def koniq(root, cache_dir, **kwargs):
+    kwargs.setdefault("image_size", SIZE)
+    kwargs.setdefault("batch_size", 4)
+    dm = KonIQDataModule(root=root, cache=cache_dir is not None, cache_dir=cache_dir, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def entries(cache_dir):
+    return sorted(Path(cache_dir).rglob("*.npy"))
+
+
+def odd_images(folder):
+    """Files that exercise the decode rules: gray, alpha, palette, 16-bit, EXIF-rotated."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    pixels = lambda *shape, top=256: rng.integers(0, top, (20, 30, *shape))  # noqa: E731
+    Image.fromarray(pixels().astype(np.uint8)).save(folder / "gray.png")
+    Image.fromarray(pixels(4).astype(np.uint8), mode="RGBA").save(folder / "alpha.png")
+    Image.fromarray(pixels(3).astype(np.uint8)).convert("P").save(folder / "palette.png")
+    Image.fromarray(pixels(top=65536).astype(np.uint16)).save(folder / "deep.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels(3).astype(np.uint8)).save(folder / "rotated.jpg", exif=exif)
+    return sorted(folder.iterdir())
+
+
+# --- same pixels -------------------------------------------------------------------------
+
+
+def test_cached_pixels_equal_uncached_bit_for_bit(tmp_path):
+    root = write_koniq(tmp_path / "koniq", n_images=20, size=(64, 48))
+    plain = koniq(root, None, hflip=False).dataset("train")
+    cached = koniq(root, tmp_path / "cache", hflip=False).dataset("train")
+    assert plain.cache is None and cached.cache is not None
+    for index in range(len(plain)):
+        expected = plain[index]["pixels"]
+        miss, hit = cached[index]["pixels"], cached[index]["pixels"]
+        assert miss.dtype == hit.dtype == torch.float32
+        assert torch.equal(miss, expected) and torch.equal(hit, expected)
+    assert len(entries(tmp_path / "cache")) == len(plain)
+
+
+def test_loaders_give_the_same_batches_with_and_without_cache(tmp_path):
+    root = write_kadid(tmp_path / "kadid")
+    plain = KADIDDataModule(root=root, image_size=SIZE)
+    cached = KADIDDataModule(root=root, image_size=SIZE, cache=True, cache_dir=tmp_path / "c")
+    for dm in (plain, cached):
+        dm.setup("fit")
+    for split in ("val", "test", "val"):  # the second val pass reads the entries back
+        a = torch.cat([b["pixels"] for b in plain._loader(split, 7, shuffle=False)])
+        assert torch.equal(a, torch.cat([b["pixels"] for b in cached._loader(split, 7, False)]))
+
+
+def test_float_conversion_and_flip_match_torch_bit_for_bit():
+    array = np.random.default_rng(0).permutation(256 * 3).reshape(16, 16, 3) % 256
+    array = array.astype(np.uint8)
+    expected = torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+    assert torch.equal(array_to_tensor(array), expected)
+    assert torch.equal(array_to_tensor(flip_left_right(array)), expected.flip(-1))
+
+
+def test_main_process_collate_equals_default_collate(tmp_path):
+    dataset = koniq(write_koniq(tmp_path / "koniq", n_images=10), None).dataset("train")
+    samples = [dataset[i] for i in range(4)]
+    batch, expected = collate_samples(samples), default_collate(samples)
+    assert list(batch) == list(expected) == ["pixels", "target", "mos_raw", "image_id"]
+    assert all(torch.equal(batch[k], expected[k]) for k in ("pixels", "target", "mos_raw"))
+    assert batch["image_id"] == expected["image_id"]
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "lanczos", "nearest"])
+def test_every_decode_rule_round_trips_exactly(tmp_path, interpolation):
+    cache = ImageCache(tmp_path / "cache", SIZE, interpolation)
+    for path in odd_images(tmp_path / "images"):
+        expected = image_to_tensor(load_rgb(path), SIZE, interpolation)
+        assert torch.equal(cache.load(path), expected), path.name
+        assert torch.equal(cache.load(path), expected), path.name
+        stored = np.load(cache.entry_path(path))  # a plain .npy for inspection
+        assert stored.shape == (SIZE, SIZE, 3) and stored.dtype == np.uint8
+        assert torch.equal(torch.from_numpy(stored).permute(2, 0, 1) / 255.0, expected)
+
+
+def test_a_hit_reads_the_entry_and_does_not_decode(tmp_path, monkeypatch):
+    root = write_koniq(tmp_path / "koniq", n_images=10)
+    first = koniq(root, tmp_path / "cache", hflip=False).dataset("train")
+    expected = [first[i]["pixels"] for i in range(len(first))]
+
+    def no_decode(path):
+        raise AssertionError(f"decoded {path} although it is cached")
+
+    monkeypatch.setattr(cache_module, "load_rgb", no_decode)
+    again = koniq(root, tmp_path / "cache", hflip=False).dataset("train")  # a later run
+    for index, pixels in enumerate(expected):
+        assert torch.equal(again[index]["pixels"], pixels)
+
+
+# --- what rebuilds ---------------------------------------------------------------------------
+
+
+def test_image_size_and_interpolation_change_the_key(tmp_path):
+    path = write_image(tmp_path / "a.jpg", size=(64, 48))
+    caches = [
+        ImageCache(tmp_path / "c", 16),
+        ImageCache(tmp_path / "c", 24),
+        ImageCache(tmp_path / "c", 16, "bilinear"),
+    ]
+    assert len({c.entry_path(path) for c in caches}) == 3
+    for cache in caches:
+        expected = image_to_tensor(load_rgb(path), cache.image_size, cache.interpolation)
+        assert torch.equal(cache.load(path), expected)
+    assert len(entries(tmp_path / "c")) == 3
+    assert ImageCache(tmp_path / "c", 16).entry_path(path) == caches[0].entry_path(path)
+
+
+def test_image_size_change_in_the_data_module_rebuilds(tmp_path):
+    root = write_koniq(tmp_path / "koniq", n_images=10)
+    for size in (16, 24):
+        dataset = koniq(root, tmp_path / "cache", image_size=size, hflip=False).dataset("val")
+        assert dataset[0]["pixels"].shape == (3, size, size)
+        assert torch.equal(
+            dataset[0]["pixels"], image_to_tensor(load_rgb(dataset.items[0].path), size)
+        )
+    assert {p.parent.parent.name for p in entries(tmp_path / "cache")} == {
+        "16px-bicubic",
+        "24px-bicubic",
+    }
+
+
+def test_a_changed_file_is_rebuilt(tmp_path):
+    path = write_image(tmp_path / "a.png", seed=1, size=(40, 30))
+    cache = ImageCache(tmp_path / "cache", SIZE)
+    old = cache.load(path)
+    old_entry = cache.entry_path(path)
+    write_image(path, seed=2, size=(40, 30))
+    stamp = os.stat(path).st_mtime_ns + 10**9  # a new mtime even where timestamps are coarse
+    os.utime(path, ns=(stamp, stamp))
+    new = cache.load(path)
+    assert cache.entry_path(path) != old_entry
+    assert torch.equal(new, image_to_tensor(load_rgb(path), SIZE))
+    assert not torch.equal(new, old)
+
+
+def test_a_moved_file_gets_a_new_entry(tmp_path):
+    cache = ImageCache(tmp_path / "cache", SIZE)
+    path = write_image(tmp_path / "a" / "x.png", size=(40, 30))
+    assert cache.entry_path(path) != cache.entry_path(path.rename(tmp_path / "x.png"))
+
+
+# --- corrupt entries ---------------------------------------------------------------------------
+
+
+def _flip_a_pixel_bit(data):
+    return data[:200] + bytes([data[200] ^ 0x10]) + data[201:]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],
+        _flip_a_pixel_bit,
+        lambda data: data.replace(b"(16, 16, 3)", b"(16, 3, 16)"),
+        lambda data: data + b"\0",
+        lambda data: b"",
+        lambda data: b"not a numpy file at all" * 40,
+    ],
+    ids=["truncated", "bit-flip", "header", "too-long", "empty", "garbage"],
+)
+def test_a_corrupt_entry_is_detected_and_rebuilt(tmp_path, caplog, damage):
+    path = write_image(tmp_path / "a.jpg", size=(64, 48))
+    cache = ImageCache(tmp_path / "cache", SIZE)
+    expected = cache.load(path)
+    entry = cache.entry_path(path)
+    good = entry.read_bytes()
+    entry.write_bytes(damage(good))
+    with caplog.at_level(logging.WARNING, logger="iqa_lightning.data"):
+        assert torch.equal(cache.load(path), expected)
+    assert any("corrupt cache entry" in r.getMessage() for r in caplog.records)
+    assert str(path) in caplog.text
+    assert entry.read_bytes() == good
+
+
+def test_an_unwritable_cache_warns_once_and_still_serves_pixels(tmp_path, caplog):
+    (tmp_path / "file").write_text("not a folder")
+    cache = ImageCache(tmp_path / "file" / "cache", SIZE)
+    paths = [write_image(tmp_path / f"{i}.png", seed=i) for i in range(3)]
+    with caplog.at_level(logging.WARNING, logger="iqa_lightning.data"):
+        for path in paths:
+            assert torch.equal(cache.load(path), image_to_tensor(load_rgb(path), SIZE))
+    warnings = [r for r in caplog.records if "dataset.cache_dir" in r.getMessage()]
+    assert len(warnings) == 1 and str(tmp_path / "file" / "cache") in warnings[0].getMessage()
+
+
+# --- bad images behave as without the cache --------------------------------------------------
+
+
+def test_missing_and_undecodable_images_raise_the_usual_error(tmp_path):
+    cache = ImageCache(tmp_path / "cache", SIZE)
+    missing = tmp_path / "gone.jpg"
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"garbage")
+    for path, reason in ((missing, "file does not exist"), (broken, "")):
+        with pytest.raises(ImageLoadError) as info:
+            cache.load(path)
+        assert str(path) in str(info.value) and reason in str(info.value)
+        with pytest.raises(ImageLoadError) as plain:
+            load_rgb(path)
+        assert str(info.value) == str(plain.value)
+    assert not entries(tmp_path / "cache")
+
+
+def test_skip_mode_with_cache(tmp_path):
+    root = write_kadid(tmp_path / "k")
+    (root / "images" / "I02_01_01.png").write_bytes(b"")
+    (root / "images" / "I03_01_01.png").unlink()
+    dm = KADIDDataModule(
+        root=root, image_size=SIZE, on_bad_image="skip", cache=True, cache_dir=tmp_path / "c"
+    )
+    dm.setup("fit")
+    assert len(dm.skipped) == 2
+    seen = sum(
+        len(b["image_id"]) for s in ("train", "val", "test") for b in dm._loader(s, 8, False)
+    )
+    assert seen == 58 == len(entries(tmp_path / "c"))
+
+
+# --- concurrency (real processes) ---------------------------------------------------------------
+
+
+def _build(cache_dir, paths, barrier, reverse):
+    cache = ImageCache(cache_dir, 48)
+    barrier.wait()
+    for path in reversed(paths) if reverse else paths:
+        cache.load(path)
+
+
+def _rewrite(cache_dir, path, rounds, barrier):
+    cache = ImageCache(cache_dir, 48)
+    pixels = cache.load_array(path)
+    barrier.wait()
+    for _ in range(rounds):
+        cache._write(cache.entry_path(path), pixels)
+
+
+CTX = multiprocessing.get_context(
+    "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+)
+
+
+def _start(target, args_list):
+    procs = [CTX.Process(target=target, args=args) for args in args_list]
+    for proc in procs:
+        proc.start()
+    return procs
+
+
+def _join(procs):
+    for proc in procs:
+        proc.join(timeout=120)
+    assert [proc.exitcode for proc in procs] == [0] * len(procs)
+
+
+def test_processes_building_at_once_leave_a_valid_cache(tmp_path):
+    paths = [write_image(tmp_path / f"{i}.jpg", seed=i, size=(320, 240)) for i in range(24)]
+    cache_dir, barrier = tmp_path / "cache", CTX.Barrier(4)
+    _join(_start(_build, [(cache_dir, paths, barrier, i % 2 == 1) for i in range(4)]))
+    cache = ImageCache(cache_dir, 48)
+    assert len(entries(cache_dir)) == len(paths)
+    assert not [p for p in cache_dir.rglob("*") if p.is_file() and p.suffix != ".npy"]
+    for path in paths:
+        assert cache._read(cache.entry_path(path)) is not None  # raises when corrupt
+        assert torch.equal(cache.load(path), image_to_tensor(load_rgb(path), 48))
+
+
+def test_readers_never_see_a_torn_entry_while_others_write(tmp_path):
+    path = write_image(tmp_path / "a.jpg", size=(320, 240))
+    cache_dir = tmp_path / "cache"
+    expected = ImageCache(cache_dir, 48).load_array(path)
+    barrier = CTX.Barrier(3)
+    writers = _start(_rewrite, [(cache_dir, path, 300, barrier)] * 2)
+    reader = ImageCache(cache_dir, 48)
+    entry = reader.entry_path(path)
+    barrier.wait()
+    reads = 0
+    while any(proc.is_alive() for proc in writers) or reads < 50:
+        assert np.array_equal(reader._read(entry), expected)  # a torn read raises or differs
+        reads += 1
+    _join(writers)
+    assert entries(cache_dir) == [entry]
+
+
+def test_dataloader_workers_fill_the_cache(tmp_path):
+    root = write_koniq(tmp_path / "koniq", n_images=30)
+    dm = koniq(root, tmp_path / "cache", num_workers=2, hflip=False)
+    first = [b["pixels"] for b in dm._loader("train", 4, shuffle=False)]
+    assert len(entries(tmp_path / "cache")) == dm.num_records["train"]
+    second = [b["pixels"] for b in dm._loader("train", 4, shuffle=False)]
+    assert torch.equal(torch.cat(first), torch.cat(second))
+
+
+# --- flips stay on the fly -------------------------------------------------------------------
+
+
+def _flips(batches, reference):
+    flags = {}
+    for batch in batches:
+        for image_id, pixels in zip(batch["image_id"], batch["pixels"], strict=True):
+            if torch.equal(pixels, reference[image_id]):
+                flags[image_id] = False
+            else:
+                assert torch.equal(pixels, reference[image_id].flip(-1))
+                flags[image_id] = True
+    return flags
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_flips_are_random_per_epoch_after_the_cache(tmp_path, num_workers):
+    root = write_koniq(tmp_path / "koniq", n_images=60)
+    dm = koniq(root, tmp_path / "cache", num_workers=num_workers, hflip=True)
+    reference = {
+        item.image_id: image_to_tensor(load_rgb(item.path), SIZE)
+        for item in dm.dataset("train").items
+    }
+    loader = dm.train_dataloader()
+    epochs = [_flips(loader, reference) for _ in range(3)]
+    assert len(entries(tmp_path / "cache")) == len(reference)
+    for flags in epochs:
+        assert len(flags) == len(reference) and 0 < sum(flags.values()) < len(flags)
+    assert epochs[0] != epochs[1] != epochs[2]
+    assert not any(dm.dataset(s).hflip for s in ("val", "test"))
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def test_cache_is_off_by_default_and_without_config_keys(tmp_path):
+    dm = KADIDDataModule(root=tmp_path)
+    assert dm.cache is None
+    assert KADIDDataModule(root=tmp_path, cache=True).cache.root == default_cache_dir()
+
+
+def test_default_cache_dir_follows_the_paths_config(monkeypatch, tmp_path):
+    monkeypatch.delenv("IQA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("IQA_ROOT", str(tmp_path))
+    assert default_cache_dir() == tmp_path / ".cache" / "preprocessed"
+    monkeypatch.setenv("IQA_CACHE_DIR", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c" / "preprocessed"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [({"cache": "yes"}, "dataset.cache"), ({"cache": True, "cache_dir": ""}, "dataset.cache_dir")],
+)
+def test_bad_cache_arguments_name_the_config_key(tmp_path, kwargs, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        KADIDDataModule(root=tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in CONF.glob("*.yaml") if p.stem != "synthetic")
+)
+def test_dataset_configs_declare_the_cache_off(name):
+    node = OmegaConf.load(CONF / f"{name}.yaml")
+    assert node.cache is False
+    assert OmegaConf.to_container(node)["cache_dir"] == "${paths.cache_dir}/preprocessed"
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_config_with_cache_on_fills_paths_cache_dir(tmp_path, name):
+    folder, writer = WRITERS[name]
+    writer(tmp_path / "data" / folder)
+    config = compose(name, tmp_path)
+    config.dataset.num_workers = 0
+    config.dataset.cache = True
+    dm = instantiate(config.dataset)
+    assert dm.cache.root == tmp_path / "cache" / "preprocessed"
+    dm.setup("fit")
+    next(iter(dm.val_dataloader()))
+    assert entries(tmp_path / "cache" / "preprocessed")
+
+
+def test_synthetic_config_caches_next_to_the_generated_set(tmp_path):
+    config = compose("synthetic", tmp_path)
+    assert config.dataset.cache is False
+    config.dataset.update(cache=True, n_refs=3, levels=2, generated_size=24)
+    dm = instantiate(config.dataset)
+    assert dm.cache.root == tmp_path / "cache" / "preprocessed"
+    dm.setup("fit")
+    next(iter(dm.train_dataloader()))
+    assert entries(tmp_path / "cache" / "preprocessed")
