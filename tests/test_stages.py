@@ -164,3 +164,36 @@ def test_init_from_tensors_reproduce_the_stage1_outputs():
         torch.testing.assert_close(fresh(pixels), stage1(pixels), rtol=0, atol=0)
     with pytest.raises(KeyError, match="missing"):
         fresh.load_tuned({})
+
+
+def test_qformer_loads_from_an_instructblip_checkpoint(tmp_path):
+    from transformers import InstructBlipConfig, InstructBlipForConditionalGeneration
+
+    backbone = build_tiny_llava()
+    tokenizer = backbone.tokenizer
+    config = InstructBlipConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        qformer_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                        "num_attention_heads": 4, "encoder_hidden_size": 32,
+                        "vocab_size": len(tokenizer)},
+        text_config={"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 1, "num_attention_heads": 4,
+                     "vocab_size": len(tokenizer)},
+        num_query_tokens=6,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    reference = InstructBlipForConditionalGeneration(config)
+    reference.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path / "qformer_tokenizer")
+
+    prompter = QAdaptPrompt(backbone, qformer_pretrained=str(tmp_path), num_heads=4)
+    assert prompter.query_tokens.shape == (1, 6, 32)
+    assert torch.equal(prompter.query_tokens.detach(), reference.query_tokens.detach())
+    for name, tensor in reference.qformer.state_dict().items():
+        assert torch.equal(prompter.qformer.state_dict()[name], tensor), name
+    features = torch.randn(2, 64, backbone.vision_feature_dim)
+    with prompter.conditioned(["Rate the quality.", "Is it blurry?"]):
+        assert prompter.adapt(features).shape == features.shape
+    with pytest.raises(FileNotFoundError, match="prompt.qformer_pretrained"):
+        QAdaptPrompt(backbone, qformer_pretrained=str(tmp_path / "missing"))
