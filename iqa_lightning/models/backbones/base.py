@@ -65,6 +65,41 @@ def load_pretrained(loader, pretrained: str, what: str, **kwargs):
         ) from err
 
 
+def load_backbone(
+    backbone_cls,
+    model_loader,
+    pretrained: str,
+    image_size: int,
+    dtype: str,
+    attn_implementation: str | None,
+    trust_remote_code: bool,
+):
+    """Load model, tokenizer and image statistics of a checkpoint into an adapter class.
+
+    Args:
+        backbone_cls: The adapter (:class:`Backbone` subclass) to build.
+        model_loader: A ``transformers`` class with ``from_pretrained`` for the model.
+        pretrained: Hub id or local path (``model.pretrained``).
+        image_size: Input side.
+        dtype: Weight dtype name.
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
+    """
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    model = load_pretrained(
+        model_loader,
+        pretrained,
+        f"{backbone_cls.family} model",
+        dtype=resolve_dtype(dtype),
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+    )
+    tokenizer = load_pretrained(AutoTokenizer, pretrained, "tokenizer")
+    processor = load_pretrained(AutoImageProcessor, pretrained, "image processor")
+    return backbone_cls(model, tokenizer, image_size, processor.image_mean, processor.image_std)
+
+
 @dataclass(frozen=True)
 class ChatTemplate:
     """How a family lays out a conversation around one image.

@@ -12,8 +12,7 @@ from torch import nn
 from iqa_lightning.models.backbones.base import (
     Backbone,
     ChatTemplate,
-    load_pretrained,
-    resolve_dtype,
+    load_backbone,
 )
 
 # LLaVA-1.5's conversation format ("USER: <image>\n... ASSISTANT: ...</s>").
@@ -102,16 +101,14 @@ def load_llava(
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
     """
-    from transformers import AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
 
-    model = load_pretrained(
+    return load_backbone(
+        LlavaBackbone,
         LlavaForConditionalGeneration,
         pretrained,
-        "LLaVA model",
-        dtype=resolve_dtype(dtype),
-        attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code,
+        image_size,
+        dtype,
+        attn_implementation,
+        trust_remote_code,
     )
-    tokenizer = load_pretrained(AutoTokenizer, pretrained, "tokenizer")
-    processor = load_pretrained(AutoImageProcessor, pretrained, "image processor")
-    return LlavaBackbone(model, tokenizer, image_size, processor.image_mean, processor.image_std)

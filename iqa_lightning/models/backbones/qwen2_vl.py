@@ -16,8 +16,7 @@ from torch import nn
 from iqa_lightning.models.backbones.base import (
     Backbone,
     ChatTemplate,
-    load_pretrained,
-    resolve_dtype,
+    load_backbone,
 )
 
 # Qwen2-VL's ChatML conversation format.
@@ -150,16 +149,14 @@ def load_qwen2_vl(
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
     """
-    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+    from transformers import AutoModelForImageTextToText
 
-    model = load_pretrained(
+    return load_backbone(
+        Qwen2VLBackbone,
         AutoModelForImageTextToText,
         pretrained,
-        "Qwen2-VL model",
-        dtype=resolve_dtype(dtype),
-        attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code,
+        image_size,
+        dtype,
+        attn_implementation,
+        trust_remote_code,
     )
-    tokenizer = load_pretrained(AutoTokenizer, pretrained, "tokenizer")
-    processor = load_pretrained(AutoImageProcessor, pretrained, "image processor")
-    return Qwen2VLBackbone(model, tokenizer, image_size, processor.image_mean, processor.image_std)
