@@ -1,10 +1,11 @@
 """Datasets for image quality assessment: records, splits, data modules, synthetic data."""
 
 from .agiqa import AGIQA3KDataModule
-from .base import IQADataModule, IQAImageDataset, LabelledImage
+from .base import IQADataModule
 from .cache import ImageCache
 from .clive import CLIVEDataModule
 from .csiq import CSIQDataModule
+from .dataset import IQAImageDataset, LabelledImage
 from .images import ImageLoadError, image_to_tensor, load_rgb, to_rgb
 from .instruct import (
     Conversation,

@@ -124,13 +124,8 @@ class AGIQA3KDataModule(PyiqaLayoutDataModule):
         """The image folder: the configured one, or the first usual folder holding any of
         the ``probes`` (the first image names of the label file)."""
         if self.image_dir != "auto":
-            folder = self.root / self.image_dir
-            if not folder.is_dir():
-                raise FileNotFoundError(
-                    f"{self.name}: image folder '{folder}' (dataset.image_dir="
-                    f"{self.image_dir}) does not exist"
-                )
-            return folder
+            setting = f"dataset.image_dir={self.image_dir}"
+            return self.configured_path(self.image_dir, "image folder", setting)
         for candidate in AGIQA_IMAGE_DIRS:
             folder = self.root / candidate
             if any((folder / probe).is_file() for probe in probes):

@@ -8,34 +8,27 @@ Batches are dicts:
     ``target``   float32 [B] quality in [0, 1], higher is better
     ``mos_raw``  float32 [B] the score as the annotation file gives it
     ``image_id`` list[str]
+
+The torch dataset of one split and the loader settings live in :mod:`.dataset`.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from .cache import ImageCache, make_image_cache
-from .images import (
-    ImageLoadError,
-    array_to_tensor,
-    collate_samples,
-    flip_left_right,
-    load_rgb,
-    resize_to_array,
-)
-from .records import ImageRecord
+from .cache import make_image_cache
+from .dataset import IQAImageDataset, LabelledImage, make_loader
+from .images import image_problems
+from .records import ImageRecord, write_csv
 from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios
 
 __all__ = ["IQADataModule", "IQAImageDataset", "LabelledImage"]
@@ -44,57 +37,6 @@ logger = logging.getLogger("iqa_lightning.data")
 
 _MOS_TOLERANCE = 1e-6
 _SHOW_AT_MOST = 5
-
-
-@dataclass(frozen=True)
-class LabelledImage:
-    """What the dataset needs to produce one sample."""
-
-    image_id: str
-    path: str
-    mos_raw: float
-    target: float
-
-
-class IQAImageDataset(Dataset):
-    """Decodes, resizes and (optionally) flips labelled images.
-
-    Args:
-        items: Images with their labels.
-        image_size: Output height and width.
-        hflip: Flip each image horizontally with probability 0.5 (after the cache).
-        cache: Preprocessing cache of ``image_size`` images; ``None`` decodes every time.
-    """
-
-    def __init__(
-        self,
-        items: Sequence[LabelledImage],
-        image_size: int,
-        hflip: bool = False,
-        cache: ImageCache | None = None,
-    ):
-        self.items = list(items)
-        self.image_size = image_size
-        self.hflip = hflip
-        self.cache = cache
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.items[index]
-        if self.cache is not None:
-            array = self.cache.load_array(item.path)
-        else:
-            array = resize_to_array(load_rgb(item.path), self.image_size)
-        if self.hflip and torch.rand(()) < 0.5:
-            array = flip_left_right(array)
-        return {
-            "pixels": array_to_tensor(array),
-            "target": torch.tensor(item.target, dtype=torch.float32),
-            "mos_raw": torch.tensor(item.mos_raw, dtype=torch.float32),
-            "image_id": item.image_id,
-        }
 
 
 class IQADataModule(L.LightningDataModule, ABC):
@@ -254,13 +196,13 @@ class IQADataModule(L.LightningDataModule, ABC):
 
     def write_split(self, path: str | os.PathLike) -> Path:
         """Write ``split.csv`` (header ``image_id,split``); a folder gets ``split.csv`` inside."""
-        return _write_csv(path, "split.csv", ("image_id", "split"), self.split_table())
+        return write_csv(path, "split.csv", ("image_id", "split"), self.split_table())
 
     def write_skipped(self, path: str | os.PathLike) -> Path:
         """Write the skipped images (header ``image_id,path,reason``); a folder gets
         ``skipped.csv`` inside."""
         self._require_setup()
-        return _write_csv(path, "skipped.csv", ("image_id", "path", "reason"), self._skipped)
+        return write_csv(path, "skipped.csv", ("image_id", "path", "reason"), self._skipped)
 
     def dataset(self, split: str) -> IQAImageDataset:
         """The torch dataset of one split, or of every image for ``"all"`` (flips only in train)."""
@@ -288,16 +230,13 @@ class IQADataModule(L.LightningDataModule, ABC):
         return self._loader(split, self.eval_batch_size, shuffle=False)
 
     def _loader(self, split, batch_size, shuffle, generator=None) -> DataLoader:
-        return DataLoader(
+        return make_loader(
             self.dataset(split),
-            batch_size=batch_size,
+            batch_size,
+            self.num_workers,
             shuffle=shuffle,
             drop_last=False,
             generator=generator,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            collate_fn=collate_samples,
         )
 
     def _require_setup(self) -> list[ImageRecord]:
@@ -341,9 +280,7 @@ class IQADataModule(L.LightningDataModule, ABC):
         skipped = [(r.image_id, str(r.path), "file does not exist") for r in missing]
         missing_ids = {r.image_id for r in missing}
         present = [r for r in records if r.image_id not in missing_ids]
-        workers = max(1, min(8, os.cpu_count() or 1))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            reasons = list(pool.map(_decode_problem, [r.path for r in present]))
+        reasons = image_problems([r.path for r in present])
         skipped += [
             (r.image_id, str(r.path), why) for r, why in zip(present, reasons, strict=True) if why
         ]
@@ -357,14 +294,6 @@ class IQADataModule(L.LightningDataModule, ABC):
                 skipped[0][2],
             )
         return skipped
-
-
-def _decode_problem(path: Path) -> str:
-    try:
-        load_rgb(path)
-    except ImageLoadError as err:
-        return err.reason or str(err)
-    return ""
 
 
 def _check_unique_ids(records: Sequence[ImageRecord]) -> None:
@@ -405,15 +334,3 @@ def _check_mos_range(mos_range) -> tuple[float, float]:
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"dataset.mos_range must satisfy lo < hi, got [{lo:g}, {hi:g}]")
     return lo, hi
-
-
-def _write_csv(path, default_name: str, header: Sequence[str], rows) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        path = path / default_name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path

@@ -85,12 +85,7 @@ class CLIVEDataModule(PyiqaLayoutDataModule):
     def read_published(self) -> list[ImageRecord]:
         """Read the image names and MOS from ``Data/``."""
         names_path, mos_path = self.root / CLIVE_NAMES, self.root / CLIVE_MOS
-        missing = [p for p in (names_path, mos_path) if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{self.name}: '{self.root}' is not a LIVE Challenge folder; looked for "
-                f"{names_path} and {mos_path}, missing: {', '.join(str(p) for p in missing)}"
-            )
+        self.require_published("LIVE Challenge", [names_path, mos_path])
         variable = "AllImages_release"
         names = mat_strings(load_mat(names_path, (variable,))[variable], f"{names_path}:{variable}")
         mos = load_mat(mos_path, ("AllMOS_release",))["AllMOS_release"]

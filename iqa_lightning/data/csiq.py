@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .formats import read_table
-from .pyiqa import MetaRow, PyiqaLayoutDataModule
+from .pyiqa import LabelTableDataModule, MetaRow
 from .records import AnnotationError, ImageRecord
 
 __all__ = ["CSIQ_DISTORTIONS", "CSIQDataModule"]
@@ -46,7 +46,7 @@ CSIQ_DISTORTIONS = {
 _FOLDER_OF_TOKEN = {token: folder for folder, token in CSIQ_DISTORTIONS.values()}
 
 
-class CSIQDataModule(PyiqaLayoutDataModule):
+class CSIQDataModule(LabelTableDataModule):
     """CSIQ data module.
 
     Args:
@@ -64,6 +64,8 @@ class CSIQDataModule(PyiqaLayoutDataModule):
 
     pyiqa_meta_names = ("meta_info_CSIQDataset.csv",)
     pyiqa_kind = "fr"
+    published_labels = CSIQ_LABELS
+    labels_what = "CSIQ DMOS file"
 
     def __init__(
         self,
@@ -87,24 +89,9 @@ class CSIQDataModule(PyiqaLayoutDataModule):
         self.labels_file = labels_file
         self.image_dir = image_dir
 
-    def published_markers(self) -> list[Path]:
-        names = CSIQ_LABELS if self.labels_file == "auto" else (self.labels_file,)
-        return [self.root / n for n in names]
-
-    def published_folders(self) -> list[Path]:
-        return [self.root / self.image_dir]
-
-    def published_requested(self) -> bool:
-        return self.labels_file != "auto"
-
     def read_published(self) -> list[ImageRecord]:
         """Read the ``all_by_image`` sheet (or its CSV export)."""
-        labels = next((p for p in self.published_markers() if p.is_file()), None)
-        if labels is None:
-            raise FileNotFoundError(
-                f"{self.name}: no CSIQ DMOS file; looked for "
-                + ", ".join(str(p) for p in self.published_markers())
-            )
+        labels = self.published_label()
         _, rows = read_table(
             labels,
             required=("image", "dst_type", "dst_lev", "dmos"),

@@ -14,14 +14,13 @@ Every error names the file and the row / line / variable at fault.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .records import AnnotationError, AnnotationRow, read_annotation_csv
+from .records import AnnotationError, AnnotationRow, _check_unique, _number, read_annotation_csv
 
 __all__ = ["load_mat", "mat_strings", "read_table", "read_text_columns", "read_xlsx"]
 
@@ -129,14 +128,7 @@ def read_xlsx(
         values.update({name: _text(value) for name, value in raw.items()})
         numbers = {name: _number(f"{where}, row {offset}", name, raw[name]) for name in numeric}
         if unique is not None:
-            key = values[unique]
-            if key == "":
-                raise AnnotationError(f"{where}, row {offset}: column '{unique}' is empty")
-            if key in first_seen:
-                raise AnnotationError(
-                    f"{where}: duplicate {unique} '{key}' on rows {first_seen[key]} and {offset}"
-                )
-            first_seen[key] = offset
+            _check_unique(first_seen, unique, values[unique], where, "row", offset)
         rows.append(AnnotationRow(line=offset, values=values, numbers=numbers))
     if not rows:
         raise AnnotationError(f"{where}: has a header on row {header_index + 1} but no data rows")
@@ -246,15 +238,3 @@ def _text(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).strip()
-
-
-def _number(where: str, column: str, value) -> float:
-    if value is None or (isinstance(value, str) and value.strip() == ""):
-        raise AnnotationError(f"{where}, column '{column}': value is empty")
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        raise AnnotationError(f"{where}, column '{column}': {value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise AnnotationError(f"{where}, column '{column}': {value!r} is not a finite number")
-    return number

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ __all__ = [
     "array_to_tensor",
     "collate_samples",
     "flip_left_right",
+    "image_problem",
+    "image_problems",
     "image_to_tensor",
     "load_rgb",
     "resize_to_array",
@@ -243,6 +247,21 @@ def collate_samples(samples: list[dict]) -> dict:
     rest = default_collate([{k: v for k, v in s.items() if k != "pixels"} for s in samples])
     batch = {"pixels": torch.from_numpy(pixels), **rest}
     return {key: batch[key] for key in samples[0]}
+
+
+def image_problem(path: str | os.PathLike) -> str:
+    """Why ``path`` cannot be loaded with :func:`load_rgb` (the error's reason), or ``""``."""
+    try:
+        load_rgb(path)
+    except ImageLoadError as err:
+        return err.reason or str(err)
+    return ""
+
+
+def image_problems(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """:func:`image_problem` of every path, in order, decoding on up to 8 threads."""
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        return list(pool.map(image_problem, paths))
 
 
 def _composite_on_white(img: Image.Image) -> Image.Image:

@@ -20,14 +20,13 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from .images import ImageLoadError, image_to_tensor, load_rgb
+from .images import image_problems, image_to_tensor, load_rgb
 
 __all__ = [
     "IMAGE_PLACEHOLDER",
@@ -210,10 +209,9 @@ def check_images(json_path: Path, records: list, on_bad_image: str) -> RecordLis
         return RecordList(records)
     reasons = dict.fromkeys(missing, "file does not exist")
     present = [p for p in paths if p not in missing]
-    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        for path, why in zip(present, pool.map(_decode_problem, present), strict=True):
-            if why:
-                reasons[path] = why
+    for path, why in zip(present, image_problems(present), strict=True):
+        if why:
+            reasons[path] = why
     kept = [r for r in records if str(r.image_path) not in reasons]
     skipped = [
         (r.record_id, str(r.image_path), reasons[str(r.image_path)])
@@ -235,14 +233,6 @@ def check_images(json_path: Path, records: list, on_bad_image: str) -> RecordLis
             f"{skipped[0][1]} ({skipped[0][2]})"
         )
     return RecordList(kept, skipped)
-
-
-def _decode_problem(path: str) -> str:
-    try:
-        load_rgb(path)
-    except ImageLoadError as err:
-        return err.reason or str(err)
-    return ""
 
 
 def _where(path: Path, index: int, record) -> str:

@@ -28,13 +28,12 @@ import logging
 import os
 import random
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from PIL import Image
 
+from .generated import GeneratedSet
 from .images import load_rgb
 from .instruct_templates import (
     PAIR_QUESTION,
@@ -51,6 +50,7 @@ from .synthetic import (
     DISTORTIONS,
     SyntheticDataModule,
     generate_synthetic_kadid,
+    generation_kwargs,
     synthetic_dirname,
 )
 
@@ -70,6 +70,7 @@ QINSTRUCT_FILE = "q_instruct.json"
 QBENCH_FILES = QBENCH_SPLIT_FILES
 COMPOSITE_DIR = "composites"
 _NAME = re.compile(r"I(\d+)_(\d+)_(\d+)\.png")
+_SET = GeneratedSet("synthetic instruction set", MARKER, QINSTRUCT_FILE)
 
 
 def instruct_dirname(kadid_root: str | os.PathLike, seed: int = 0, splits=None) -> str:
@@ -118,28 +119,11 @@ def generate_synthetic_instruct(
         "splits": _sorted(splits),
         "dmos_sha1": hashlib.sha1((kadid_root / "dmos.csv").read_bytes()).hexdigest(),
     }
-    if _existing(out_dir) is not None:
-        _check_same(out_dir, params)
-        return out_dir
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(
-            f"'{out_dir}' exists but is not a complete synthetic instruction set (no {MARKER}); "
-            "delete it to regenerate"
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         _write(tmp, out_dir, kadid_root, images, assignment, int(seed))
-        (tmp / MARKER).write_text(json.dumps(params, indent=1, sort_keys=True), encoding="utf-8")
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            if _existing(out_dir) is None:
-                raise
-        _check_same(out_dir, params)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+
+    return _SET.write(out_dir, params, fill)
 
 
 def _read_kadid(root: Path) -> list[dict]:
@@ -257,22 +241,6 @@ def _sorted(splits) -> dict | None:
     return None if splits is None else {str(k): str(splits[k]) for k in sorted(splits)}
 
 
-def _existing(root: Path) -> dict | None:
-    marker = root / MARKER
-    if not marker.is_file() or not (root / QINSTRUCT_FILE).is_file():
-        return None
-    return json.loads(marker.read_text(encoding="utf-8"))
-
-
-def _check_same(root: Path, params: dict) -> None:
-    existing = _existing(root)
-    if existing != params:
-        raise FileExistsError(
-            f"'{root}' holds a synthetic instruction set generated with {existing}, not "
-            f"{params}; use another folder or delete it"
-        )
-
-
 class SyntheticInstructDataModule(InstructDataModule):
     """Instruction data generated offline from a synthetic KADID-style set.
 
@@ -318,12 +286,7 @@ class SyntheticInstructDataModule(InstructDataModule):
             self.generation = dict(source.generation)
             self.kadid_root = Path(source.root)
         else:
-            self.generation = {
-                "n_refs": int(n_refs),
-                "image_size": int(generated_size),
-                "levels": int(levels),
-                "seed": int(generator_seed),
-            }
+            self.generation = generation_kwargs(n_refs, generated_size, levels, generator_seed)
             cache = Path(os.path.expanduser(str(cache_dir)))
             self.kadid_root = cache / synthetic_dirname(**self.generation)
         self.generator_seed = int(generator_seed)
@@ -377,7 +340,7 @@ class SyntheticInstructDataModule(InstructDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Generate the sets when absent, point at their files, then set up as usual."""
         root = self.instruct_root
-        if _existing(root) is None:
+        if _SET.existing(root) is None:
             self.prepare_data()
         self.qinstruct_json = root / QINSTRUCT_FILE
         self.qbench_dir = self.image_root = root

@@ -78,12 +78,9 @@ class KADIDDataModule(PyiqaLayoutDataModule):
         """Read ``dmos.csv``; image paths point into ``images/``."""
         labels = self.root / KADID_LABELS
         images = self.root / KADID_IMAGE_DIR
-        missing = [p for p in (labels, images) if not p.exists()]
-        if missing:
-            raise FileNotFoundError(
-                f"{self.name}: '{self.root}' is not a KADID-10k folder; looked for "
-                f"{labels} and {images}/, missing: {', '.join(str(p) for p in missing)}"
-            )
+        self.require_published(
+            "KADID-10k", [labels, images], shown=[str(labels), f"{images}/"], present=Path.exists
+        )
         _, rows = read_annotation_csv(
             labels,
             required=("dist_img", "ref_img", "dmos"),

@@ -110,13 +110,8 @@ class KonIQDataModule(PyiqaLayoutDataModule):
     def resolve_image_dir(self) -> Path:
         """The image folder in use."""
         if self.image_dir != "auto":
-            folder = self.root / self.image_dir
-            if not folder.is_dir():
-                raise FileNotFoundError(
-                    f"{self.name}: image folder '{folder}' (dataset.image_dir="
-                    f"{self.image_dir}) does not exist"
-                )
-            return folder
+            setting = f"dataset.image_dir={self.image_dir}"
+            return self.configured_path(self.image_dir, "image folder", setting)
         for candidate in KONIQ_IMAGE_DIRS:
             if (self.root / candidate).is_dir():
                 return self.root / candidate
@@ -128,12 +123,8 @@ class KonIQDataModule(PyiqaLayoutDataModule):
     def resolve_labels_file(self) -> Path:
         """The label file in use."""
         if self.labels_file != "auto":
-            path = self.root / self.labels_file
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{self.name}: label file '{path}' (dataset.labels_file) does not exist"
-                )
-            return path
+            setting = "dataset.labels_file"
+            return self.configured_path(self.labels_file, "label file", setting, folder=False)
         for candidate in (KONIQ_SETS_FILE, KONIQ_SCORES_FILE):
             if (self.root / candidate).is_file():
                 return self.root / candidate

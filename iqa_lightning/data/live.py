@@ -87,12 +87,7 @@ class LIVEDataModule(PyiqaLayoutDataModule):
         """Read the DMOS and reference names; left-out reference copies are not listed."""
         scores_path = self.root / self.dmos_file
         refs_path = self.root / LIVE_REFNAMES
-        missing = [p for p in (scores_path, refs_path) if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{self.name}: '{self.root}' is not a LIVE Release 2 folder; looked for "
-                f"{scores_path} and {refs_path}, missing: {', '.join(str(p) for p in missing)}"
-            )
+        self.require_published("LIVE Release 2", [scores_path, refs_path])
         data = load_mat(scores_path, ("orgs",))
         variable = next((v for v in _SCORE_VARIABLES if v in data), None)
         if variable is None:

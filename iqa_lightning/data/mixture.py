@@ -19,105 +19,38 @@ an IQA dataset. This module mixes them by steps:
 - Validation / test: a list of loaders, ``dataloader_idx`` i serving task ``eval_tasks[i]``:
   ``"mcq"`` (Q-Bench questions, see :class:`~iqa_lightning.data.qbench.MCQDataset`) and
   ``"score"`` (the score data module's own val / test loader) when one is given.
+
+The training schedule is :class:`~iqa_lightning.data.schedule.TaskMixtureLoader`, re-exported
+here with :data:`TASKS`.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .base import IQADataModule
+from .dataset import make_loader
 from .instruct import InstructDataset, collate_instruct, read_qinstruct
 from .qbench import MCQDataset, collate_mcq, mcq_to_conversation, read_qbench
+from .records import write_csv
+from .schedule import TASKS, TaskMixtureLoader, _check_mixture
 
 __all__ = ["TASKS", "InstructDataModule", "TaskMixtureLoader"]
 
 logger = logging.getLogger("iqa_lightning.data")
 
-TASKS = ("instruct", "score")
 QBENCH_SPLIT_FILES = {
     "train": "qbench_train.json",
     "val": "qbench_val.json",
     "test": "qbench_test.json",
 }
-
-
-class TaskMixtureLoader:
-    """Iterates training steps, each yielding one task's batch with a ``"task"`` key.
-
-    Args:
-        loaders: Task name to a re-iterable loader of dict batches.
-        weights: Task name to a relative sampling weight (> 0) for every task in ``loaders``.
-        steps: Steps per epoch.
-        seed: Seed of the task schedule.
-        epoch_fn: Returns the current epoch (or None); without one, each ``iter()`` counts one
-            epoch.
-        on_epoch: Task name to a callable ``f(epoch)`` run before an epoch (re-seeding a
-            sampler), so the data order depends only on the seed and the epoch.
-    """
-
-    def __init__(
-        self,
-        loaders: Mapping[str, Iterable],
-        weights: Mapping[str, float],
-        steps: int,
-        seed: int = 0,
-        epoch_fn: Callable[[], int | None] | None = None,
-        on_epoch: Mapping[str, Callable[[int], None]] | None = None,
-    ):
-        if set(loaders) != set(weights) or not loaders:
-            raise ValueError(f"loaders {sorted(loaders)} and weights {sorted(weights)} differ")
-        self.loaders = dict(loaders)
-        self.tasks = sorted(self.loaders)
-        total = float(sum(weights[task] for task in self.tasks))
-        self.probabilities = [float(weights[task]) / total for task in self.tasks]
-        self.steps = int(steps)
-        self.seed = int(seed)
-        self.epoch_fn = epoch_fn
-        self.on_epoch = dict(on_epoch or {})
-        self._next_epoch = 0
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def schedule(self, epoch: int) -> list[str]:
-        """The task of every step of ``epoch``."""
-        rng = np.random.default_rng([self.seed, int(epoch)])
-        picks = rng.choice(len(self.tasks), size=self.steps, p=self.probabilities)
-        return [self.tasks[i] for i in picks]
-
-    def __iter__(self):
-        epoch = self.epoch_fn() if self.epoch_fn is not None else None
-        if epoch is None:
-            epoch = self._next_epoch
-        self._next_epoch = epoch + 1
-        for hook in self.on_epoch.values():
-            hook(epoch)
-        iterators: dict = {}
-        for task in self.schedule(epoch):
-            batch = self._next(task, iterators)
-            if not isinstance(batch, Mapping):
-                raise TypeError(f"the '{task}' loader must yield dict batches, got {type(batch)}")
-            yield {**batch, "task": task}
-
-    def _next(self, task: str, iterators: dict):
-        for _ in range(2):
-            if task not in iterators:
-                iterators[task] = iter(self.loaders[task])
-            try:
-                return next(iterators[task])
-            except StopIteration:
-                del iterators[task]
-        raise RuntimeError(f"the '{task}' training loader yields no batches")
 
 
 class InstructDataModule(L.LightningDataModule):
@@ -290,7 +223,7 @@ class InstructDataModule(L.LightningDataModule):
         """Write the split table as CSV (the score data module's ``split.csv`` when present)."""
         if self.score_datamodule is not None:
             return self.score_datamodule.write_split(path)
-        return _write_csv(path, "split.csv", ("record_id", "split"), self.split_table())
+        return write_csv(path, "split.csv", ("record_id", "split"), self.split_table())
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -303,7 +236,7 @@ class InstructDataModule(L.LightningDataModule):
         rows = list(self._skipped)
         if self.score_datamodule is not None:
             rows += [("score", Path(p).name, p, why) for p, why in self.score_datamodule.skipped]
-        return _write_csv(path, "skipped.csv", ("task", "id", "path", "reason"), rows)
+        return write_csv(path, "skipped.csv", ("task", "id", "path", "reason"), rows)
 
     def _read_conversations(self) -> list:
         conversations = []
@@ -367,16 +300,7 @@ class InstructDataModule(L.LightningDataModule):
                 generator.manual_seed(int(seed) * 1_000_003 + int(epoch))
 
             options = {"shuffle": True, "generator": generator}
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            collate_fn=collate_fn,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            **options,
-        )
-        return loader, hook
+        return make_loader(dataset, batch_size, self.num_workers, collate_fn, **options), hook
 
     def _distributed(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -395,29 +319,3 @@ def _count(value, key: str, minimum: int = 1) -> int:
     if not ok or int(value) < minimum:
         raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
     return int(value)
-
-
-def _check_mixture(mixture: Mapping[str, float]) -> dict[str, float]:
-    weights = {str(task): weight for task, weight in dict(mixture).items()}
-    unknown = sorted(set(weights) - set(TASKS))
-    if unknown:
-        raise ValueError(f"mixture has unknown task(s) {unknown}; tasks are {list(TASKS)}")
-    for task, weight in weights.items():
-        number = isinstance(weight, int | float) and not isinstance(weight, bool)
-        if not number or not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"mixture weight of '{task}' must be a number >= 0, got {weight!r}")
-    if sum(weights.values()) <= 0:
-        raise ValueError(f"mixture weights must not all be zero, got {weights}")
-    return {task: float(weight) for task, weight in weights.items()}
-
-
-def _write_csv(path, default_name: str, header, rows) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        path = path / default_name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path

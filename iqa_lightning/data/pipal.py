@@ -127,12 +127,7 @@ class PIPALDataModule(PyiqaLayoutDataModule):
 
     def _image_folders(self) -> list[Path]:
         if self.image_dir != "auto":
-            folder = self.root / self.image_dir
-            if not folder.is_dir():
-                raise FileNotFoundError(
-                    f"{self.name}: image folder '{folder}' (dataset.image_dir) does not exist"
-                )
-            return [folder]
+            return [self.configured_path(self.image_dir, "image folder", "dataset.image_dir")]
         folders = [self.root / d for d in PIPAL_IMAGE_DIRS if (self.root / d).is_dir()]
         if not folders:
             raise FileNotFoundError(

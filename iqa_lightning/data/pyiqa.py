@@ -17,24 +17,26 @@ dataset's own split; KonIQ's older file calls it ``split``) and seeded splits na
 
 :class:`PyiqaLayoutDataModule` reads a dataset either as its authors publish it or from pyiqa's
 meta-info file (``layout``), and selects a pyiqa split by column or pickle for ``split="pyiqa"``.
+:class:`LabelTableDataModule` adds the published layout of one label table beside one image
+folder. The file readers live in :mod:`.pyiqa_files` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
-import pickle
 from abc import abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .base import IQADataModule
-from .records import AnnotationError, ImageRecord, _parse_number, _read_rows
+from .pyiqa_files import MetaRow, read_meta_info, read_split_pickle
+from .records import ImageRecord
 
 __all__ = [
     "LAYOUTS",
+    "LabelTableDataModule",
     "MetaRow",
     "PyiqaLayoutDataModule",
     "read_meta_info",
@@ -45,162 +47,6 @@ logger = logging.getLogger("iqa_lightning.data")
 
 LAYOUTS = ("auto", "published", "pyiqa")
 OFFICIAL_SPLIT_COLUMNS = ("official_split", "split")
-_PHASES = ("train", "val", "test")
-_KINDS = {"nr": ("name", "mos"), "fr": ("ref_name", "dist_name", "mos")}
-
-
-@dataclass(frozen=True)
-class MetaRow:
-    """One data row of a pyiqa meta-info file.
-
-    Attributes:
-        index: 0-based data-row number (what pyiqa split pickles index).
-        line: 1-based line number in the file.
-        name: The image's path relative to the image folder (``dist_name`` of FR files).
-        ref_name: The reference image of FR files; None for NR files.
-        mos: The score column (second of NR files, third of FR files).
-        values: Every cell by column name.
-        source: The meta-info file, for error messages.
-    """
-
-    index: int
-    line: int
-    name: str
-    ref_name: str | None
-    mos: float
-    values: dict[str, str]
-    source: Path
-
-
-def read_meta_info(path: str | os.PathLike, kind: str) -> tuple[list[str], list[MetaRow]]:
-    """Read a pyiqa meta-info CSV by column position, as pyiqa does.
-
-    Args:
-        path: The CSV file.
-        kind: ``"nr"`` (``name, mos, ...``) or ``"fr"`` (``ref_name, dist_name, mos, ...``).
-
-    Returns:
-        The header and the rows in file order.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        AnnotationError: Malformed file; the message names file, line and column.
-    """
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pyiqa meta-info file not found: '{path}'")
-    try:
-        raw = list(_read_rows(path))
-    except UnicodeDecodeError as err:
-        raise AnnotationError(f"{path}: not valid UTF-8 text ({err})") from err
-    except csv.Error as err:
-        raise AnnotationError(f"{path}: cannot parse as CSV ({err})") from err
-    if not raw:
-        raise AnnotationError(f"{path}: file is empty")
-    header_line, header_cells = raw[0]
-    header = [cell.strip() for cell in header_cells]
-    roles = _KINDS[kind]
-    if len(header) < len(roles):
-        raise AnnotationError(
-            f"{path}, line {header_line}: pyiqa {kind.upper()} meta-info files start with the "
-            f"columns ({', '.join(roles)}, ...), but the header has {header}"
-        )
-    ref_col, name_col, mos_col = (None, 0, 1) if kind == "nr" else (0, 1, 2)
-    rows: list[MetaRow] = []
-    first_seen: dict[str, int] = {}
-    for index, (line, cells) in enumerate(raw[1:]):
-        cells = [cell.strip() for cell in cells]
-        if cells == header:
-            raise AnnotationError(f"{path}, line {line}: repeats the header row")
-        if len(cells) != len(header):
-            raise AnnotationError(
-                f"{path}, line {line}: has {len(cells)} fields but the header has {len(header)}"
-            )
-        for col in (name_col, ref_col):
-            if col is not None and cells[col] == "":
-                raise AnnotationError(
-                    f"{path}, line {line}, column '{header[col]}': value is empty"
-                )
-        name = cells[name_col]
-        if name in first_seen:
-            raise AnnotationError(
-                f"{path}: duplicate {header[name_col]} '{name}' on lines {first_seen[name]} "
-                f"and {line}"
-            )
-        first_seen[name] = line
-        mos = _parse_number(path, line, header[mos_col], cells[mos_col])
-        ref = cells[ref_col] if ref_col is not None else None
-        values = dict(zip(header, cells, strict=True))
-        rows.append(MetaRow(index, line, name, ref, mos, values, path))
-    if not rows:
-        raise AnnotationError(f"{path}: has a header but no data rows")
-    return header, rows
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Loads only plain containers and numbers: pyiqa split files need no classes."""
-
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}; pyiqa split files hold only dicts, lists and "
-            "integers"
-        )
-
-
-def read_split_pickle(path: str | os.PathLike, split_index: int, n_rows: int) -> list[str | None]:
-    """Read one split of a pyiqa split pickle.
-
-    Args:
-        path: The ``.pkl`` file.
-        split_index: Key of the split (pyiqa counts from 1).
-        n_rows: Number of rows the indices refer to.
-
-    Returns:
-        ``"train"``, ``"val"``, ``"test"`` or None (in no part) for each row position.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        AnnotationError: Not a pyiqa split file, no such split, or bad row indices.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pyiqa split file not found: '{path}'")
-    try:
-        with path.open("rb") as handle:
-            data = _PlainUnpickler(handle).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
-        raise AnnotationError(f"{path}: not a pyiqa split pickle ({err})") from err
-    if not isinstance(data, dict):
-        raise AnnotationError(
-            f"{path}: expected a dict {{split_index: {{'train': [...], ...}}}}, "
-            f"got {type(data).__name__}"
-        )
-    if split_index not in data:
-        raise AnnotationError(
-            f"{path}: has no split {split_index!r} (dataset.split_index); it holds splits "
-            f"{sorted(data, key=str)}"
-        )
-    entry = data[split_index]
-    where = f"{path}, split {split_index!r}"
-    if not isinstance(entry, dict) or set(entry) - set(_PHASES):
-        keys = sorted(entry, key=str) if isinstance(entry, dict) else type(entry).__name__
-        raise AnnotationError(f"{where}: expected keys among {list(_PHASES)}, got {keys}")
-    phases: list[str | None] = [None] * n_rows
-    for phase in _PHASES:
-        for i in entry.get(phase) or ():
-            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_rows:
-                raise AnnotationError(
-                    f"{where}, part '{phase}': row index {i!r} is not one of the {n_rows} "
-                    "rows of the meta-info file"
-                )
-            if phases[i] is not None:
-                raise AnnotationError(
-                    f"{where}: row index {i} is in both '{phases[i]}' and '{phase}'"
-                )
-            phases[i] = phase
-    return phases
 
 
 class PyiqaLayoutDataModule(IQADataModule):
@@ -299,6 +145,50 @@ class PyiqaLayoutDataModule(IQADataModule):
         """Rows of the meta-info file in use (pyiqa drops some for some datasets); split
         pickle indices count these rows."""
         return rows
+
+    def require_published(
+        self,
+        title: str,
+        paths: Sequence[Path],
+        shown: Sequence[str] | None = None,
+        present: Callable[[Path], bool] = Path.is_file,
+    ) -> None:
+        """Raise unless every file (or folder) of the published layout is there.
+
+        Args:
+            title: The dataset's name in the message, e.g. ``"KADID-10k"``.
+            paths: The paths that must be there.
+            shown: How the message lists ``paths`` (e.g. folders with a trailing ``/``); their
+                text by default.
+            present: The test each path must pass.
+
+        Raises:
+            FileNotFoundError: Some are missing; the message lists all and the missing ones.
+        """
+        missing = [p for p in paths if not present(p)]
+        if missing:
+            looked = " and ".join(map(str, paths) if shown is None else shown)
+            raise FileNotFoundError(
+                f"{self.name}: '{self.root}' is not a {title} folder; looked for "
+                f"{looked}, missing: {', '.join(str(p) for p in missing)}"
+            )
+
+    def configured_path(self, relative: str, what: str, setting: str, folder: bool = True) -> Path:
+        """``root / relative`` for a file or folder the config names, checked to exist.
+
+        Args:
+            relative: The configured name under ``root`` (or an absolute path).
+            what: What it is, for the message, e.g. ``"image folder"``.
+            setting: The config key the message points to, e.g. ``"dataset.image_dir"``.
+            folder: Whether it must be a folder (else a file).
+
+        Raises:
+            FileNotFoundError: It does not exist (as a folder, or as a file).
+        """
+        path = self.root / relative
+        if not (path.is_dir() if folder else path.is_file()):
+            raise FileNotFoundError(f"{self.name}: {what} '{path}' ({setting}) does not exist")
+        return path
 
     def read_records(self) -> list[ImageRecord]:
         """Read the layout chosen by :meth:`resolve_layout`."""
@@ -400,3 +290,43 @@ class PyiqaLayoutDataModule(IQADataModule):
                 if candidate.is_file():
                     return candidate, looked
         return None, looked
+
+
+class LabelTableDataModule(PyiqaLayoutDataModule):
+    """Base of data modules whose published layout is one label table beside one image folder.
+
+    Subclasses set :attr:`published_labels` and :attr:`labels_what` and keep two attributes:
+    ``labels_file`` (``"auto"``: the first of :attr:`published_labels` that exists; else a file
+    name under ``root``) and ``image_dir`` (the image folder under ``root``).
+    """
+
+    #: Label file names under ``root``, in order of preference, for ``labels_file="auto"``.
+    published_labels: tuple[str, ...] = ()
+    #: What the label file is, for the message when none is found.
+    labels_what: str = "label file"
+    labels_file: str
+    image_dir: str
+
+    def published_markers(self) -> list[Path]:
+        names = self.published_labels if self.labels_file == "auto" else (self.labels_file,)
+        return [self.root / n for n in names]
+
+    def published_folders(self) -> list[Path]:
+        return [self.root / self.image_dir]
+
+    def published_requested(self) -> bool:
+        return self.labels_file != "auto"
+
+    def published_label(self) -> Path:
+        """The label file in use: the first of :meth:`published_markers` that is a file.
+
+        Raises:
+            FileNotFoundError: None is; the message lists every name looked for.
+        """
+        labels = next((p for p in self.published_markers() if p.is_file()), None)
+        if labels is None:
+            raise FileNotFoundError(
+                f"{self.name}: no {self.labels_what}; looked for "
+                + ", ".join(str(p) for p in self.published_markers())
+            )
+        return labels

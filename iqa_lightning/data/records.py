@@ -91,15 +91,8 @@ def read_annotation_csv(
             value at fault.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: '{path}'")
+    raw_rows = _read_csv_file(path, "annotation file", utf8_hint="; save it as UTF-8")
     numeric = list(numeric)
-    try:
-        raw_rows = list(_read_rows(path))
-    except UnicodeDecodeError as err:
-        raise AnnotationError(f"{path}: not valid UTF-8 text ({err}); save it as UTF-8") from err
-    except csv.Error as err:
-        raise AnnotationError(f"{path}: cannot parse as CSV ({err})") from err
     if not raw_rows:
         raise AnnotationError(f"{path}: file is empty; expected a header with columns {required}")
 
@@ -125,18 +118,33 @@ def read_annotation_csv(
         values = dict(zip(header, cells, strict=True))
         numbers = {column: _parse_number(path, line, column, values[column]) for column in numeric}
         if unique is not None:
-            key = values[unique]
-            if key == "":
-                raise AnnotationError(f"{path}, line {line}: column '{unique}' is empty")
-            if key in first_seen:
-                raise AnnotationError(
-                    f"{path}: duplicate {unique} '{key}' on lines {first_seen[key]} and {line}"
-                )
-            first_seen[key] = line
+            _check_unique(first_seen, unique, values[unique], str(path), "line", line)
         rows.append(AnnotationRow(line=line, values=values, numbers=numbers))
     if not rows:
         raise AnnotationError(f"{path}: has a header but no data rows")
     return header, rows
+
+
+def _read_csv_file(path: Path, what: str, utf8_hint: str = "") -> list[tuple[int, list[str]]]:
+    """Every non-blank row of a CSV file as ``(first line number, cells)``.
+
+    Args:
+        path: The file.
+        what: What the file is, for the not-found message (``"annotation file"``).
+        utf8_hint: Appended to the message for text that is not UTF-8.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        AnnotationError: The file is not UTF-8 text or not CSV.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: '{path}'")
+    try:
+        return list(_read_rows(path))
+    except UnicodeDecodeError as err:
+        raise AnnotationError(f"{path}: not valid UTF-8 text ({err}){utf8_hint}") from err
+    except csv.Error as err:
+        raise AnnotationError(f"{path}: cannot parse as CSV ({err})") from err
 
 
 def _read_rows(path: Path):
@@ -181,18 +189,75 @@ def _check_header(
         raise AnnotationError(f"{path}: numeric column(s) {unknown_numeric} not in the header")
 
 
-def _parse_number(path: Path, line: int, column: str, text: str) -> float:
-    if text == "":
-        raise AnnotationError(f"{path}, line {line}, column '{column}': value is empty")
-    try:
-        value = float(text)
-    except ValueError:
+def _check_unique(
+    seen: dict[str, int], column: str, key: str, where: str, unit: str, number: int
+) -> None:
+    """Record ``key`` as seen at ``number``; raise when it is empty or was seen before.
+
+    Args:
+        seen: Key to the line / row it was first seen on; updated in place.
+        column: Name of the unique column.
+        key: This row's value of that column.
+        where: The file (and sheet), for the message.
+        unit: ``"line"`` or ``"row"``.
+        number: This row's line / row number.
+    """
+    if key == "":
+        raise AnnotationError(f"{where}, {unit} {number}: column '{column}' is empty")
+    if key in seen:
         raise AnnotationError(
-            f"{path}, line {line}, column '{column}': {text!r} is not a number"
-        ) from None
-    if not math.isfinite(value):
-        raise AnnotationError(
-            f"{path}, line {line}, column '{column}': {text!r} is not a finite number "
-            "(NaN or infinity)"
+            f"{where}: duplicate {column} '{key}' on {unit}s {seen[key]} and {number}"
         )
-    return value
+    seen[key] = number
+
+
+def _parse_number(path: Path, line: int, column: str, text: str) -> float:
+    return _number(f"{path}, line {line}", column, text, " (NaN or infinity)")
+
+
+def _number(where: str, column: str, value, non_finite_hint: str = "") -> float:
+    """Parse one cell (text, a number or None) as a finite float.
+
+    Args:
+        where: File and line / row, for the message.
+        column: The cell's column.
+        value: The cell; booleans are not numbers.
+        non_finite_hint: Appended to the message for NaN and infinity.
+
+    Raises:
+        AnnotationError: Empty, not a number, or not finite.
+    """
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        raise AnnotationError(f"{where}, column '{column}': value is empty")
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{where}, column '{column}': {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise AnnotationError(
+            f"{where}, column '{column}': {value!r} is not a finite number{non_finite_hint}"
+        )
+    return number
+
+
+def write_csv(path: str | os.PathLike, default_name: str, header: Sequence[str], rows) -> Path:
+    """Write a table as CSV with a header row.
+
+    Args:
+        path: The file; an existing folder gets ``default_name`` inside.
+        default_name: File name used when ``path`` is a folder.
+        header: Column names.
+        rows: Data rows.
+
+    Returns:
+        The file written (its parent folders are created).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / default_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

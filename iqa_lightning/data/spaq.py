@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from .formats import read_table
-from .pyiqa import MetaRow, PyiqaLayoutDataModule
+from .pyiqa import LabelTableDataModule, MetaRow
 from .records import ImageRecord
 
 __all__ = ["SPAQDataModule"]
@@ -36,7 +35,7 @@ SPAQ_IMAGE_DIR = "TestImage"
 SPAQ_NAME_COLUMN = "Image name"
 
 
-class SPAQDataModule(PyiqaLayoutDataModule):
+class SPAQDataModule(LabelTableDataModule):
     """SPAQ data module.
 
     Args:
@@ -55,6 +54,8 @@ class SPAQDataModule(PyiqaLayoutDataModule):
 
     pyiqa_meta_names = ("meta_info_SPAQDataset.csv",)
     pyiqa_kind = "nr"
+    published_labels = SPAQ_LABELS
+    labels_what = "SPAQ annotation file"
 
     def __init__(
         self,
@@ -80,24 +81,9 @@ class SPAQDataModule(PyiqaLayoutDataModule):
         self.image_dir = image_dir
         self.score_column = score_column
 
-    def published_markers(self) -> list[Path]:
-        names = SPAQ_LABELS if self.labels_file == "auto" else (self.labels_file,)
-        return [self.root / n for n in names]
-
-    def published_folders(self) -> list[Path]:
-        return [self.root / self.image_dir]
-
-    def published_requested(self) -> bool:
-        return self.labels_file != "auto"
-
     def read_published(self) -> list[ImageRecord]:
         """Read the MOS spreadsheet (or its CSV export)."""
-        labels = next((p for p in self.published_markers() if p.is_file()), None)
-        if labels is None:
-            raise FileNotFoundError(
-                f"{self.name}: no SPAQ annotation file; looked for "
-                + ", ".join(str(p) for p in self.published_markers())
-            )
+        labels = self.published_label()
         _, rows = read_table(
             labels,
             required=(SPAQ_NAME_COLUMN, self.score_column),

@@ -184,19 +184,38 @@ def assign_splits(
 
 
 def _official(records: Sequence[ImageRecord]) -> dict[str, str]:
+    return _named_splits(
+        records,
+        "official",
+        " (the annotation file has none); use dataset.split=random or "
+        "dataset.split=reference_disjoint",
+    )
+
+
+def _named_splits(records: Sequence[ImageRecord], kind: str, missing_hint: str) -> dict[str, str]:
+    """Each image's split as its ``<kind>_split`` field names it, mapped to train / val / test.
+
+    Args:
+        records: The images.
+        kind: ``"official"`` or ``"pyiqa"``: the field read and the ``dataset.split`` value.
+        missing_hint: What the message for an image without that split adds.
+
+    Raises:
+        SplitError: An image has no split of that kind, or an unknown split name.
+    """
     assignment = {}
     for record in records:
-        if record.official_split is None:
+        given = getattr(record, f"{kind}_split")
+        if given is None:
             raise SplitError(
-                f"dataset.split=official, but image '{record.image_id}' has no official split "
-                "(the annotation file has none); use dataset.split=random or "
-                "dataset.split=reference_disjoint"
+                f"dataset.split={kind}, but image '{record.image_id}' has no {kind} split"
+                f"{missing_hint}"
             )
-        name = OFFICIAL_SPLIT_NAMES.get(record.official_split.strip().lower())
+        name = OFFICIAL_SPLIT_NAMES.get(given.strip().lower())
         if name is None:
             raise SplitError(
-                f"image '{record.image_id}' has unknown official split "
-                f"{record.official_split!r}; expected one of {sorted(OFFICIAL_SPLIT_NAMES)}"
+                f"image '{record.image_id}' has unknown {kind} split {given!r}; "
+                f"expected one of {sorted(OFFICIAL_SPLIT_NAMES)}"
             )
         assignment[record.image_id] = name
     return assignment
@@ -205,21 +224,12 @@ def _official(records: Sequence[ImageRecord]) -> dict[str, str]:
 def _pyiqa(
     records: Sequence[ImageRecord], ratios: tuple[float, float, float], seed: int
 ) -> dict[str, str]:
-    assignment = {}
-    for record in records:
-        if record.pyiqa_split is None:
-            raise SplitError(
-                f"dataset.split=pyiqa, but image '{record.image_id}' has no pyiqa split; set "
-                "dataset.split_column (a split column of pyiqa's meta-info file) or "
-                "dataset.split_file (a pyiqa split pickle)"
-            )
-        name = OFFICIAL_SPLIT_NAMES.get(record.pyiqa_split.strip().lower())
-        if name is None:
-            raise SplitError(
-                f"image '{record.image_id}' has unknown pyiqa split {record.pyiqa_split!r}; "
-                f"expected one of {sorted(OFFICIAL_SPLIT_NAMES)}"
-            )
-        assignment[record.image_id] = name
+    assignment = _named_splits(
+        records,
+        "pyiqa",
+        "; set dataset.split_column (a split column of pyiqa's meta-info file) or "
+        "dataset.split_file (a pyiqa split pickle)",
+    )
     held_out = set(assignment.values()) - {"train"}
     if "train" not in assignment.values() or len(held_out) != 1:
         return assignment

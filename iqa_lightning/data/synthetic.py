@@ -16,8 +16,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from skimage import data as skdata
 from skimage.metrics import structural_similarity
 
+from .generated import GeneratedSet
 from .kadid import KADIDDataModule
 
 __all__ = [
@@ -33,6 +32,7 @@ __all__ = [
     "REFERENCE_NAMES",
     "SyntheticDataModule",
     "generate_synthetic_kadid",
+    "generation_kwargs",
     "synthetic_dirname",
 ]
 
@@ -53,6 +53,7 @@ REFERENCE_NAMES = (
     "grass",
 )
 _SCORE_NOISE = 0.05
+_SET = GeneratedSet("synthetic dataset", MARKER, "dmos.csv")
 
 
 def _blur(img: Image.Image, t: float, rng: np.random.Generator) -> Image.Image:
@@ -143,27 +144,7 @@ def generate_synthetic_kadid(
     """
     out_dir = Path(out_dir)
     params = _params(n_refs, image_size, levels, seed)
-    if _existing_params(out_dir) is not None:
-        _check_same(out_dir, params)
-        return out_dir
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(
-            f"'{out_dir}' exists but is not a complete synthetic dataset (no {MARKER}); "
-            "delete it to regenerate"
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        _write_dataset(tmp, params)
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            if _existing_params(out_dir) is None:
-                raise
-        _check_same(out_dir, params)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return _SET.write(out_dir, params, lambda tmp: _write_dataset(tmp, params))
 
 
 class SyntheticDataModule(KADIDDataModule):
@@ -195,12 +176,7 @@ class SyntheticDataModule(KADIDDataModule):
         name: str = "synthetic",
         **kwargs,
     ):
-        self.generation = {
-            "n_refs": int(n_refs),
-            "image_size": int(generated_size),
-            "levels": int(levels),
-            "seed": int(generator_seed),
-        }
+        self.generation = generation_kwargs(n_refs, generated_size, levels, generator_seed)
         _params(**self.generation)
         cache_root = Path(os.path.expanduser(str(cache_dir)))
         root = cache_root / synthetic_dirname(**self.generation)
@@ -218,6 +194,20 @@ class SyntheticDataModule(KADIDDataModule):
         super().check_root()
 
 
+def generation_kwargs(
+    n_refs: int = 12, generated_size: int = 192, levels: int = 5, generator_seed: int = 0
+) -> dict[str, int]:
+    """The keyword arguments of :func:`generate_synthetic_kadid` and :func:`synthetic_dirname`
+    for a data module's generation settings (not checked: see :func:`generate_synthetic_kadid`).
+    """
+    return {
+        "n_refs": int(n_refs),
+        "image_size": int(generated_size),
+        "levels": int(levels),
+        "seed": int(generator_seed),
+    }
+
+
 def _params(n_refs: int, image_size: int, levels: int, seed: int) -> dict:
     if not 1 <= int(n_refs) <= len(REFERENCE_NAMES):
         raise ValueError(f"n_refs must be in [1, {len(REFERENCE_NAMES)}], got {n_refs}")
@@ -233,22 +223,6 @@ def _params(n_refs: int, image_size: int, levels: int, seed: int) -> dict:
         "seed": int(seed),
         "distortions": [name for name, _ in DISTORTIONS],
     }
-
-
-def _existing_params(root: Path) -> dict | None:
-    marker = root / MARKER
-    if not marker.is_file() or not (root / "dmos.csv").is_file():
-        return None
-    return json.loads(marker.read_text(encoding="utf-8"))
-
-
-def _check_same(root: Path, params: dict) -> None:
-    existing = _existing_params(root)
-    if existing != params:
-        raise FileExistsError(
-            f"'{root}' holds a synthetic dataset generated with {existing}, not {params}; "
-            "use another folder or delete it"
-        )
 
 
 def _reference(name: str, size: int) -> Image.Image:
@@ -284,7 +258,6 @@ def _write_dataset(root: Path, params: dict) -> None:
                 )
                 rows.append((dist_file, ref_file, float(ssim)))
     _write_scores(root / "dmos.csv", rows, params["seed"])
-    (root / MARKER).write_text(json.dumps(params, sort_keys=True, indent=1), encoding="utf-8")
 
 
 def _write_scores(path: Path, rows: Sequence[tuple[str, str, float]], seed: int) -> None:

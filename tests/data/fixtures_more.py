@@ -107,11 +107,8 @@ def write_live(root: str | os.PathLike, n_refs: int = 10, layout: str = "publish
         savemat(root / "refnames_all.mat", {"refnames_all": cells})
         savemat(root / "dmos.mat", {"dmos": np.array([dmos]), "orgs": np.array([orgs], float)})
     if layout in ("pyiqa", "both"):
-        keys = [row[0] for row in meta]
-        _write_pyiqa(
-            root, "meta_info_LIVEIQADataset.csv", ["ref_name", "dist_name", "mos"], meta, keys
-        )
-        write_split_pickle(root.parent / "meta_info" / "live_123.pkl", keys)
+        header = ["ref_name", "dist_name", "mos"]
+        _write_pyiqa(root, "meta_info_LIVEIQADataset.csv", header, meta, split_file="live_123.pkl")
     return root
 
 
@@ -157,11 +154,8 @@ def write_csiq(
         rows = [["", "", "", *map(str, row)] for row in table]
         _write_csv(root / "csiq.DMOS.csv", ["", "", "", *header], rows)
     if layout in ("pyiqa", "both"):
-        keys = [row[0] for row in meta]
-        _write_pyiqa(
-            root, "meta_info_CSIQDataset.csv", ["ref_name", "dist_name", "dmos"], meta, keys
-        )
-        write_split_pickle(root.parent / "meta_info" / "csiq_123.pkl", keys)
+        header = ["ref_name", "dist_name", "dmos"]
+        _write_pyiqa(root, "meta_info_CSIQDataset.csv", header, meta, split_file="csiq_123.pkl")
     return root
 
 
@@ -192,10 +186,9 @@ def write_tid2013(
         (root / "mos_with_names.txt").write_text("\n".join(lines) + "\n")
         (root / "mos_std.txt").write_text("\n".join(std) + "\n")
     if layout in ("pyiqa", "both"):
-        keys = [row[0] for row in meta]
         header = ["ref_name", "dist_name", "mos", "std"]
-        _write_pyiqa(root, "meta_info_TID2013Dataset.csv", header, meta, keys)
-        write_split_pickle(root.parent / "meta_info" / "tid2013_seed123.pkl", keys)
+        split_file = "tid2013_seed123.pkl"
+        _write_pyiqa(root, "meta_info_TID2013Dataset.csv", header, meta, split_file=split_file)
     return root
 
 
@@ -256,9 +249,7 @@ def write_spaq(
         # pyiqa merges the scene and EXIF sheets in; EXIF repeats the column name Brightness.
         header = [*SPAQ_HEADER, "Animal", "ISO", "Brightness", "Flash"]
         meta = [[str(v) for v in row] + ["0.0", "100", "1.5", "0"] for row in rows]
-        keys = [row[0] for row in meta]
-        _write_pyiqa(root, "meta_info_SPAQDataset.csv", header, meta, keys)
-        write_split_pickle(root.parent / "meta_info" / "spaq_seed123.pkl", keys)
+        _write_pyiqa(root, "meta_info_SPAQDataset.csv", header, meta, split_file="spaq_seed123.pkl")
     return root
 
 
@@ -296,9 +287,8 @@ def write_pipal(
             labels.mkdir(parents=True, exist_ok=True)
             (labels / f"{ref}.txt").write_text("\n".join(lines) + "\n")
     if layout in ("pyiqa", "both"):
-        keys = [row[0] for row in meta]
         header = ["hq_name", "dist_name", "elo_score"]
-        _write_pyiqa(root, "meta_info_PIPALDataset.csv", header, meta, keys, official)
+        _write_pyiqa(root, "meta_info_PIPALDataset.csv", header, meta, official=official)
     return root
 
 
@@ -310,9 +300,7 @@ def write_pyiqa_koniq(
     training/validation/test) and ``koniq10k_official.pkl``. Same images and 1-100 scores as
     :func:`~tests.data.fixtures.write_koniq`."""
     root = write_koniq(root, n_images, with_sets=True, image_dir="512x384")
-    with (root / "koniq10k_distributions_sets.csv").open(newline="") as handle:
-        published = list(csv.DictReader(handle))
-    (root / "koniq10k_distributions_sets.csv").unlink()
+    published = _take_rows(root / "koniq10k_distributions_sets.csv")
     column = "split" if old_column else "official_split"
     header = ["img_name", "mos", "std", column, "c1", "c2", "c3", "c4", "c5", "c_total"]
     phase = {"training": "train", "validation": "val", "test": "test"}
@@ -322,7 +310,7 @@ def write_pyiqa_koniq(
         for row, v in zip(published, values, strict=True)
     ]
     keys = [row[0] for row in meta]
-    _write_pyiqa(root, "meta_info_KonIQ10kDataset.csv", header, meta, keys, column=None)
+    _write_pyiqa(root, "meta_info_KonIQ10kDataset.csv", header, meta, column=None)
     official = [phase.get(v, v) for v in values]
     write_split_pickle(root.parent / "meta_info" / "koniq10k_official.pkl", keys, official=official)
     return root
@@ -331,31 +319,37 @@ def write_pyiqa_koniq(
 def write_pyiqa_kadid(root: str | os.PathLike, n_refs: int = 10) -> Path:
     """KADID-10k in pyiqa's layout: ``images/`` and ``meta_info_KADID10kDataset.csv``."""
     root = write_kadid(root, n_refs=n_refs, n_types=2, n_levels=3)
-    with (root / "dmos.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    (root / "dmos.csv").unlink()
-    meta = [[r["ref_img"], r["dist_img"], r["dmos"], r["var"]] for r in rows]
-    keys = [row[0] for row in meta]
-    _write_pyiqa(
-        root, "meta_info_KADID10kDataset.csv", ["ref_name", "dist_name", "dmos", "std"], meta, keys
-    )
+    meta = [
+        [r["ref_img"], r["dist_img"], r["dmos"], r["var"]] for r in _take_rows(root / "dmos.csv")
+    ]
+    header = ["ref_name", "dist_name", "dmos", "std"]
+    _write_pyiqa(root, "meta_info_KADID10kDataset.csv", header, meta)
     return root
 
 
 def write_pyiqa_agiqa(root: str | os.PathLike, n_images: int = 30) -> Path:
     """AGIQA-3K in the pyiqa fork's layout: images and ``meta_info_AGIQA-3K.csv``."""
     root = write_agiqa(root, n_images)
-    with (root / "data.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    (root / "data.csv").unlink()
-    meta = [[r["name"], r["mos_quality"], r["std_quality"]] for r in rows]
-    keys = [row[0] for row in meta]
-    _write_pyiqa(root, "meta_info_AGIQA-3K.csv", ["name", "mos", "std"], meta, keys)
+    meta = [[r["name"], r["mos_quality"], r["std_quality"]] for r in _take_rows(root / "data.csv")]
+    _write_pyiqa(root, "meta_info_AGIQA-3K.csv", ["name", "mos", "std"], meta)
     return root
 
 
-def _write_pyiqa(root, file_name, header, rows, keys, official=None, column=SPLIT_COLUMN):
-    """Write ``root/../meta_info/<file_name>`` with the split column(s) appended."""
+def _take_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a published CSV file, which is then deleted (replaced by pyiqa's layout)."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    path.unlink()
+    return rows
+
+
+def _write_pyiqa(
+    root, file_name, header, rows, keys=None, official=None, column=SPLIT_COLUMN, split_file=None
+):
+    """Write ``root/../meta_info/<file_name>`` with the split column(s) appended, and with
+    ``split_file`` a split pickle there. ``keys`` (each row's split group) default to the
+    rows' first cells."""
+    keys = [row[0] for row in rows] if keys is None else keys
     order = sorted(set(keys))
     extra = [column] if column else []
     extra += ["official_split"] if official else []
@@ -364,3 +358,5 @@ def _write_pyiqa(root, file_name, header, rows, keys, official=None, column=SPLI
         cells = [*row, pyiqa_phase(order.index(key))] if column else list(row)
         body.append(cells + ([official[i]] if official else []))
     _write_csv(Path(root).parent / "meta_info" / file_name, [*header, *extra], body)
+    if split_file is not None:
+        write_split_pickle(Path(root).parent / "meta_info" / split_file, keys)

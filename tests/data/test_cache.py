@@ -1,15 +1,14 @@
-"""The optional preprocessing cache: exact pixels, rebuilds, concurrency, corruption, flips."""
+"""The optional preprocessing cache: exact pixels, rebuilds, corruption, bad images, flips.
+
+Concurrency is in ``test_cache_concurrency.py``, configuration in ``test_cache_config.py``.
+"""
 
 import logging
-import multiprocessing
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import default_collate
 
@@ -17,30 +16,14 @@ from iqa_lightning.data import (
     ImageCache,
     ImageLoadError,
     KADIDDataModule,
-    KonIQDataModule,
     image_to_tensor,
     load_rgb,
 )
 from iqa_lightning.data import cache as cache_module
-from iqa_lightning.data.cache import default_cache_dir
 from iqa_lightning.data.images import array_to_tensor, collate_samples, flip_left_right
 
+from .cache_fixtures import SIZE, entries, koniq
 from .fixtures import write_image, write_kadid, write_koniq
-from .test_configs import CONF, WRITERS, compose
-
-SIZE = 16
-
-
-def koniq(root, cache_dir, **kwargs):
-    kwargs.setdefault("image_size", SIZE)
-    kwargs.setdefault("batch_size", 4)
-    dm = KonIQDataModule(root=root, cache=cache_dir is not None, cache_dir=cache_dir, **kwargs)
-    dm.setup("fit")
-    return dm
-
-
-def entries(cache_dir):
-    return sorted(Path(cache_dir).rglob("*.npy"))
 
 
 def odd_images(folder):
@@ -257,80 +240,6 @@ def test_skip_mode_with_cache(tmp_path):
     assert seen == 58 == len(entries(tmp_path / "c"))
 
 
-# --- concurrency (real processes) ---------------------------------------------------------------
-
-
-def _build(cache_dir, paths, barrier, reverse):
-    cache = ImageCache(cache_dir, 48)
-    barrier.wait()
-    for path in reversed(paths) if reverse else paths:
-        cache.load(path)
-
-
-def _rewrite(cache_dir, path, rounds, barrier):
-    cache = ImageCache(cache_dir, 48)
-    pixels = cache.load_array(path)
-    barrier.wait()
-    for _ in range(rounds):
-        cache._write(cache.entry_path(path), pixels)
-
-
-CTX = multiprocessing.get_context(
-    "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-)
-
-
-def _start(target, args_list):
-    procs = [CTX.Process(target=target, args=args) for args in args_list]
-    for proc in procs:
-        proc.start()
-    return procs
-
-
-def _join(procs):
-    for proc in procs:
-        proc.join(timeout=120)
-    assert [proc.exitcode for proc in procs] == [0] * len(procs)
-
-
-def test_processes_building_at_once_leave_a_valid_cache(tmp_path):
-    paths = [write_image(tmp_path / f"{i}.jpg", seed=i, size=(320, 240)) for i in range(24)]
-    cache_dir, barrier = tmp_path / "cache", CTX.Barrier(4)
-    _join(_start(_build, [(cache_dir, paths, barrier, i % 2 == 1) for i in range(4)]))
-    cache = ImageCache(cache_dir, 48)
-    assert len(entries(cache_dir)) == len(paths)
-    assert not [p for p in cache_dir.rglob("*") if p.is_file() and p.suffix != ".npy"]
-    for path in paths:
-        assert cache._read(cache.entry_path(path)) is not None  # raises when corrupt
-        assert torch.equal(cache.load(path), image_to_tensor(load_rgb(path), 48))
-
-
-def test_readers_never_see_a_torn_entry_while_others_write(tmp_path):
-    path = write_image(tmp_path / "a.jpg", size=(320, 240))
-    cache_dir = tmp_path / "cache"
-    expected = ImageCache(cache_dir, 48).load_array(path)
-    barrier = CTX.Barrier(3)
-    writers = _start(_rewrite, [(cache_dir, path, 300, barrier)] * 2)
-    reader = ImageCache(cache_dir, 48)
-    entry = reader.entry_path(path)
-    barrier.wait()
-    reads = 0
-    while any(proc.is_alive() for proc in writers) or reads < 50:
-        assert np.array_equal(reader._read(entry), expected)  # a torn read raises or differs
-        reads += 1
-    _join(writers)
-    assert entries(cache_dir) == [entry]
-
-
-def test_dataloader_workers_fill_the_cache(tmp_path):
-    root = write_koniq(tmp_path / "koniq", n_images=30)
-    dm = koniq(root, tmp_path / "cache", num_workers=2, hflip=False)
-    first = [b["pixels"] for b in dm._loader("train", 4, shuffle=False)]
-    assert len(entries(tmp_path / "cache")) == dm.num_records["train"]
-    second = [b["pixels"] for b in dm._loader("train", 4, shuffle=False)]
-    assert torch.equal(torch.cat(first), torch.cat(second))
-
-
 # --- flips stay on the fly -------------------------------------------------------------------
 
 
@@ -361,63 +270,3 @@ def test_flips_are_random_per_epoch_after_the_cache(tmp_path, num_workers):
         assert len(flags) == len(reference) and 0 < sum(flags.values()) < len(flags)
     assert epochs[0] != epochs[1] != epochs[2]
     assert not any(dm.dataset(s).hflip for s in ("val", "test"))
-
-
-# --- configuration ----------------------------------------------------------------------------
-
-
-def test_cache_is_off_by_default_and_without_config_keys(tmp_path):
-    dm = KADIDDataModule(root=tmp_path)
-    assert dm.cache is None
-    assert KADIDDataModule(root=tmp_path, cache=True).cache.root == default_cache_dir()
-
-
-def test_default_cache_dir_follows_the_paths_config(monkeypatch, tmp_path):
-    monkeypatch.delenv("IQA_CACHE_DIR", raising=False)
-    monkeypatch.setenv("IQA_ROOT", str(tmp_path))
-    assert default_cache_dir() == tmp_path / ".cache" / "preprocessed"
-    monkeypatch.setenv("IQA_CACHE_DIR", str(tmp_path / "c"))
-    assert default_cache_dir() == tmp_path / "c" / "preprocessed"
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "key"),
-    [({"cache": "yes"}, "dataset.cache"), ({"cache": True, "cache_dir": ""}, "dataset.cache_dir")],
-)
-def test_bad_cache_arguments_name_the_config_key(tmp_path, kwargs, key):
-    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        KADIDDataModule(root=tmp_path, **kwargs)
-
-
-@pytest.mark.parametrize(
-    "name", sorted(p.stem for p in CONF.glob("*.yaml") if p.stem != "synthetic")
-)
-def test_dataset_configs_declare_the_cache_off(name):
-    node = OmegaConf.load(CONF / f"{name}.yaml")
-    assert node.cache is False
-    assert OmegaConf.to_container(node)["cache_dir"] == "${paths.cache_dir}/preprocessed"
-
-
-@pytest.mark.parametrize("name", sorted(WRITERS))
-def test_config_with_cache_on_fills_paths_cache_dir(tmp_path, name):
-    folder, writer = WRITERS[name]
-    writer(tmp_path / "data" / folder)
-    config = compose(name, tmp_path)
-    config.dataset.num_workers = 0
-    config.dataset.cache = True
-    dm = instantiate(config.dataset)
-    assert dm.cache.root == tmp_path / "cache" / "preprocessed"
-    dm.setup("fit")
-    next(iter(dm.val_dataloader()))
-    assert entries(tmp_path / "cache" / "preprocessed")
-
-
-def test_synthetic_config_caches_next_to_the_generated_set(tmp_path):
-    config = compose("synthetic", tmp_path)
-    assert config.dataset.cache is False
-    config.dataset.update(cache=True, n_refs=3, levels=2, generated_size=24)
-    dm = instantiate(config.dataset)
-    assert dm.cache.root == tmp_path / "cache" / "preprocessed"
-    dm.setup("fit")
-    next(iter(dm.train_dataloader()))
-    assert entries(tmp_path / "cache" / "preprocessed")

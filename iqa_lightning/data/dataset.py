@@ -1,0 +1,103 @@
+"""The torch side of an image quality dataset: labelled images -> samples -> batches.
+
+Samples are dicts:
+    ``pixels``   float32 [3, S, S] in [0, 1], resized to ``image_size``, not normalised
+    ``target``   float32 [] quality in [0, 1], higher is better
+    ``mos_raw``  float32 [] the score as the annotation file gives it
+    ``image_id`` str
+
+:func:`make_loader` batches them (or any dict samples) with the package's loader settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .cache import ImageCache
+from .images import array_to_tensor, collate_samples, flip_left_right, load_rgb, resize_to_array
+
+__all__ = ["IQAImageDataset", "LabelledImage", "make_loader"]
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """What the dataset needs to produce one sample."""
+
+    image_id: str
+    path: str
+    mos_raw: float
+    target: float
+
+
+class IQAImageDataset(Dataset):
+    """Decodes, resizes and (optionally) flips labelled images.
+
+    Args:
+        items: Images with their labels.
+        image_size: Output height and width.
+        hflip: Flip each image horizontally with probability 0.5 (after the cache).
+        cache: Preprocessing cache of ``image_size`` images; ``None`` decodes every time.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[LabelledImage],
+        image_size: int,
+        hflip: bool = False,
+        cache: ImageCache | None = None,
+    ):
+        self.items = list(items)
+        self.image_size = image_size
+        self.hflip = hflip
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index]
+        if self.cache is not None:
+            array = self.cache.load_array(item.path)
+        else:
+            array = resize_to_array(load_rgb(item.path), self.image_size)
+        if self.hflip and torch.rand(()) < 0.5:
+            array = flip_left_right(array)
+        return {
+            "pixels": array_to_tensor(array),
+            "target": torch.tensor(item.target, dtype=torch.float32),
+            "mos_raw": torch.tensor(item.mos_raw, dtype=torch.float32),
+            "image_id": item.image_id,
+        }
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int = 0,
+    collate_fn: Callable[[list], dict] = collate_samples,
+    **options,
+) -> DataLoader:
+    """A DataLoader with the package's settings: persistent workers when there are any,
+    pinned memory where CUDA is available.
+
+    Args:
+        dataset: The samples.
+        batch_size: Samples per batch.
+        num_workers: Worker processes (0: load in the main process).
+        collate_fn: Batches samples; :func:`~iqa_lightning.data.images.collate_samples` by
+            default.
+        **options: Other DataLoader arguments (``shuffle``, ``generator``, ``sampler``, ...).
+    """
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        **options,
+    )
