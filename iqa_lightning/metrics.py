@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 from torchmetrics import MetricCollection
 from torchmetrics.regression import KendallRankCorrCoef, PearsonCorrCoef, SpearmanCorrCoef
 
@@ -19,11 +20,13 @@ def correlation_metrics(prefix: str) -> MetricCollection:
     Args:
         prefix: Prepended to each key (``"val/"``, ``"test/"``).
     """
-    return MetricCollection(
+    metrics = MetricCollection(
         {"srcc": SpearmanCorrCoef(), "plcc": PearsonCorrCoef(), "krcc": KendallRankCorrCoef()},
         prefix=prefix,
         compute_groups=False,
     )
+    # fp64 states: the figures do not depend on how a split is sharded across DDP ranks.
+    return metrics.set_dtype(torch.float64)
 
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:

@@ -38,6 +38,13 @@ LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
 GROUPS = ("prompt", "prompter", "lora", "projector")
 
 
+def _unwrapped(name: str) -> str:
+    """A parameter name without the segments FSDP and activation checkpointing wrappers add."""
+    for segment in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module."):
+        name = name.replace(segment, "")
+    return name
+
+
 def _plain(value: Any) -> Any:
     """Config containers (OmegaConf) as plain Python, for JSON."""
     if hasattr(value, "items"):
@@ -126,7 +133,11 @@ class IQAModule(L.LightningModule):
                 if id(p) in projector_ids and ".lora_" not in n
             },
         }
-        return {name: params for name, params in groups.items() if params}
+        return {
+            name: {_unwrapped(n): p for n, p in params.items()}
+            for name, params in groups.items()
+            if params
+        }
 
     def _resolve(self, names: Sequence[str]) -> list[str]:
         groups = self.parameter_groups()
@@ -273,7 +284,9 @@ class IQAModule(L.LightningModule):
             return
         scores = self(batch["pixels"])
         target = batch["target"].float()
-        (self.val_metrics if stage == "val" else self.test_metrics).update(scores, target)
+        # fp64 figures whatever the precision, and whatever the sharding across DDP ranks.
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(scores.double(), target.double())
         if stage == "val":
             self.log(
                 "val/loss", self.loss_fn(scores, target), batch_size=len(scores),
@@ -358,8 +371,18 @@ class IQAModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["best_val"] = dict(self.best_val)
         checkpoint["phase_index"] = self.phase_index
+        if "hyper_parameters" in checkpoint:  # plain containers: loadable with weights_only
+            checkpoint["hyper_parameters"] = _plain(checkpoint["hyper_parameters"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the phase first: the optimiser built next and DDP's wrapping follow it."""
+        index = int(checkpoint.get("phase_index", 0))
+        if not 0 <= index < len(self.phases):
+            raise ValueError(
+                f"checkpoint phase_index={index}, but stage.phases has {len(self.phases)} phases"
+            )
+        if index != self.phase_index:
+            self.set_phase(index)
         missing = set(self.tuned_state_dict()) - set(checkpoint["state_dict"])
         if missing:
             raise KeyError(

@@ -44,6 +44,32 @@ def build_callbacks(cfg: DictConfig) -> list:
     return [instantiate(spec) for spec in specs.values() if spec is not None]
 
 
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list):
+    """The Trainer of ``cfg.trainer``; ``bf16-true`` / ``16-true`` keep the labels in fp32.
+
+    Args:
+        cfg: A train config.
+        callbacks: Callback instances.
+        loggers: Logger instances.
+    """
+    from hydra.utils import instantiate
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from iqa_lightning.precision import HALF_TRUE, label_safe_precision
+
+    extra = {}
+    precision = cfg.trainer.get("precision")
+    if precision in HALF_TRUE:
+        strategy = cfg.trainer.get("strategy") or "auto"
+        if not isinstance(strategy, str):
+            strategy = instantiate(strategy)
+        fsdp = isinstance(strategy, FSDPStrategy) or strategy == "fsdp"
+        plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []]
+        plugins.append(label_safe_precision(precision, fsdp))
+        extra = {"precision": None, "plugins": plugins, "strategy": strategy}
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **extra)
+
+
 def _finite(values: dict[str, Any]) -> dict[str, float]:
     out = {}
     for key, value in values.items():
@@ -127,7 +153,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         The final metrics, as written to ``metrics.json``.
     """
     import lightning as L
-    from hydra.utils import instantiate
+
+    from iqa_lightning.strategies import full_parameters
 
     # The backbone stays in eval mode on purpose (frozen, no dropout).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -146,8 +173,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "trainable parameters: %d in groups %s", module.num_trainable(), module.trainable_groups
     )
 
-    trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg))
-    trainer.fit(module, datamodule=datamodule)
+    trainer = build_trainer(cfg, callbacks=build_callbacks(cfg), loggers=build_loggers(cfg))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     if trainer.is_global_zero:
         datamodule.write_split(out / "split.csv")
         if datamodule.skipped:
@@ -156,16 +183,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     if cfg.get("test"):
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     metrics = _finite(metrics)
 
+    with full_parameters(trainer):
+        trainable, tuned = module.trainable_state_dict(), module.tuned_state_dict()
     if trainer.is_global_zero:
         phase = module.phase["name"]
-        save_tensors(
-            module.trainable_state_dict(), out / "checkpoints" / phase / "trainable.safetensors"
-        )
-        save_tensors(module.tuned_state_dict(), out / "checkpoints" / "tuned.safetensors")
+        save_tensors(trainable, out / "checkpoints" / phase / "trainable.safetensors")
+        save_tensors(tuned, out / "checkpoints" / "tuned.safetensors")
         if module.lora_config:
             (out / "checkpoints" / "lora.json").write_text(json.dumps(module.lora_config) + "\n")
         summary = {

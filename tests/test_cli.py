@@ -46,7 +46,7 @@ def test_run_folder_contract(demo_run):
     import torch
 
     for ckpt in (out / "checkpoints").glob("*.ckpt"):
-        state = torch.load(ckpt, weights_only=False)["state_dict"]
+        state = torch.load(ckpt, weights_only=True)["state_dict"]
         assert set(state) == set(tensors), "a checkpoint holds more than the trainable tensors"
         assert not any(k.startswith("backbone.") for k in state)
 

@@ -78,7 +78,7 @@ def test_training_moves_the_prompt_and_leaves_the_backbone_bit_identical(
     assert all(moved)
 
     ckpt_file = next((tmp_path / "ckpt").glob("*.ckpt"))
-    ckpt = torch.load(ckpt_file, weights_only=False)
+    ckpt = torch.load(ckpt_file, weights_only=True)
     assert set(ckpt["state_dict"]) == set(module.trainable_state_dict())
     # Loading the checkpoint into a fresh module restores the prompt exactly.
     fresh = make_module(build())

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import FSDPStrategy
+
+log = logging.getLogger(__name__)
 
 
 def first_images(datamodule, count: int) -> tuple[torch.Tensor, list[str]] | None:
@@ -47,6 +51,9 @@ class ExplanationWriter(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or self.num_images <= 0 or trainer.datamodule is None:
+            return
+        if isinstance(trainer.strategy, FSDPStrategy):  # one rank cannot run a sharded model
+            log.warning("explanations.csv is not written under FSDP (callbacks.explanations)")
             return
         found = first_images(trainer.datamodule, self.num_images)
         if found is None:

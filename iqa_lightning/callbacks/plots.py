@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from lightning.pytorch.loggers import WandbLogger  # noqa: E402
 
+from iqa_lightning.strategies import full_parameters  # noqa: E402
+
 
 def scatter_plot(rows: list[dict], path: Path, title: str = "") -> Path:
     """Scatter of predicted score against raw MOS, one point per image."""
@@ -48,7 +50,13 @@ class PlotWriter(L.Callback):
         self.plot_dir = Path(output_dir) / "plots"
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or not pl_module.test_rows:
+        if not pl_module.test_rows:
+            return
+        with full_parameters(trainer):  # every rank takes part: FSDP gathers the prompt
+            prompt = None
+            if trainer.is_global_zero:
+                prompt = prompt_image(pl_module.prompt, self.plot_dir / "prompt.png")
+        if not trainer.is_global_zero:
             return
         srcc = trainer.callback_metrics.get("test/srcc")
         title = f"test SRCC {float(srcc):.3f}" if srcc is not None else ""
@@ -57,7 +65,6 @@ class PlotWriter(L.Callback):
                 pl_module.test_rows, self.plot_dir / "scatter_test.png", title
             )
         }
-        prompt = prompt_image(pl_module.prompt, self.plot_dir / "prompt.png")
         if prompt is not None:
             images["prompt/image"] = prompt
         for logger in trainer.loggers:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,12 @@ class StageSchedule(L.Callback):
 
     def switch(self, trainer: L.Trainer, pl_module: L.LightningModule, target: int) -> None:
         finished = pl_module.phase["name"]
+        if isinstance(trainer.strategy, FSDPStrategy):
+            raise RuntimeError(
+                f"stage.phases: switching from {finished} to {pl_module.phases[target]['name']} "
+                "is not supported under FSDP (its units are built for one phase's trainable "
+                "parameters); run the stages as separate runs with stage.init_from"
+            )
         if trainer.is_global_zero:
             save_tensors(
                 pl_module.trainable_state_dict(),

@@ -76,5 +76,7 @@ class WordScore(nn.Module):
         return torch.log_softmax(picked, dim=-1).exp()
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        """``[B]`` fp32 scores from ``[B, vocab]`` next-token logits."""
-        return self.probabilities(logits) @ self.weights
+        """``[B]`` fp32 scores from ``[B, vocab]`` next-token logits, also under bf16 autocast and
+        when the module was cast to a half type."""
+        with torch.autocast(logits.device.type, enabled=False):
+            return self.probabilities(logits) @ self.weights.float()

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from iqa_lightning.models.backbones.blocks import checkpointing_blocks, set_gradient_checkpointing
+
 DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -174,14 +176,24 @@ class Backbone(nn.Module):
     def train(self, mode: bool = True) -> Backbone:
         """Keep the frozen model in eval mode whatever Lightning asks.
 
-        Only adapter dropout (LoRA's) follows ``mode``, so a trained adapter gets its dropout.
+        Only adapter dropout (LoRA's) follows ``mode``, so a trained adapter gets its dropout,
+        and, with gradient checkpointing on, the blocks' own flag (``transformers`` recomputes a
+        block only in training mode; the layers inside stay in eval mode).
         """
         super().train(mode)
         self.model.eval()
         for name, module in self.model.named_modules():
             if name.endswith("lora_dropout") or ".lora_dropout." in name:
                 module.train(mode)
+        for block in checkpointing_blocks(self.model):
+            block.training = mode
         return self
+
+    def set_gradient_checkpointing(self, enabled: bool) -> Backbone:
+        """Recompute each block's activations in the backward pass instead of storing them
+        (``model.gradient_checkpointing``; non-reentrant, so frozen inputs are fine)."""
+        set_gradient_checkpointing(self.model, enabled)
+        return self.train(self.training)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -91,6 +91,7 @@ def load_llava(
     dtype: str = "bfloat16",
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
+    gradient_checkpointing: bool = False,
 ) -> LlavaBackbone:
     """Load a llava-hf checkpoint from the hub or a local folder.
 
@@ -100,10 +101,12 @@ def load_llava(
         dtype: Weight dtype name.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
+        gradient_checkpointing: Recompute block activations in the backward pass
+            (non-reentrant), trading compute for activation memory.
     """
     from transformers import LlavaForConditionalGeneration
 
-    return load_backbone(
+    backbone = load_backbone(
         LlavaBackbone,
         LlavaForConditionalGeneration,
         pretrained,
@@ -112,3 +115,4 @@ def load_llava(
         attn_implementation,
         trust_remote_code,
     )
+    return backbone.set_gradient_checkpointing(gradient_checkpointing)

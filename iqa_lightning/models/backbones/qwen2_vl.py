@@ -139,6 +139,7 @@ def load_qwen2_vl(
     dtype: str = "bfloat16",
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
+    gradient_checkpointing: bool = False,
 ) -> Qwen2VLBackbone:
     """Load a Qwen2-VL or Qwen2.5-VL checkpoint from the hub or a local folder.
 
@@ -148,10 +149,12 @@ def load_qwen2_vl(
         dtype: Weight dtype name.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
+        gradient_checkpointing: Recompute block activations in the backward pass
+            (non-reentrant), trading compute for activation memory.
     """
     from transformers import AutoModelForImageTextToText
 
-    return load_backbone(
+    backbone = load_backbone(
         Qwen2VLBackbone,
         AutoModelForImageTextToText,
         pretrained,
@@ -160,3 +163,4 @@ def load_qwen2_vl(
         attn_implementation,
         trust_remote_code,
     )
+    return backbone.set_gradient_checkpointing(gradient_checkpointing)

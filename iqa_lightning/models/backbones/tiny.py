@@ -31,6 +31,7 @@ def build_tiny_llava(
     hidden_size: int = 64,
     num_layers: int = 2,
     seed: int = 0,
+    gradient_checkpointing: bool = False,
 ) -> LlavaBackbone:
     """A random LLaVA (CLIP vision tower + Llama LM) a few MB in size.
 
@@ -40,6 +41,7 @@ def build_tiny_llava(
         hidden_size: Language model width (the vision tower is half as wide).
         num_layers: Layers in each tower.
         seed: Weight initialisation seed.
+        gradient_checkpointing: Recompute block activations in the backward pass.
     """
     from transformers import (
         CLIPVisionConfig,
@@ -78,7 +80,8 @@ def build_tiny_llava(
         vision_feature_layer=-2,
     )
     model = _seeded(lambda: LlavaForConditionalGeneration(config), seed)
-    return LlavaBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD)
+    backbone = LlavaBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD)
+    return backbone.set_gradient_checkpointing(gradient_checkpointing)
 
 
 def build_tiny_qwen2_vl(
@@ -86,6 +89,7 @@ def build_tiny_qwen2_vl(
     hidden_size: int = 64,
     num_layers: int = 2,
     seed: int = 0,
+    gradient_checkpointing: bool = False,
 ) -> Qwen2VLBackbone:
     """A random Qwen2-VL (14-px patches, 2x2 merge, M-RoPE) a few MB in size.
 
@@ -94,6 +98,7 @@ def build_tiny_qwen2_vl(
         hidden_size: Language model width (the vision tower is half as wide).
         num_layers: Layers in each tower.
         seed: Weight initialisation seed.
+        gradient_checkpointing: Recompute block activations in the backward pass.
     """
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -135,4 +140,5 @@ def build_tiny_qwen2_vl(
         vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
     )
     model = _seeded(lambda: Qwen2VLForConditionalGeneration(config), seed)
-    return Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD)
+    backbone = Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD)
+    return backbone.set_gradient_checkpointing(gradient_checkpointing)

@@ -1,0 +1,154 @@
+"""Checkpoints: atomic writes, weights_only reads, tuned tensors only, resume into phase 2."""
+
+import collections
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
+
+from iqa_lightning.callbacks import EpochSeed, StageSchedule
+from iqa_lightning.checkpoints import (
+    SafeCheckpointIO,
+    UnsafeCheckpointError,
+    atomic_save,
+    load_checkpoint,
+    plain,
+)
+from iqa_lightning.data import SyntheticDataModule
+from iqa_lightning.models.backbones import build_tiny_llava
+from iqa_lightning.models.prompts import PaddingPrompt
+from iqa_lightning.models.score import WordScore
+from iqa_lightning.module import IQAModule
+
+WRITER = """
+import sys, torch
+from iqa_lightning.checkpoints import atomic_save
+i = 0
+while True:
+    atomic_save({"step": i, "x": torch.full((2_000_000,), float(i))}, sys.argv[1])
+    i += 1
+"""
+
+
+def test_a_kill_during_writes_never_leaves_a_torn_file(tmp_path):
+    path = tmp_path / "last.ckpt"
+    for delay in (0.4,):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
+        while not path.exists():
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        state = load_checkpoint(path)
+        assert torch.equal(state["x"], torch.full((2_000_000,), float(state["step"])))
+
+
+def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_save({"version": 1}, path)
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"version": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path) == {"version": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this ran while loading a checkpoint",))
+
+
+def test_a_checkpoint_with_a_pickled_object_is_refused(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": Payload()}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.ckpt.*pickled print.*refused"):
+        load_checkpoint(path)
+    with pytest.raises(UnsafeCheckpointError):
+        SafeCheckpointIO().load_checkpoint(path, weights_only=False)
+    with pytest.raises(FileNotFoundError, match="ckpt_path"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_saved_containers_are_plain_and_load_weights_only(tmp_path):
+    config = OmegaConf.create({"lora": {"r": 4, "targets": ["q_proj"]}})
+    checkpoint = {"hyper_parameters": {"lora": config.lora}, "order": collections.OrderedDict(a=1)}
+    SafeCheckpointIO().save_checkpoint(checkpoint, tmp_path / "a.ckpt")
+    loaded = torch.load(tmp_path / "a.ckpt", weights_only=True)
+    assert loaded["hyper_parameters"] == {"lora": {"r": 4, "targets": ["q_proj"]}}
+    assert plain((config.lora.targets, 1)) == (["q_proj"], 1)
+
+
+def test_demo_checkpoints_hold_tuned_tensors_and_training_state_only(demo_run):
+    out, _ = demo_run
+    files = sorted((out / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in [f.name for f in files] and len(files) >= 2
+    for ckpt in files:
+        state = load_checkpoint(ckpt)
+        assert set(state["state_dict"]) == {
+            f"prompt.pad_{s}" for s in ("up", "down", "left", "right")
+        }
+        assert state["optimizer_states"] and "phase_index" in state
+    assert not list((out / "checkpoints").glob(".partial-*"))
+
+
+SGD = partial(torch.optim.SGD, lr=5.0, momentum=0.9)
+ADAM = partial(torch.optim.AdamW, lr=1e-2)
+
+
+def two_phase_module():
+    torch.manual_seed(0)
+    return IQAModule(
+        build_tiny_llava(),
+        PaddingPrompt(64, size=8, init_scale=0.5),
+        WordScore(["good", "fine", "poor", "bad"], [1, 1, 0, 0]),
+        phases=[
+            {"name": "stage1", "trainable": ["lora"], "epochs": 1, "optimizer": ADAM},
+            {"name": "stage2", "trainable": ["prompt"], "epochs": None, "optimizer": SGD},
+        ],
+        lora={"r": 4, "alpha": 8, "dropout": 0.1},
+    )
+
+
+def fit(out, cache_dir, epochs, ckpt_path=None):
+    module = two_phase_module()
+    data = SyntheticDataModule(cache_dir=cache_dir, n_refs=4, image_size=64,
+                               batch_size=8, seed=3)  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=epochs, limit_train_batches=3, limit_val_batches=1, accelerator="cpu",
+        logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        plugins=[SafeCheckpointIO()], default_root_dir=out,
+        callbacks=[
+            StageSchedule(str(out)), EpochSeed(7),
+            ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0),
+        ],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    return module, trainer
+
+
+def test_resume_into_phase_two_restores_its_groups_and_optimiser(tmp_path, cache_dir):
+    full, _ = fit(tmp_path / "full", cache_dir, epochs=3)
+    fit(tmp_path / "cut", cache_dir, epochs=2)
+    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(last)["phase_index"] == 1
+    resumed, trainer = fit(tmp_path / "cut", cache_dir, epochs=3, ckpt_path=str(last))
+
+    assert resumed.phase["name"] == "stage2" and resumed.trainable_groups == ["prompt"]
+    assert [g["name"] for g in trainer.optimizers[0].param_groups] == ["prompt"]
+    expected, got = full.tuned_state_dict(), resumed.tuned_state_dict()
+    assert set(got) == set(expected)
+    for name, tensor in expected.items():  # MKL rounding may differ with memory alignment
+        torch.testing.assert_close(got[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
