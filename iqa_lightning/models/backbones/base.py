@@ -231,8 +231,8 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def language_model(self) -> nn.Module:
-        """The decoder-only language model."""
-        raise NotImplementedError
+        """The decoder-only language model (``model.model.language_model`` in both families)."""
+        return self.model.model.language_model
 
     # ---------------------------------------------------------------- prompts
     def _image_placeholder(self) -> str:

@@ -81,9 +81,6 @@ class LlavaBackbone(Backbone):
     def vision_tower(self) -> nn.Module:
         return self.model.model.vision_tower
 
-    def language_model(self) -> nn.Module:
-        return self.model.model.language_model
-
 
 def load_llava(
     pretrained: str,

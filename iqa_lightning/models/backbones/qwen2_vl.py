@@ -129,9 +129,6 @@ class Qwen2VLBackbone(Backbone):
     def vision_tower(self) -> nn.Module:
         return self.model.model.visual
 
-    def language_model(self) -> nn.Module:
-        return self.model.model.language_model
-
 
 def load_qwen2_vl(
     pretrained: str,
