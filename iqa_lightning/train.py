@@ -78,15 +78,6 @@ def _finite(values: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def save_tensors(tensors: dict, path: Path) -> Path:
-    """Save tensors by name with safetensors (never a frozen backbone weight)."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path))
-    return path
-
-
 def stage_one_from(run: str | Path) -> tuple[dict, dict]:
     """LoRA settings and tuned tensors of a finished run, for ``stage.init_from``."""
     from safetensors.torch import load_file
@@ -154,6 +145,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     import lightning as L
 
+    from iqa_lightning.callbacks.stages import save_tensors
     from iqa_lightning.strategies import full_parameters
 
     # The backbone stays in eval mode on purpose (frozen, no dropout).

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def save_tensors(tensors: dict, path: Path) -> Path:
+    """Save tensors by name with safetensors (never a frozen backbone weight)."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
