@@ -1,13 +1,20 @@
 """Datasets for image quality assessment: records, splits, data modules, synthetic data."""
 
-from .agiqa import AGIQA3KDataModule
 from .base import IQADataModule
 from .cache import ImageCache
-from .clive import CLIVEDataModule
-from .csiq import CSIQDataModule
 from .dataset import IQAImageDataset, LabelledImage
+from .datasets.agiqa import AGIQA3KDataModule
+from .datasets.clive import CLIVEDataModule
+from .datasets.csiq import CSIQDataModule
+from .datasets.kadid import KADIDDataModule
+from .datasets.koniq import KonIQDataModule
+from .datasets.live import LIVEDataModule
+from .datasets.pipal import PIPALDataModule
+from .datasets.spaq import SPAQDataModule
+from .datasets.synthetic import SyntheticDataModule, generate_synthetic_kadid, synthetic_dirname
+from .datasets.tid2013 import TID2013DataModule
 from .images import ImageLoadError, image_to_tensor, load_rgb, to_rgb
-from .instruct import (
+from .instruct.conversations import (
     Conversation,
     InstructDataset,
     InstructFormatError,
@@ -15,19 +22,20 @@ from .instruct import (
     collate_instruct,
     read_qinstruct,
 )
-from .instruct_synthetic import SyntheticInstructDataModule, generate_synthetic_instruct
-from .kadid import KADIDDataModule
-from .koniq import KonIQDataModule
-from .live import LIVEDataModule
-from .mixture import InstructDataModule, TaskMixtureLoader
-from .pipal import PIPALDataModule
+from .instruct.mixture import InstructDataModule, TaskMixtureLoader
+from .instruct.qbench import (
+    MCQ,
+    MCQDataset,
+    collate_mcq,
+    letters,
+    mcq_accuracy,
+    mcq_prompt,
+    read_qbench,
+)
+from .instruct.synthetic import SyntheticInstructDataModule, generate_synthetic_instruct
 from .pyiqa import LAYOUTS, MetaRow, PyiqaLayoutDataModule, read_meta_info, read_split_pickle
-from .qbench import MCQ, MCQDataset, collate_mcq, letters, mcq_accuracy, mcq_prompt, read_qbench
 from .records import AnnotationError, AnnotationRow, ImageRecord, read_annotation_csv
-from .spaq import SPAQDataModule
 from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios
-from .synthetic import SyntheticDataModule, generate_synthetic_kadid, synthetic_dirname
-from .tid2013 import TID2013DataModule
 
 __all__ = [
     "AGIQA3KDataModule",

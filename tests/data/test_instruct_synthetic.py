@@ -11,8 +11,8 @@ from iqa_lightning.data import (
     read_qbench,
     read_qinstruct,
 )
-from iqa_lightning.data.instruct_synthetic import MARKER, QBENCH_FILES, QINSTRUCT_FILE
-from iqa_lightning.data.instruct_templates import QUALITY_WORDS, quality_word
+from iqa_lightning.data.instruct.synthetic import MARKER, QBENCH_FILES, QINSTRUCT_FILE
+from iqa_lightning.data.instruct.templates import QUALITY_WORDS, quality_word
 
 from .fixtures import write_kadid
 

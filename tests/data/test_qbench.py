@@ -14,7 +14,11 @@ from iqa_lightning.data import (
     mcq_prompt,
     read_qbench,
 )
-from iqa_lightning.data.qbench import CONCERN_NAMES, TYPE_NAMES, mcq_to_conversation
+from iqa_lightning.data.instruct.qbench import (
+    CONCERN_NAMES,
+    TYPE_NAMES,
+    mcq_to_conversation,
+)
 
 from .fixtures import write_image
 

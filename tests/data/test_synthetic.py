@@ -13,7 +13,7 @@ from iqa_lightning.data import (
     load_rgb,
     synthetic_dirname,
 )
-from iqa_lightning.data.synthetic import DISTORTIONS, MARKER
+from iqa_lightning.data.datasets.synthetic import DISTORTIONS, MARKER
 
 SMALL = {"n_refs": 3, "image_size": 32, "levels": 3, "seed": 0}
 N_TYPES = len(DISTORTIONS)
@@ -134,7 +134,7 @@ def test_dirname_depends_on_parameters():
 
 
 def test_losing_the_rename_race_keeps_the_winner(tmp_path, monkeypatch):
-    from iqa_lightning.data import synthetic
+    from iqa_lightning.data.datasets import synthetic
 
     target = tmp_path / "set"
     real_write = synthetic._write_dataset

@@ -24,9 +24,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .formats import read_text_columns
-from .pyiqa import MetaRow, PyiqaLayoutDataModule
-from .records import AnnotationError, ImageRecord
+from ..formats import read_text_columns
+from ..pyiqa import MetaRow, PyiqaLayoutDataModule
+from ..records import AnnotationError, ImageRecord
 
 __all__ = ["TID2013DataModule"]
 

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
 
-from .pyiqa import MetaRow, PyiqaLayoutDataModule
-from .records import ImageRecord, read_annotation_csv
+from ..pyiqa import MetaRow, PyiqaLayoutDataModule
+from ..records import ImageRecord, read_annotation_csv
 
 __all__ = ["AGIQA3KDataModule"]
 

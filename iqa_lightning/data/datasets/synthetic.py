@@ -24,7 +24,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from skimage import data as skdata
 from skimage.metrics import structural_similarity
 
-from .generated import GeneratedSet
+from ..generated import GeneratedSet
 from .kadid import KADIDDataModule
 
 __all__ = [

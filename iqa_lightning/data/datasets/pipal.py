@@ -26,8 +26,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .pyiqa import MetaRow, PyiqaLayoutDataModule
-from .records import AnnotationError, ImageRecord, _parse_number
+from ..pyiqa import MetaRow, PyiqaLayoutDataModule
+from ..records import AnnotationError, ImageRecord, _parse_number
 
 __all__ = ["PIPAL_IMAGE_DIRS", "PIPALDataModule"]
 

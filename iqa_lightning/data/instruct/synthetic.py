@@ -1,6 +1,6 @@
 """Instruction and multiple-choice data generated from a synthetic KADID-style set.
 
-From the images and scores written by :func:`~iqa_lightning.data.synthetic.generate_synthetic_kadid`
+From the images and scores written by :func:`~iqa_lightning.data.datasets.synthetic.generate_synthetic_kadid`
 (``images/I01_03_02.png`` = reference 1, distortion type 3, level 2; ``dmos.csv``) this writes
 templated data in the two real formats, so the instruction-tuning path runs offline:
 
@@ -33,9 +33,18 @@ from pathlib import Path
 
 from PIL import Image
 
-from .generated import GeneratedSet
-from .images import load_rgb
-from .instruct_templates import (
+from ..datasets.synthetic import (
+    DISTORTIONS,
+    SyntheticDataModule,
+    generate_synthetic_kadid,
+    generation_kwargs,
+    synthetic_dirname,
+)
+from ..generated import GeneratedSet
+from ..images import load_rgb
+from ..records import AnnotationError, read_annotation_csv
+from .mixture import QBENCH_SPLIT_FILES, InstructDataModule
+from .templates import (
     PAIR_QUESTION,
     blur_pairs,
     conversation_record,
@@ -43,15 +52,6 @@ from .instruct_templates import (
     image_questions,
     mcq_record,
     strength_word,
-)
-from .mixture import QBENCH_SPLIT_FILES, InstructDataModule
-from .records import AnnotationError, read_annotation_csv
-from .synthetic import (
-    DISTORTIONS,
-    SyntheticDataModule,
-    generate_synthetic_kadid,
-    generation_kwargs,
-    synthetic_dirname,
 )
 
 __all__ = [
@@ -88,12 +88,12 @@ def generate_synthetic_instruct(
     """Write Q-Instruct and Q-Bench style files for a KADID-layout synthetic set.
 
     Writing goes to a temporary sibling folder renamed into place (see
-    :func:`~iqa_lightning.data.synthetic.generate_synthetic_kadid`); an ``out_dir`` that already
+    :func:`~iqa_lightning.data.datasets.synthetic.generate_synthetic_kadid`); an ``out_dir`` that already
     holds the same generation is returned untouched.
 
     Args:
         kadid_root: Folder with ``dmos.csv`` and ``images/`` (distortion types numbered as in
-            :data:`~iqa_lightning.data.synthetic.DISTORTIONS`).
+            :data:`~iqa_lightning.data.datasets.synthetic.DISTORTIONS`).
         out_dir: Folder to create.
         seed: Seed of the templates, candidates, composites and (without ``splits``) the
             reference split.
@@ -246,7 +246,7 @@ class SyntheticInstructDataModule(InstructDataModule):
 
     :meth:`prepare_data` (or :meth:`setup`, when still absent) generates the KADID-style set
     under ``cache_dir/synthetic_kadid_<hash>`` (or uses the set of ``synthetic_datamodule``, or
-    of a :class:`~iqa_lightning.data.synthetic.SyntheticDataModule` passed as
+    of a :class:`~iqa_lightning.data.datasets.synthetic.SyntheticDataModule` passed as
     ``score_datamodule``), then the instruction set next to it in
     ``<kadid folder>_instruct_<hash>``. When the score data module reads that same set with each
     reference in one split (``reference_disjoint``), the questions and conversations follow its
@@ -262,7 +262,7 @@ class SyntheticInstructDataModule(InstructDataModule):
         synthetic_datamodule: Use this data module's generated set instead.
         align_splits: Follow the score data module's reference split when it reads the set.
         name: Name for logs.
-        **kwargs: Other :class:`~iqa_lightning.data.mixture.InstructDataModule` arguments
+        **kwargs: Other :class:`~iqa_lightning.data.instruct.mixture.InstructDataModule` arguments
             (image_size, batch_size, score_datamodule, mixture, steps_per_epoch, seed, ...).
     """
 

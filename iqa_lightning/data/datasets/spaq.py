@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from .formats import read_table
-from .pyiqa import LabelTableDataModule, MetaRow
-from .records import ImageRecord
+from ..formats import read_table
+from ..pyiqa import LabelTableDataModule, MetaRow
+from ..records import ImageRecord
 
 __all__ = ["SPAQDataModule"]
 

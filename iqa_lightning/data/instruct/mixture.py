@@ -17,10 +17,10 @@ an IQA dataset. This module mixes them by steps:
 - Score batches: the score data module's own training batch dicts (``pixels``, ``target``,
   ``mos_raw``, ``image_id``) plus ``task``.
 - Validation / test: a list of loaders, ``dataloader_idx`` i serving task ``eval_tasks[i]``:
-  ``"mcq"`` (Q-Bench questions, see :class:`~iqa_lightning.data.qbench.MCQDataset`) and
+  ``"mcq"`` (Q-Bench questions, see :class:`~iqa_lightning.data.instruct.qbench.MCQDataset`) and
   ``"score"`` (the score data module's own val / test loader) when one is given.
 
-The training schedule is :class:`~iqa_lightning.data.schedule.TaskMixtureLoader`, re-exported
+The training schedule is :class:`~iqa_lightning.data.instruct.schedule.TaskMixtureLoader`, re-exported
 here with :data:`TASKS`.
 """
 
@@ -35,11 +35,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .base import IQADataModule
-from .dataset import make_loader
-from .instruct import InstructDataset, collate_instruct, read_qinstruct
+from ..base import IQADataModule
+from ..dataset import make_loader
+from ..records import write_csv
+from .conversations import InstructDataset, collate_instruct, read_qinstruct
 from .qbench import MCQDataset, collate_mcq, mcq_to_conversation, read_qbench
-from .records import write_csv
 from .schedule import TASKS, TaskMixtureLoader, _check_mixture
 
 __all__ = ["TASKS", "InstructDataModule", "TaskMixtureLoader"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .images import image_problems, image_to_tensor, load_rgb
+from ..images import image_problems, image_to_tensor, load_rgb
 
 __all__ = [
     "IMAGE_PLACEHOLDER",

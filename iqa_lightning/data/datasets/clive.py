@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import load_mat, mat_strings
-from .pyiqa import MetaRow, PyiqaLayoutDataModule
-from .records import AnnotationError, ImageRecord
+from ..formats import load_mat, mat_strings
+from ..pyiqa import MetaRow, PyiqaLayoutDataModule
+from ..records import AnnotationError, ImageRecord
 
 __all__ = ["CLIVEDataModule"]
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .images import image_to_tensor, load_rgb
-from .instruct import (
+from ..images import image_to_tensor, load_rgb
+from .conversations import (
     Conversation,
     InstructFormatError,
     RecordList,
@@ -105,7 +105,7 @@ def read_qbench(
 ) -> RecordList:
     """Read and validate a Q-Bench multiple-choice file.
 
-    Errors (:class:`~iqa_lightning.data.instruct.InstructFormatError`) name the file, the
+    Errors (:class:`~iqa_lightning.data.instruct.conversations.InstructFormatError`) name the file, the
     record index and id: missing ``img_path`` / ``question`` / ``candidates`` / ``type`` /
     ``concern``; fewer than 2 or more than 26 candidates; duplicate or empty candidates; a
     ``correct_ans`` that is not one of the candidates; an unknown type or concern code.
@@ -114,12 +114,12 @@ def read_qbench(
         json_path: The JSON file (a list of records).
         image_root: Folder the ``img_path`` values are relative to.
         on_bad_image: ``"error"`` or ``"skip"``, as in
-            :func:`~iqa_lightning.data.instruct.read_qinstruct`.
+            :func:`~iqa_lightning.data.instruct.conversations.read_qinstruct`.
         require_answer: Refuse records without ``correct_ans`` (False keeps them with
             ``answer_index=-1``, e.g. to write predictions for the hidden test set).
 
     Returns:
-        The questions in file order, as a :class:`~iqa_lightning.data.instruct.RecordList`.
+        The questions in file order, as a :class:`~iqa_lightning.data.instruct.conversations.RecordList`.
     """
     json_path = Path(json_path)
     questions = []

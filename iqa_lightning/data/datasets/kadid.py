@@ -20,8 +20,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .pyiqa import MetaRow, PyiqaLayoutDataModule
-from .records import AnnotationError, ImageRecord, read_annotation_csv
+from ..pyiqa import MetaRow, PyiqaLayoutDataModule
+from ..records import AnnotationError, ImageRecord, read_annotation_csv
 
 __all__ = ["KADIDDataModule"]
 

@@ -11,7 +11,7 @@ import itertools
 import random
 from pathlib import Path
 
-from .synthetic import DISTORTIONS
+from ..datasets.synthetic import DISTORTIONS
 
 __all__ = [
     "PAIR_QUESTION",
@@ -39,7 +39,11 @@ PHRASES = {
     "saturation_increase": ("oversaturated colors", "colors look unnaturally vivid"),
     "pixelation": ("pixelation", "the image breaks into visible square blocks"),
 }
-TYPES = {"yes-or-no": 0, "how": 1, "what": 2}  # Q-Bench codes, see iqa_lightning.data.qbench
+TYPES = {
+    "yes-or-no": 0,
+    "how": 1,
+    "what": 2,
+}  # Q-Bench codes, see iqa_lightning.data.instruct.qbench
 CONCERNS = {"distortion": 0, "other": 1}
 WHAT_QUESTIONS = (
     "What kind of distortion affects this image?",

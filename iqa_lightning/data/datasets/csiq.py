@@ -26,9 +26,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .formats import read_table
-from .pyiqa import LabelTableDataModule, MetaRow
-from .records import AnnotationError, ImageRecord
+from ..formats import read_table
+from ..pyiqa import LabelTableDataModule, MetaRow
+from ..records import AnnotationError, ImageRecord
 
 __all__ = ["CSIQ_DISTORTIONS", "CSIQDataModule"]
 
