@@ -20,6 +20,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from iqa_lightning.cli import report_user_errors
+
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 log = logging.getLogger("iqa_lightning")
@@ -232,6 +234,7 @@ def quote_numeric_choices(args: list[str], groups: tuple[str, ...] = NUMERIC_GRO
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@report_user_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics.get("val/srcc_best")
