@@ -39,14 +39,20 @@ class WordScore(nn.Module):
         name: str = "score",
     ) -> None:
         super().__init__()
-        words, weights = list(words), [float(w) for w in weights]
-        if len(words) < 2 or len(words) != len(weights):
+        words, weights = [str(w) for w in words], [float(w) for w in weights]
+        repeated = [w for i, w in enumerate(words) if w in words[:i]]
+        if repeated:
+            raise ValueError(
+                f"score.words={words}: {', '.join(repr(w) for w in dict.fromkeys(repeated))} "
+                "appears more than once; each word must be listed once"
+            )
+        if len(words) < 2:
+            raise ValueError(f"score.words={words}: give at least 2 words")
+        if len(words) != len(weights):
             raise ValueError(
                 f"score.words ({len(words)}) and score.weights ({len(weights)}) must have the "
-                "same length, at least 2"
+                "same length, one weight per word"
             )
-        if len(set(words)) != len(words):
-            raise ValueError(f"score.words has duplicates: {words}")
         self.words = words
         self.question = question
         self.answer_prefix = answer_prefix

@@ -63,7 +63,10 @@ def test_real_tokenizer_lookup_and_unknown_word_is_named():
     backbone = build_tiny_llava()
     head = WordScore(["good", "poor"], [1, 0]).bind(backbone)
     tok = backbone.tokenizer
-    assert tok.convert_ids_to_tokens(head.token_ids.tolist()) == ["Ġgood", "Ġpoor"]
+    tokens = tok.convert_ids_to_tokens(head.token_ids.tolist())
+    # The leading-space form of each word: "Ġ" for byte-level BPE, "▁" for SentencePiece.
+    assert [t[0] for t in tokens] in (["Ġ", "Ġ"], ["▁", "▁"])
+    assert [t[1:] for t in tokens] == ["good", "poor"]
     with pytest.raises(ValueError, match="'mediocre'"):
         WordScore(["good", "mediocre"], [1, 0]).bind(backbone)
 
@@ -73,3 +76,13 @@ def test_bad_config_is_rejected():
         WordScore(["good", "bad"], [1.0])
     with pytest.raises(RuntimeError, match="bind"):
         WordScore(["good", "bad"], [1, 0])(torch.zeros(1, 4))
+
+
+def test_duplicate_word_is_named_before_the_length_check():
+    # score.words=[good,good] with a preset's four weights: the duplicate is the real mistake.
+    with pytest.raises(ValueError, match=r"score\.words.*'good' appears more than once"):
+        WordScore(["good", "good"], [1, 1, 0, 0])
+    with pytest.raises(ValueError, match=r"'poor' appears more than once"):
+        WordScore(["good", "poor", "bad", "poor"], [1, 0, 0, 0])
+    with pytest.raises(ValueError, match="at least 2"):
+        WordScore(["good"], [1])
