@@ -9,7 +9,11 @@ from safetensors.torch import load_file
 
 from iqa_lightning.callbacks import StageSchedule
 from iqa_lightning.data import SyntheticDataModule
-from iqa_lightning.models.backbones import build_tiny_llava, build_tiny_qwen2_vl
+from iqa_lightning.models.backbones import (
+    build_tiny_llava,
+    build_tiny_qwen2_5_vl,
+    build_tiny_qwen2_vl,
+)
 from iqa_lightning.models.lora import add_lora
 from iqa_lightning.models.prompts import NoPrompt, QAdaptPrompt
 from iqa_lightning.models.score import WordScore
@@ -92,9 +96,14 @@ def test_projector_group_and_per_group_learning_rates():
     assert all(p.requires_grad for p in module.backbone.projector().parameters())
 
 
-def test_gate_cross_attention_and_queries_receive_gradients():
-    module = make(lora=None, stage_phases=[phases()[1]])
-    pixels = torch.rand(2, 3, 64, 64)
+ALL_FAMILIES = [build_tiny_llava, build_tiny_qwen2_vl, build_tiny_qwen2_5_vl]
+
+
+@pytest.mark.parametrize("build", ALL_FAMILIES)
+def test_gate_cross_attention_and_queries_receive_gradients(build):
+    module = make(build, lora=None, stage_phases=[phases()[1]])
+    side = module.backbone.image_size
+    pixels = torch.rand(2, 3, side, side)
     module(pixels).sum().backward()
     prompter = module.prompter
     for part in (prompter.gate, prompter.cross_attn, prompter.qformer):
@@ -104,15 +113,52 @@ def test_gate_cross_attention_and_queries_receive_gradients():
     assert all(p.grad is None for p in module.backbone.parameters())
 
 
-def test_prompter_output_depends_on_the_instruction():
-    backbone = build_tiny_llava()
+@pytest.mark.parametrize("build", ALL_FAMILIES)
+def test_prompter_output_depends_on_the_instruction(build):
+    backbone = build()
     prompter = QADAPT(backbone=backbone).eval()
     features = torch.randn(2, 64, backbone.vision_feature_dim)
     with prompter.conditioned(["Rate the quality.", "Rate the quality."]):
         same = prompter.adapt(features)
     with prompter.conditioned(["Rate the quality.", "Which distortion is there?"]):
         other = prompter.adapt(features)
-    assert torch.equal(same[0], other[0]) and not torch.allclose(same[1], other[1])
+    # The two batches pad the instructions to different lengths: the padded positions are masked
+    # out, so image 0 gets the same output up to float rounding, while image 1's changes.
+    torch.testing.assert_close(same[0], other[0], atol=1e-6, rtol=1e-6)
+    assert (same[1] - other[1]).abs().max() > 1e-5
+
+
+@pytest.mark.parametrize("build", ALL_FAMILIES)
+def test_prompter_does_not_depend_on_the_order_of_the_vision_tokens(build):
+    # Qwen2.5-VL hands the merger its patches in window order, not raster order: the prompter
+    # must give each token the same output whatever order the tokens come in.
+    backbone = build()
+    prompter = QADAPT(backbone=backbone).eval()
+    features = torch.randn(1, 64, backbone.vision_feature_dim)
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    with prompter.conditioned(["Rate the quality."]):
+        plain = prompter.adapt(features)
+        shuffled = prompter.adapt(features[:, order])
+    torch.testing.assert_close(shuffled, plain[:, order], atol=1e-5, rtol=1e-5)
+
+
+def test_qwen2_5_vl_feature_width_and_window_order():
+    backbone = build_tiny_qwen2_5_vl()
+    vision = backbone.model.config.vision_config
+    assert not hasattr(vision, "embed_dim")
+    assert backbone.vision_feature_dim == vision.hidden_size
+    seen = []
+
+    def record(features):
+        seen.append(features.detach().clone())
+        return features
+
+    pixels = torch.rand(1, 3, backbone.image_size, backbone.image_size)
+    ids = backbone.encode_prompt("Rate the quality.")
+    with torch.no_grad(), backbone.feature_hook(record):
+        backbone.next_token_logits(pixels, ids)
+    side = backbone.image_size // vision.patch_size
+    assert seen[0].shape == (1, side * side, vision.hidden_size)
 
 
 @pytest.mark.parametrize("build", [build_tiny_llava, build_tiny_qwen2_vl])

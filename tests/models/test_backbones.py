@@ -4,18 +4,96 @@ import torch
 
 from iqa_lightning.models.backbones import (
     build_tiny_llava,
+    build_tiny_qwen2_5_vl,
     build_tiny_qwen2_vl,
     load_llava,
     load_qwen2_vl,
 )
+from iqa_lightning.models.backbones.tokenizer import SPACE
 
 QUESTION = "Rate the technical quality of the image."
 PREFIX = "The quality of the image is"
+BUILDERS = {
+    "llava": build_tiny_llava,
+    "qwen2_vl": build_tiny_qwen2_vl,
+    "qwen2_5_vl": build_tiny_qwen2_5_vl,
+}
+# Every family with its own tokenizer style, and the families with the other style too.
+VARIANTS = [
+    ("llava", "sentencepiece"),
+    ("llava", "byte_level"),
+    ("qwen2_vl", "byte_level"),
+    ("qwen2_vl", "sentencepiece"),
+    ("qwen2_5_vl", "byte_level"),
+]
 
 
-@pytest.fixture(scope="module", params=["llava", "qwen2_vl"])
+@pytest.fixture(scope="module", params=VARIANTS, ids=["-".join(v) for v in VARIANTS])
 def backbone(request):
-    return build_tiny_llava() if request.param == "llava" else build_tiny_qwen2_vl()
+    family, tokenizer = request.param
+    return BUILDERS[family](tokenizer=tokenizer)
+
+
+def _official_conversation(backbone, turns):
+    """A conversation written out by hand in the family's published format."""
+    image = backbone.tokenizer.convert_ids_to_tokens(backbone.image_token_id)
+    image *= backbone.num_image_tokens
+    if backbone.family == "llava":  # LLaVA-1.5 (vicuna_v1): sep " ", sep2 "</s>"
+        text = f"USER: {image}\n{turns[0][0]} ASSISTANT: {turns[0][1]}</s>"
+        return text + "".join(f"USER: {q} ASSISTANT: {a}</s>" for q, a in turns[1:])
+    text = (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        f"<|im_start|>user\n<|vision_start|>{image}<|vision_end|>{turns[0][0]}<|im_end|>\n"
+        f"<|im_start|>assistant\n{turns[0][1]}<|im_end|>\n"
+    )
+    return text + "".join(
+        f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>\n"
+        for q, a in turns[1:]
+    )
+
+
+TURNS = [
+    (QUESTION, "The quality of the image is good."),
+    ("Why?", "The image is sharp, with little noise."),
+]
+
+
+def test_conversation_ids_are_the_official_text_tokenised_as_one(backbone):
+    ids, labels = backbone.encode_conversation(TURNS)
+    assert ids == backbone.tokenizer(_official_conversation(backbone, TURNS)).input_ids
+    assert len(labels) == len(ids)
+
+
+def _labelled_runs(labels):
+    """Runs of consecutive labelled positions."""
+    runs, current = [], []
+    for position, label in enumerate(labels):
+        if label == -100:
+            runs, current = (runs + [current], []) if current else (runs, [])
+        else:
+            current.append(position)
+    return runs + ([current] if current else [])
+
+
+def test_labels_are_each_answer_and_its_end_of_turn(backbone):
+    ids, labels = backbone.encode_conversation(TURNS)
+    assert all(label in (-100, token) for token, label in zip(ids, labels, strict=True))
+    text = _official_conversation(backbone, TURNS)
+    offsets = backbone.tokenizer(text, return_offsets_mapping=True).offset_mapping
+    runs = _labelled_runs(labels)
+    covered = [text[offsets[run[0]][0] : offsets[run[-1]][1]].strip(" ") for run in runs]
+    assert covered == [f"{answer}{backbone.template.answer_end}" for _, answer in TURNS]
+    # An answer never starts with a lone word-boundary token the scoring prompt never shows.
+    first = backbone.tokenizer.convert_ids_to_tokens([ids[run[0]] for run in runs])
+    assert not {SPACE, "\u0120"} & set(first), first
+
+
+def test_scoring_prompt_is_a_prefix_of_the_training_conversation(backbone):
+    # Training teaches exactly the tokens the scoring prompt shows, then the level word.
+    ids, labels = backbone.encode_conversation(TURNS)
+    prompt = backbone.encode_prompt(QUESTION, PREFIX)[0].tolist()
+    assert ids[: len(prompt)] == prompt
+    assert ids[len(prompt)] == backbone.answer_token_id(PREFIX, "good") == labels[len(prompt)]
 
 
 def test_frozen_and_kept_in_eval_mode(backbone):
@@ -45,6 +123,12 @@ def test_batched_equals_one_by_one(backbone):
         both = backbone.next_token_logits(pixels, ids)
         first = backbone.next_token_logits(pixels[:1], ids)
     torch.testing.assert_close(both[:1], first, atol=1e-4, rtol=1e-4)
+
+
+def test_first_answer_token_is_what_the_conversation_starts_the_answer_with(backbone):
+    ids, _ = backbone.encode_conversation([("Which option?", "B")])
+    marker = backbone.encode_prompt("Which option?")[0].tolist()
+    assert ids[len(marker)] == backbone.first_answer_token_id("B")
 
 
 def test_same_seed_builds_the_same_weights():
@@ -100,15 +184,16 @@ def _save(backbone, folder, processor):
     processor.save_pretrained(folder)
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "qwen2_5_vl"])
 def test_real_loading_code_reads_a_local_checkpoint(tmp_path, family, monkeypatch):
     from transformers import CLIPImageProcessorPil, Qwen2VLImageProcessorPil
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    built = BUILDERS[family]()
     if family == "llava":
-        built, processor, load = build_tiny_llava(), CLIPImageProcessorPil(), load_llava
+        processor, load = CLIPImageProcessorPil(), load_llava
     else:
-        built, processor, load = build_tiny_qwen2_vl(), Qwen2VLImageProcessorPil(), load_qwen2_vl
+        processor, load = Qwen2VLImageProcessorPil(), load_qwen2_vl
     _save(built, tmp_path, processor)
     loaded = load(str(tmp_path), image_size=built.image_size, dtype="float32")
     assert type(loaded) is type(built)
@@ -120,6 +205,7 @@ def test_real_loading_code_reads_a_local_checkpoint(tmp_path, family, monkeypatc
             loaded.next_token_logits(pixels, ids), built.next_token_logits(pixels, ids)
         )
     assert not any(p.requires_grad for p in loaded.parameters())
+    assert loaded.encode_conversation(TURNS) == built.encode_conversation(TURNS)
 
 
 def test_missing_local_folder_names_the_key(tmp_path):

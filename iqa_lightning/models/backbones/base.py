@@ -265,8 +265,11 @@ class Backbone(nn.Module):
         enc = self.tokenizer(texts, return_tensors="pt", padding=True)
         return enc.input_ids, enc.attention_mask
 
-    def encode_conversation(self, turns: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
-        """Ids and labels of a conversation about one image; labels are -100 except on answers.
+    def render_conversation(
+        self, turns: Sequence[tuple[str, str]]
+    ) -> tuple[str, list[tuple[int, int]]]:
+        """A conversation about one image as one string in the family's format, and the
+        character spans ``[start, end)`` of each answer (lead, answer text and end-of-turn).
 
         Args:
             turns: ``(question, answer)`` pairs; the image goes with the first question.
@@ -274,21 +277,40 @@ class Backbone(nn.Module):
         if not turns:
             raise ValueError("a conversation needs at least one (question, answer) turn")
         t = self.template
-        ids: list[int] = []
-        labels: list[int] = []
+        text, spans = t.system, []
         for i, (question, answer) in enumerate(turns):
             if i == 0:
-                user = t.system + t.first_user.format(
-                    image=self._image_placeholder(), question=question
-                )
+                text += t.first_user.format(image=self._image_placeholder(), question=question)
             else:
-                user = t.next_user.format(question=question)
-            user_ids = self.tokenizer(user, add_special_tokens=i == 0).input_ids
-            answer_ids = self.tokenizer(
-                t.answer_lead + answer + t.answer_end, add_special_tokens=False
-            ).input_ids
-            ids += user_ids + answer_ids
-            labels += [-100] * len(user_ids) + answer_ids
+                text += t.next_user.format(question=question)
+            start = len(text)
+            text += t.answer_lead + answer + t.answer_end
+            spans.append((start, len(text)))
+        return text, spans
+
+    def encode_conversation(self, turns: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
+        """Ids and labels of a conversation about one image; labels are -100 except on answers.
+
+        The whole conversation is tokenised as one string, so its ids are exactly what the
+        tokenizer makes of the rendered text (a SentencePiece tokenizer does not see each answer
+        as a new text that starts with a lone ``▁``), and a token is labelled when its characters
+        lie in an answer span: each answer's tokens and its end-of-turn token.
+
+        Args:
+            turns: ``(question, answer)`` pairs; the image goes with the first question.
+        """
+        text, spans = self.render_conversation(turns)
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise TypeError(
+                f"{type(self).__name__}: labelling answers needs a fast tokenizer (character "
+                f"offsets); {type(self.tokenizer).__name__} is not one"
+            )
+        enc = self.tokenizer(text, return_offsets_mapping=True)
+        ids = list(enc.input_ids)
+        labels = [
+            token if end > begin and any(s < end and begin < e for s, e in spans) else -100
+            for token, (begin, end) in zip(ids, enc.offset_mapping, strict=True)
+        ]
         self._check_image_tokens(torch.tensor(ids))
         return ids, labels
 

@@ -104,7 +104,9 @@ class Qwen2VLBackbone(Backbone):
 
     @property
     def vision_feature_dim(self) -> int:
-        return self.model.config.vision_config.embed_dim
+        # The merger's input width: ``embed_dim`` in Qwen2-VL's vision config, ``hidden_size``
+        # in Qwen2.5-VL's (whose ``embed_dim`` does not exist); read it off the merger's norm.
+        return int(self.projector().ln_q.weight.shape[0])
 
     def pixel_inputs(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         vision = self.model.config.vision_config

@@ -1,8 +1,10 @@
 """Tiny random backbones built from ``transformers`` configs, for tests and the demo.
 
 They use the real model classes (``LlavaForConditionalGeneration``,
-``Qwen2VLForConditionalGeneration``) at a few layers and tens of channels, with a tokenizer built
-locally, so every code path of the real families runs with no download. Weights are drawn from
+``Qwen2VLForConditionalGeneration``, ``Qwen2_5_VLForConditionalGeneration``) at a few layers and
+tens of channels, with a tokenizer built locally in the family's own style (SentencePiece for
+LLaVA's LLaMA, byte-level BPE for Qwen; either can be chosen with ``tokenizer=``), so every code
+path of the real families runs with no download. Weights are drawn from
 a fixed seed: the same call always builds the same frozen model, so a run folder that stores only
 the trainable parameters can be re-evaluated later.
 """
@@ -32,6 +34,7 @@ def build_tiny_llava(
     num_layers: int = 2,
     seed: int = 0,
     gradient_checkpointing: bool = False,
+    tokenizer: str = "sentencepiece",
 ) -> LlavaBackbone:
     """A random LLaVA (CLIP vision tower + Llama LM) a few MB in size.
 
@@ -42,6 +45,7 @@ def build_tiny_llava(
         num_layers: Layers in each tower.
         seed: Weight initialisation seed.
         gradient_checkpointing: Recompute block activations in the backward pass.
+        tokenizer: ``sentencepiece`` (LLaMA's style, as LLaVA ships it) or ``byte_level``.
     """
     from transformers import (
         CLIPVisionConfig,
@@ -50,7 +54,7 @@ def build_tiny_llava(
         LlavaForConditionalGeneration,
     )
 
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = build_tiny_tokenizer(kind=tokenizer)
     vision = CLIPVisionConfig(
         hidden_size=hidden_size // 2,
         intermediate_size=hidden_size,
@@ -84,12 +88,45 @@ def build_tiny_llava(
     return backbone.set_gradient_checkpointing(gradient_checkpointing)
 
 
+def _qwen_text_config(tokenizer, hidden_size: int, num_layers: int) -> dict:
+    heads = 4
+    half_head = hidden_size // heads // 2
+    section = [half_head - 2 * (half_head // 3), half_head // 3, half_head // 3]
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": section,
+        },
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+
+
+def _qwen_special_ids(tokenizer) -> dict:
+    return {
+        "image_token_id": tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        "video_token_id": tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        "vision_start_token_id": tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+    }
+
+
 def build_tiny_qwen2_vl(
     image_size: int = 112,
     hidden_size: int = 64,
     num_layers: int = 2,
     seed: int = 0,
     gradient_checkpointing: bool = False,
+    tokenizer: str = "byte_level",
 ) -> Qwen2VLBackbone:
     """A random Qwen2-VL (14-px patches, 2x2 merge, M-RoPE) a few MB in size.
 
@@ -99,13 +136,11 @@ def build_tiny_qwen2_vl(
         num_layers: Layers in each tower.
         seed: Weight initialisation seed.
         gradient_checkpointing: Recompute block activations in the backward pass.
+        tokenizer: ``byte_level`` (Qwen's style) or ``sentencepiece``.
     """
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    tokenizer = build_tiny_tokenizer()
-    heads = 4
-    half_head = hidden_size // heads // 2
-    section = [half_head - 2 * (half_head // 3), half_head // 3, half_head // 3]
+    tokenizer = build_tiny_tokenizer(kind=tokenizer)
     config = Qwen2VLConfig(
         vision_config={
             "depth": num_layers,
@@ -117,28 +152,53 @@ def build_tiny_qwen2_vl(
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
         },
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": num_layers,
-            "num_attention_heads": heads,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 1024,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "mrope_section": section,
-            },
-            "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-        },
-        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
-        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
-        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
-        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+        text_config=_qwen_text_config(tokenizer, hidden_size, num_layers),
+        **_qwen_special_ids(tokenizer),
     )
     model = _seeded(lambda: Qwen2VLForConditionalGeneration(config), seed)
+    backbone = Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD)
+    return backbone.set_gradient_checkpointing(gradient_checkpointing)
+
+
+def build_tiny_qwen2_5_vl(
+    image_size: int = 112,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    seed: int = 0,
+    gradient_checkpointing: bool = False,
+    tokenizer: str = "byte_level",
+) -> Qwen2VLBackbone:
+    """A random Qwen2.5-VL a few MB in size: windowed vision attention (one full-attention
+    block), RMSNorm + SwiGLU vision blocks whose width is ``vision_config.hidden_size``.
+
+    Args:
+        image_size: Input side, a multiple of 28; ``(image_size / 28)**2`` image tokens.
+        hidden_size: Language model width (the vision tower is half as wide).
+        num_layers: Layers in each tower; the last vision block attends over the whole image.
+        seed: Weight initialisation seed.
+        gradient_checkpointing: Recompute block activations in the backward pass.
+        tokenizer: ``byte_level`` (Qwen's style) or ``sentencepiece``.
+    """
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = build_tiny_tokenizer(kind=tokenizer)
+    config = Qwen2_5_VLConfig(
+        vision_config={
+            "depth": num_layers,
+            "hidden_size": hidden_size // 2,
+            "intermediate_size": hidden_size,
+            "out_hidden_size": hidden_size,
+            "num_heads": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            # 56 px windows: a 112 px image has 2x2 windows, so window order != raster order.
+            "window_size": 56,
+            "fullatt_block_indexes": [num_layers - 1],
+        },
+        text_config=_qwen_text_config(tokenizer, hidden_size, num_layers),
+        **_qwen_special_ids(tokenizer),
+    )
+    model = _seeded(lambda: Qwen2_5_VLForConditionalGeneration(config), seed)
     backbone = Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD)
     return backbone.set_gradient_checkpointing(gradient_checkpointing)

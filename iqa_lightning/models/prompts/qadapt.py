@@ -12,6 +12,14 @@ Two parts adapt the frozen vision features to each instruction, before the proje
 
 The prompter reaches the features through :meth:`Backbone.feature_hook`, so no family's forward
 is copied; its parameters form the ``prompter`` group.
+
+Token order. Qwen2.5-VL hands its merger the patches of each image in window order (grouped by
+attention window), not in raster order, and restores raster order only after the merger. Neither
+part depends on that order: the V-T Generator's queries cross-attend to the vision features as
+keys and values with no position embedding (attention is invariant to a permutation of its keys),
+and the T-V Prompter treats each visual token on its own (its attention over the queries, the
+gate and the residual are per token, so permuting the tokens permutes the outputs). A test checks
+both on every family.
 """
 
 from __future__ import annotations
