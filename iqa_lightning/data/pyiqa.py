@@ -8,8 +8,9 @@ meta-info CSV, ``meta_info_<Name>Dataset.csv``, which it reads by column positio
 - full-reference files: ``ref_name, dist_name, mos, ...`` (e.g. ``ref_name,dist_name,dmos`` for
   CSIQ, ``hq_name,dist_name,elo_score`` for PIPAL).
 
-Columns whose name contains ``split`` give each image a split name: ``official_split`` (the
-dataset's own split; KonIQ's older file calls it ``split``) and seeded splits named like
+Columns whose name contains ``split`` give each image a split name: ``official_split`` or
+``split`` (the dataset's own split; KonIQ-10k's file calls it ``split`` and stores codes, see
+:attr:`PyiqaLayoutDataModule.pyiqa_split_codes`) and seeded splits named like
 ``ratio802_seed123_split_01``. pyiqa's older releases keep splits in pickles instead (e.g.
 ``live_123.pkl``, ``koniq10k_official.pkl``): ``{split_index: {"train": [...], "val": [...],
 "test": [...]}}`` of 0-based row indices of the meta-info file, split indices counted from 1,
@@ -75,6 +76,9 @@ class PyiqaLayoutDataModule(IQADataModule):
     pyiqa_meta_names: tuple[str, ...] = ()
     #: ``"nr"`` or ``"fr"``: the column order of the meta-info file.
     pyiqa_kind: str = "nr"
+    #: Codes the dataset's meta-info file uses for split names in its split columns (e.g.
+    #: KonIQ-10k's ``0`` / ``1`` / ``2``), mapped to ``train`` / ``val`` / ``test``.
+    pyiqa_split_codes: dict[str, str] = {}
 
     def __init__(
         self,
@@ -241,7 +245,7 @@ class PyiqaLayoutDataModule(IQADataModule):
                     f"{path}: has no split column '{self.split_column}' (dataset.split_column); "
                     f"its split columns are {[c for c in header if 'split' in c]}"
                 )
-            phases = [row.values[self.split_column] or None for row in rows]
+            phases = [self.split_name(row.values[self.split_column]) for row in rows]
         elif self.split == "pyiqa":
             folders = [*self._meta_dirs(), self.root / "train_split_info"]
             folders.append(self.root.parent / "train_split_info")
@@ -255,7 +259,7 @@ class PyiqaLayoutDataModule(IQADataModule):
             if phases is not None and phase is None:
                 continue
             record = self.pyiqa_record(row)
-            official_split = (row.values[official] or None) if official else None
+            official_split = self.split_name(row.values[official]) if official else None
             records.append(replace(record, official_split=official_split, pyiqa_split=phase))
         if len(records) < len(rows):
             logger.info(
@@ -266,6 +270,12 @@ class PyiqaLayoutDataModule(IQADataModule):
                 path,
             )
         return records
+
+    def split_name(self, value: str) -> str | None:
+        """A split cell of the meta-info file as a split name: a code of
+        :attr:`pyiqa_split_codes` becomes its name, an empty cell None, any other text stays."""
+        value = value.strip()
+        return self.pyiqa_split_codes.get(value, value) or None
 
     def _meta_names(self) -> list[str]:
         return list(self.pyiqa_meta_names) if self.meta_file == "auto" else [self.meta_file]

@@ -21,6 +21,8 @@ from .fixtures import _write_csv, write_agiqa, write_image, write_kadid, write_k
 
 __all__ = [
     "CSIQ_REFS",
+    "KONIQ_PYIQA_CODES",
+    "KONIQ_PYIQA_VERSIONS",
     "SPLIT_COLUMN",
     "pyiqa_phase",
     "write_clive",
@@ -292,26 +294,45 @@ def write_pipal(
     return root
 
 
-def write_pyiqa_koniq(
-    root: str | os.PathLike, n_images: int = 30, old_column: bool = False
-) -> Path:
-    """KonIQ-10k in pyiqa's layout: ``512x384/`` and ``meta_info_KonIQ10kDataset.csv``
-    (``img_name,mos,std,official_split,...``; ``split`` with ``old_column``, values
-    training/validation/test) and ``koniq10k_official.pkl``. Same images and 1-100 scores as
-    :func:`~tests.data.fixtures.write_koniq`."""
+#: The split values of the meta-info file versions :func:`write_pyiqa_koniq` can write.
+KONIQ_PYIQA_VERSIONS = ("codes", "names", "official_split")
+#: pyiqa's KonIQ-10k split codes (``scripts/process_koniq10k.py``): the authors' set names.
+KONIQ_PYIQA_CODES = {"training": "0", "validation": "1", "test": "2"}
+
+
+def write_pyiqa_koniq(root: str | os.PathLike, n_images: int = 30, version: str = "codes") -> Path:
+    """KonIQ-10k in pyiqa's layout: ``512x384/``, ``meta_info_KonIQ10kDataset.csv`` and
+    ``koniq10k_official.pkl``. Same images and 1-100 scores as
+    :func:`~tests.data.fixtures.write_koniq`.
+
+    The meta-info file is written as pyiqa's ``scripts/process_koniq10k.py`` writes it: header
+    ``img_name,mos,std,split,c1,c2,c3,c4,c5,c_total`` (``MOS``, ``SD`` and ``set`` of the
+    authors' sets file, then the rating fractions and the count), CRLF line ends.
+
+    Args:
+        root: Dataset root.
+        n_images: Number of images.
+        version: The ``split`` values: ``"codes"`` (pyiqa's current file: ``0`` / ``1`` / ``2``
+            for training / validation / test), ``"names"`` (an earlier pyiqa file: the set names
+            training / validation / test) or ``"official_split"`` (an ``official_split`` column
+            of train / val / test after ``std``, as pyiqa-style files of other datasets have).
+    """
+    if version not in KONIQ_PYIQA_VERSIONS:
+        raise ValueError(f"version must be one of {KONIQ_PYIQA_VERSIONS}, got {version!r}")
     root = write_koniq(root, n_images, with_sets=True, image_dir="512x384")
     published = _take_rows(root / "koniq10k_distributions_sets.csv")
-    column = "split" if old_column else "official_split"
+    column = "official_split" if version == "official_split" else "split"
     header = ["img_name", "mos", "std", column, "c1", "c2", "c3", "c4", "c5", "c_total"]
     phase = {"training": "train", "validation": "val", "test": "test"}
-    values = [row["set"] if old_column else phase[row["set"]] for row in published]
+    value = {"codes": KONIQ_PYIQA_CODES, "names": {s: s for s in phase}, "official_split": phase}
     meta = [
-        [row["image_name"], row["MOS"], row["SD"], v, *"00000", "100"]
-        for row, v in zip(published, values, strict=True)
+        [row["image_name"], row["MOS"], row["SD"], value[version][row["set"]]]
+        + [row[c] for c in ("c1", "c2", "c3", "c4", "c5", "c_total")]
+        for row in published
     ]
     keys = [row[0] for row in meta]
     _write_pyiqa(root, "meta_info_KonIQ10kDataset.csv", header, meta, column=None)
-    official = [phase.get(v, v) for v in values]
+    official = [phase[row["set"]] for row in published]
     write_split_pickle(root.parent / "meta_info" / "koniq10k_official.pkl", keys, official=official)
     return root
 

@@ -13,6 +13,7 @@ from iqa_lightning.data import (
     LIVEDataModule,
     PIPALDataModule,
     SPAQDataModule,
+    SplitError,
     TID2013DataModule,
     read_meta_info,
     read_split_pickle,
@@ -20,6 +21,8 @@ from iqa_lightning.data import (
 
 from .fixtures import koniq_set_of, write_kadid
 from .fixtures_more import (
+    KONIQ_PYIQA_CODES,
+    KONIQ_PYIQA_VERSIONS,
     pyiqa_phase,
     write_live,
     write_pyiqa_agiqa,
@@ -226,9 +229,9 @@ def test_config_errors(kwargs, match):
 # --- KonIQ, KADID, AGIQA in pyiqa's layout ---------------------------------------------------
 
 
-@pytest.mark.parametrize("old_column", [False, True])
-def test_koniq_official_split_from_meta_file(tmp_path, old_column):
-    root = write_pyiqa_koniq(tmp_path / "koniq10k", n_images=30, old_column=old_column)
+@pytest.mark.parametrize("version", KONIQ_PYIQA_VERSIONS)
+def test_koniq_official_split_from_meta_file(tmp_path, version):
+    root = write_pyiqa_koniq(tmp_path / "koniq10k", n_images=30, version=version)
     dm = make(KonIQDataModule, root)
     assert dm.resolved_layout == "pyiqa"
     assert dm.num_records == {"train": 21, "val": 3, "test": 6}
@@ -239,8 +242,44 @@ def test_koniq_official_split_from_meta_file(tmp_path, old_column):
     assert dict(dm.split_table()) == {n: phase[koniq_set_of(i)] for i, n in enumerate(names)}
 
 
-def test_koniq_split_column_and_official_pickle_agree(tmp_path):
+def test_koniq_meta_file_is_pyiqas_real_format(tmp_path):
+    root = write_pyiqa_koniq(tmp_path / "koniq10k", n_images=10)
+    raw = (root.parent / "meta_info" / "meta_info_KonIQ10kDataset.csv").read_bytes()
+    assert raw.startswith(b"img_name,mos,std,split,c1,c2,c3,c4,c5,c_total\r\n")
+    codes = [line.split(b",")[3] for line in raw.splitlines()[1:]]
+    assert set(codes) == {b"0", b"1", b"2"}
+
+
+def test_koniq_split_codes_map_to_the_official_sets(tmp_path):
+    # pyiqa's scripts/process_koniq10k.py: training -> 0, validation -> 1, test -> 2; on the
+    # full file that gives the authors' 7058 / 1000 / 2015 images.
+    assert KONIQ_PYIQA_CODES == {"training": "0", "validation": "1", "test": "2"}
+    assert KonIQDataModule.pyiqa_split_codes == {"0": "train", "1": "val", "2": "test"}
+    root = write_pyiqa_koniq(tmp_path / "koniq10k", n_images=100)
+    dm = make(KonIQDataModule, root)
+    assert dm.num_records == {"train": 70, "val": 10, "test": 20}
+    assert {r.official_split for r in dm.records()} == {"train", "val", "test"}
+
+
+def test_koniq_split_column_with_codes_as_a_pyiqa_split(tmp_path):
     root = write_pyiqa_koniq(tmp_path / "koniq10k", n_images=30)
+    column = make(KonIQDataModule, root, split="pyiqa", split_column="split")
+    official = make(KonIQDataModule, root)
+    assert column.split_table() == official.split_table()
+
+
+def test_codes_of_another_dataset_are_not_guessed(tmp_path):
+    root = write_pyiqa_koniq(tmp_path / "koniq10k", n_images=30)
+
+    class NoCodes(KonIQDataModule):
+        pyiqa_split_codes = {}
+
+    with pytest.raises(SplitError, match="unknown official split '0'"):
+        make(NoCodes, root)
+
+
+def test_koniq_split_column_and_official_pickle_agree(tmp_path):
+    root = write_pyiqa_koniq(tmp_path / "koniq10k", n_images=30, version="official_split")
     column = make(KonIQDataModule, root, split="pyiqa", split_column="official_split")
     pickled = make(KonIQDataModule, root, split="pyiqa", split_file="koniq10k_official.pkl")
     official = make(KonIQDataModule, root)

@@ -15,9 +15,11 @@ By default (``score_column="auto"``) the module reads the 1-100 score from eithe
 ``mos_range`` is (1, 100) in both cases; pass ``score_column="MOS"`` together with
 ``mos_range=(1, 5)`` to train on the raw 1-5 mean of the scores file.
 
-pyiqa layout: ``meta_info_KonIQ10kDataset.csv`` (``img_name,mos,...`` with ``mos`` on the 1-100
-scale and the official split in ``official_split``, or ``split`` in older files) with an image
-folder as above.
+pyiqa layout: ``meta_info_KonIQ10kDataset.csv`` (``img_name,mos,std,split,c1,...,c5,c_total``,
+``mos`` on the 1-100 scale) with an image folder as above. pyiqa's ``split`` column codes the
+official sets: ``0`` training (7058 images), ``1`` validation (1000), ``2`` test (2015), as its
+``scripts/process_koniq10k.py`` writes them from the authors' ``set`` column; an earlier pyiqa
+file wrote the set names instead, and an ``official_split`` column is read the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = ["KonIQDataModule"]
 KONIQ_SETS_FILE = "koniq10k_distributions_sets.csv"
 KONIQ_SCORES_FILE = "koniq10k_scores_and_distributions.csv"
 KONIQ_IMAGE_DIRS = ("512x384", "1024x768")
+#: pyiqa's codes for the official sets in the ``split`` column of its meta-info file.
+KONIQ_PYIQA_SPLIT_CODES = {"0": "train", "1": "val", "2": "test"}
 _AUTO_SCORE_COLUMN = {KONIQ_SETS_FILE: "MOS", KONIQ_SCORES_FILE: "MOS_zscore"}
 
 
@@ -57,6 +61,7 @@ class KonIQDataModule(PyiqaLayoutDataModule):
 
     pyiqa_meta_names = ("meta_info_KonIQ10kDataset.csv",)
     pyiqa_kind = "nr"
+    pyiqa_split_codes = KONIQ_PYIQA_SPLIT_CODES
 
     def __init__(
         self,
