@@ -29,6 +29,7 @@ from .cache import make_image_cache
 from .dataset import IQAImageDataset, LabelledImage, make_loader
 from .images import image_problems
 from .records import ImageRecord, write_csv
+from .split_files import DEFAULT_SPLIT_COLUMN, resolve_split_file, split_from_file
 from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios
 
 __all__ = ["IQADataModule", "IQAImageDataset", "LabelledImage"]
@@ -47,7 +48,8 @@ class IQADataModule(L.LightningDataModule, ABC):
         image_size: Side of the square images fed to the model.
         mos_range: (lo, hi) of the score scale in the annotation file.
         higher_better: False for DMOS-like scores; targets are then flipped.
-        split: Split strategy: official, reference_disjoint, random or per_image_leaky.
+        split: Split strategy: official, reference_disjoint, random, per_image_leaky, pyiqa or
+            column (see :mod:`.splits`).
         split_ratios: (train, val, test) fractions for the seeded strategies.
         seed: Seed for the split and the training shuffle.
         batch_size: Training batch size.
@@ -59,6 +61,14 @@ class IQADataModule(L.LightningDataModule, ABC):
         name: Short dataset name used in logs and run folders.
         cache: Resize each image once, store it (uint8) and reuse it (:mod:`.cache`).
         cache_dir: Folder of that cache; ``None``: :func:`.cache.default_cache_dir`.
+        split_file: With ``split="column"``: a label file with a split column (CSV or
+            ``.xlsx``), e.g. ``split_kadid10k.csv``; a path, or a name in ``root``.
+            (:class:`~.pyiqa.PyiqaLayoutDataModule` also takes a pyiqa split pickle here for
+            ``split="pyiqa"``.)
+        split_column: With ``split="column"``: the split column of ``split_file``
+            (default ``split``). (With ``split="pyiqa"``: a split column of pyiqa's file.)
+        split_image_column: With ``split="column"``: the column of ``split_file`` holding the
+            image names; None: the column that matches the most image names.
     """
 
     def __init__(
@@ -78,6 +88,9 @@ class IQADataModule(L.LightningDataModule, ABC):
         name: str = "iqa",
         cache: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        split_file: str | os.PathLike | None = None,
+        split_column: str | None = None,
+        split_image_column: str | None = None,
     ):
         super().__init__()
         self.root = None if root is None else Path(os.path.expanduser(str(root)))
@@ -89,6 +102,10 @@ class IQADataModule(L.LightningDataModule, ABC):
                 f"dataset.split must be one of {list(SPLIT_STRATEGIES)}, got {split!r}"
             )
         self.split = split
+        _check_split_keys(split, split_file, split_column, split_image_column)
+        self.split_file = split_file
+        self.split_column = split_column
+        self.split_image_column = split_image_column
         self.split_ratios = check_ratios(split_ratios)
         self.seed = _integer(seed, "seed", minimum=None)
         self.batch_size = _positive_int(batch_size, "batch_size")
@@ -126,7 +143,7 @@ class IQADataModule(L.LightningDataModule, ABC):
             )
         _check_unique_ids(records)
         self._check_mos(records)
-        assignment = assign_splits(records, self.split, self.split_ratios, self.seed)
+        assignment = self.assign(records)
         skipped = self._find_bad_images(records)
         bad = {image_id for image_id, _, _ in skipped}
         kept = [r for r in records if r.image_id not in bad]
@@ -150,6 +167,14 @@ class IQADataModule(L.LightningDataModule, ABC):
             self.split,
             self.seed,
         )
+
+    def assign(self, records: Sequence[ImageRecord]) -> dict[str, str]:
+        """Each record's split (``image_id`` to train / val / test) by ``split``."""
+        if self.split == "column":
+            path = resolve_split_file(self.split_file, self.root)
+            column = self.split_column or DEFAULT_SPLIT_COLUMN
+            return split_from_file(records, path, column, self.split_image_column, self.name)
+        return assign_splits(records, self.split, self.split_ratios, self.seed)
 
     def check_root(self) -> None:
         """Raise a clear error when the dataset folder is not set or does not exist."""
@@ -302,6 +327,25 @@ def _check_unique_ids(records: Sequence[ImageRecord]) -> None:
         if record.image_id in seen:
             raise ValueError(f"duplicate image id '{record.image_id}' in the dataset records")
         seen.add(record.image_id)
+
+
+def _check_split_keys(split, split_file, split_column, split_image_column) -> None:
+    if split == "column" and not split_file:
+        raise ValueError(
+            "dataset.split=column needs dataset.split_file: a label file with a split column "
+            "(e.g. split_kadid10k.csv), and dataset.split_column if that column is not 'split'"
+        )
+    if split_image_column and split != "column":
+        raise ValueError(
+            f"dataset.split_image_column applies to dataset.split=column (now {split!r}); "
+            "leave it null"
+        )
+    if split not in ("column", "pyiqa") and (split_file or split_column):
+        raise ValueError(
+            "dataset.split_file / dataset.split_column select a split file with a split "
+            "column or a pyiqa split; set dataset.split=column or dataset.split=pyiqa "
+            f"(now {split!r}), or leave them null"
+        )
 
 
 def _check_split_name(split: str) -> None:

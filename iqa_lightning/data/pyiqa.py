@@ -65,9 +65,11 @@ class PyiqaLayoutDataModule(IQADataModule):
             Relative names are looked for in ``root``, ``root/meta_info`` and
             ``root/../meta_info`` (pyiqa keeps them in ``datasets/meta_info``).
         split_column: With ``split="pyiqa"``: the meta-info column to split by, e.g.
-            ``official_split`` or ``ratio802_seed123_split_01``.
+            ``official_split`` or ``ratio802_seed123_split_01``. With ``split="column"``: the
+            split column of ``split_file`` (see :class:`~.base.IQADataModule`).
         split_file: With ``split="pyiqa"``: a pyiqa split pickle, e.g. ``live_123.pkl``; relative
-            names are also looked for in ``train_split_info`` folders.
+            names are also looked for in ``train_split_info`` folders. With
+            ``split="column"``: a label file with a split column.
         split_index: The split of ``split_file`` to use (pyiqa counts from 1).
         **kwargs: :class:`~iqa_lightning.data.base.IQADataModule` arguments.
     """
@@ -90,15 +92,15 @@ class PyiqaLayoutDataModule(IQADataModule):
         split_index: int = 1,
         **kwargs,
     ):
-        super().__init__(root=root, **kwargs)
+        super().__init__(root=root, split_column=split_column, split_file=split_file, **kwargs)
         if layout not in LAYOUTS:
             raise ValueError(f"dataset.layout must be one of {list(LAYOUTS)}, got {layout!r}")
-        if split_column and split_file:
-            raise ValueError(
-                "set only one of dataset.split_column and dataset.split_file, got "
-                f"{split_column!r} and {split_file!r}"
-            )
         if self.split == "pyiqa":
+            if split_column and split_file:
+                raise ValueError(
+                    "set only one of dataset.split_column and dataset.split_file, got "
+                    f"{split_column!r} and {split_file!r}"
+                )
             if not (split_column or split_file):
                 raise ValueError(
                     "dataset.split=pyiqa needs dataset.split_column (a split column of pyiqa's "
@@ -110,17 +112,10 @@ class PyiqaLayoutDataModule(IQADataModule):
                     "dataset.split=pyiqa indexes pyiqa's meta-info file; use dataset.layout="
                     "pyiqa or auto"
                 )
-        elif split_column or split_file:
-            raise ValueError(
-                "dataset.split_column / dataset.split_file select a pyiqa split; set "
-                f"dataset.split=pyiqa (now {self.split!r}) or leave them null"
-            )
         if isinstance(split_index, bool) or not isinstance(split_index, int):
             raise ValueError(f"dataset.split_index must be an integer, got {split_index!r}")
         self.layout = layout
         self.meta_file = meta_file
-        self.split_column = split_column
-        self.split_file = split_file
         self.split_index = split_index
         self.resolved_layout: str | None = None
 

@@ -16,6 +16,9 @@ Strategies (the ``split`` argument, config key ``dataset.split``):
   That held-out part becomes ``test``, and ``val`` is carved out of pyiqa's train part with the
   seed and the val share of the ratios (by reference when every image has one), so the test
   set is exactly the one published pyiqa numbers are computed on.
+- ``column``: the split a label file with a split column gives each image (config keys
+  ``dataset.split_file``, ``dataset.split_column``, ``dataset.split_image_column``), read by
+  :func:`~iqa_lightning.data.split_files.split_from_file`.
 
 The assignment depends only on the set of image ids / reference ids, the ratios and the seed,
 never on the order of rows in the annotation file.
@@ -42,7 +45,14 @@ __all__ = [
 logger = logging.getLogger("iqa_lightning.data")
 
 SPLIT_NAMES = ("train", "val", "test")
-SPLIT_STRATEGIES = ("official", "reference_disjoint", "random", "per_image_leaky", "pyiqa")
+SPLIT_STRATEGIES = (
+    "official",
+    "reference_disjoint",
+    "random",
+    "per_image_leaky",
+    "pyiqa",
+    "column",
+)
 OFFICIAL_SPLIT_NAMES = {
     "train": "train",
     "training": "train",
@@ -115,6 +125,8 @@ def assign_splits(
         raise SplitError(f"dataset.split must be one of {list(SPLIT_STRATEGIES)}, got {split!r}")
     if not records:
         raise SplitError("no records to split (the dataset is empty)")
+    if split == "column":
+        raise SplitError("dataset.split=column reads a split file: use split_files.split_from_file")
     if split == "official":
         assignment = _official(records)
         _check_non_empty(assignment, split, unit="images", hint="use dataset.split=random")

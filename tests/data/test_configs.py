@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 from iqa_lightning.data import IQADataModule
 
 from .fixtures import write_agiqa, write_kadid, write_koniq
+from .fixtures_files import write_split_csv
 from .fixtures_more import (
     write_clive,
     write_csiq,
@@ -102,3 +103,16 @@ def test_missing_root_from_config_names_the_key(tmp_path):
     dm = instantiate(compose("kadid", tmp_path).dataset)
     with pytest.raises(FileNotFoundError, match=r"dataset\.root"):
         dm.setup("fit")
+
+
+@pytest.mark.parametrize("name,labels", [("kadid", "dmos.csv"), ("agiqa", "data.csv")])
+def test_config_selects_a_split_file(tmp_path, name, labels):
+    folder, writer = WRITERS[name]
+    root = writer(tmp_path / "data" / folder)
+    split_file = write_split_csv(root / labels, tmp_path / f"split_{name}.csv")
+    config = compose(name, tmp_path)
+    config.dataset.update(num_workers=0, split="column", split_file=str(split_file))
+    dm = instantiate(config.dataset)
+    dm.setup("fit")
+    assert dm.split == "column" and len(dm.split_table()) == sum(dm.num_records.values())
+    assert {s for _, s in dm.split_table()} == {"train", "val", "test"}

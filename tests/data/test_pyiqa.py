@@ -214,7 +214,7 @@ def test_split_pyiqa_reads_the_meta_file_even_with_published_files(tmp_path):
     "kwargs,match",
     [
         ({"split": "pyiqa"}, "needs dataset.split_column"),
-        ({"split_column": "official_split"}, "set dataset.split=pyiqa"),
+        ({"split_column": "official_split"}, "split=column or dataset.split=pyiqa"),
         ({"split": "pyiqa", "split_column": "a", "split_file": "b.pkl"}, "only one of"),
         ({"split": "pyiqa", "split_column": "a", "layout": "published"}, "layout=pyiqa or auto"),
         ({"layout": "pyiqa_v2"}, r"dataset.layout must be one of \['auto', 'published', 'pyiqa'\]"),
