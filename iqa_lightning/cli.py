@@ -35,6 +35,7 @@ from typing import Any
 
 __all__ = [
     "ERROR_FILE",
+    "USER_ERROR_TYPES",
     "ConfigError",
     "close_experiment_loggers",
     "debug_requested",
@@ -60,11 +61,22 @@ def debug_requested() -> bool:
     return any(os.environ.get(name, "") not in ("", "0") for name in DEBUG_ENV)
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from iqa_lightning.data import AnnotationError, ImageLoadError, SplitError
-    from iqa_lightning.data.instruct.conversations import InstructFormatError
+# The project's own error types, by name: matching on the class keeps this module free of
+# heavy imports (torch) on the error path.
+USER_ERROR_TYPES = (
+    "ConfigError",
+    "AnnotationError",
+    "ImageLoadError",
+    "SplitError",
+    "InstructFormatError",
+)
 
-    return (ConfigError, AnnotationError, ImageLoadError, SplitError, InstructFormatError)
+
+def _is_project_error_type(exc: BaseException) -> bool:
+    return any(
+        cls.__name__ in USER_ERROR_TYPES and cls.__module__.startswith("iqa_lightning")
+        for cls in type(exc).__mro__
+    )
 
 
 def _raised_in_package(exc: BaseException) -> bool:
@@ -92,7 +104,7 @@ def user_error(exc: BaseException) -> BaseException | None:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, _user_error_types()):
+        if _is_project_error_type(exc):
             return exc
         if isinstance(exc, (ValueError, FileNotFoundError)) and _raised_in_package(exc):
             return exc

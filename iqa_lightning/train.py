@@ -20,20 +20,64 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from iqa_lightning.cli import report_user_errors
+from iqa_lightning.cli import ConfigError, report_user_errors
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 log = logging.getLogger("iqa_lightning")
 
 
+def sweep_job() -> dict[str, Any] | None:
+    """The multirun job this process runs: sweep folder name, job number, its overrides.
+
+    Returns None for a single run (or outside Hydra).
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    overrides = {}
+    for item in hc.overrides.task:
+        key, _, value = str(item).partition("=")
+        overrides[key.lstrip("+~")] = value
+    return {"sweep": Path(str(hc.sweep.dir)).name, "num": int(hc.job.num), "overrides": overrides}
+
+
+def _tag(text: str) -> str:
+    return text if len(text) <= 64 else text[:61] + "..."  # W&B's limit on a tag
+
+
 def build_loggers(cfg: DictConfig) -> list:
-    """Instantiate every logger of the ``logger`` group and give each the composed config."""
+    """Instantiate every logger of the ``logger`` group and give each the composed config.
+
+    In a multirun, a W&B run joins the group named after the sweep folder, and carries the
+    job's overrides as tags (``prompt=padding``) and as config keys (``sweep.prompt``), so the
+    W&B table groups the runs of one sweep by any swept value.
+    """
     from hydra.utils import instantiate
 
+    job = sweep_job()
     specs = (cfg.get("logger") or {}).get("loggers") or {}
-    loggers = [instantiate(spec) for spec in specs.values() if spec is not None]
+    loggers = []
+    for spec in specs.values():
+        if spec is None:
+            continue
+        extra = {}
+        if job is not None and str(spec.get("_target_", "")).endswith("WandbLogger"):
+            tags = list(spec.get("tags") or [])
+            tags += [_tag(f"{k}={v}") for k, v in job["overrides"].items()]
+            extra = {"tags": list(dict.fromkeys(tags))}
+            if spec.get("group") is None:
+                extra["group"] = job["sweep"]
+        loggers.append(instantiate(spec, **extra))
     config = OmegaConf.to_container(cfg, resolve=True)
+    if job is not None:
+        config["sweep"] = {"name": job["sweep"], "job": job["num"], **job["overrides"]}
     for logger in loggers:
         logger.log_hyperparams(config)
     return loggers
@@ -136,15 +180,70 @@ def build_datamodule(cfg: DictConfig):
     return datamodule
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Refuse config values that would give a run that trains nothing, before anything is built.
+
+    Raises:
+        ConfigError: ``trainer.max_epochs`` below 1 (``-1``, Lightning's "no limit", only with
+            ``trainer.max_steps``), or a ``stage.phases`` schedule whose fixed-length phases use
+            up every epoch, so that a later phase never trains.
+    """
+    trainer = cfg.get("trainer") or {}
+    if trainer.get("fast_dev_run"):
+        return
+    max_epochs = trainer.get("max_epochs")
+    max_steps = trainer.get("max_steps")
+    if max_epochs is not None:
+        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int):
+            raise ConfigError(f"trainer.max_epochs must be an integer, got {max_epochs!r}")
+        unlimited = max_epochs == -1 and max_steps is not None and int(max_steps) > 0
+        if max_epochs < 1 and not unlimited:
+            raise ConfigError(
+                f"trainer.max_epochs={max_epochs}: the run would test an untrained model; "
+                "set trainer.max_epochs to 1 or more (or use eval.py to test without training)"
+            )
+    phases = list((cfg.get("stage") or {}).get("phases") or [])
+    if max_epochs is None or max_epochs < 1 or len(phases) < 2:
+        return
+    start = 0
+    for index, phase in enumerate(phases[:-1]):
+        if phase.get("epochs") is None:
+            break
+        start += int(phase["epochs"])
+        if start >= max_epochs:
+            later = [str(p.get("name", i)) for i, p in enumerate(phases) if i > index]
+            raise ConfigError(
+                f"trainer.max_epochs={max_epochs}: the phases before {', '.join(later)} take "
+                f"{start} epoch(s) (stage.phases[..].epochs), so {', '.join(later)} would never "
+                f"train; set trainer.max_epochs above {start}"
+            )
+
+
+def check_data(datamodule) -> None:
+    """Read and check the records (folders, annotation files, labels, splits) now, before a
+    model, a logger or a Trainer is built; a data error is then the first and only thing the
+    user sees."""
+    prepare = getattr(datamodule, "prepare_records", None)
+    if callable(prepare):
+        prepare()
+        return
+    datamodule.setup("fit")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, test the best checkpoint and fill the run folder.
+    """Check the config and the data, fit, test the best checkpoint and fill the run folder.
 
     Args:
         cfg: The composed config (see ``conf/train.yaml``).
 
     Returns:
         The final metrics, as written to ``metrics.json``.
+
+    Raises:
+        ConfigError: A config value the run cannot use (see :func:`check_config`).
     """
+    check_config(cfg)  # before the heavy imports: a config error comes back at once
+
     import lightning as L
 
     from iqa_lightning.callbacks.stages import save_tensors
@@ -157,12 +256,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     logging.getLogger("lightning.pytorch").handlers.clear()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+
+    # The data is read and checked next; nothing heavy (model, W&B run, Trainer) exists before
+    # the config and the data passed their checks.
+    datamodule = build_datamodule(cfg)
+    check_data(datamodule)
+
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-
     log.info("building model <%s>", cfg.model._target_)
     module = build_module(cfg)
-    datamodule = build_datamodule(cfg)
     log.info(
         "trainable parameters: %d in groups %s", module.num_trainable(), module.trainable_groups
     )
@@ -177,8 +280,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     if cfg.get("test"):
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
-        metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        trainer.test(
+            module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False
+        )
+        tested = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        if trainer.is_global_zero:
+            print(metrics_table(_finite(tested), title="test"), flush=True)
+        metrics.update(tested)
     metrics = _finite(metrics)
 
     with full_parameters(trainer):
@@ -202,6 +310,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.finalize("success")
     _finish_wandb()
     return metrics
+
+
+def metrics_table(metrics: dict[str, float | None], title: str = "test") -> str:
+    """The figures of one evaluation as a two-column text table, names in full.
+
+    Lightning's own table gives every dataloader a column; with several test loaders (score
+    and instruction data in ``stage=progressive``) the epoch-level figures are repeated in
+    each, and a narrow terminal cuts the names.
+    """
+    rows = [(k, "nan" if v is None else f"{v:.4f}") for k, v in sorted(metrics.items())]
+    if not rows:
+        return f"{title}: no figures"
+    width = max(len(k) for k, _ in rows + [(f"{title} metric", "")])
+    lines = [f"{title + ' metric':<{width}}  value", f"{'-' * width}  ------"]
+    lines += [f"{k:<{width}}  {v}" for k, v in rows]
+    return "\n".join(lines)
 
 
 def _finish_wandb() -> None:

@@ -1,0 +1,168 @@
+"""How ``python train.py`` ends on a user error: one ``error:`` line, last, exit code 1.
+
+Subprocess runs stop before training where they can (config and data checks come first), so
+most of these cost a second or a few, not a training run.
+"""
+
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from iqa_lightning.cli import ConfigError, error_line, user_error
+from tests.conftest import FAST, REPO
+
+
+def run_cli(args, env, timeout=300):
+    """``python train.py ARGS`` with stdout and stderr apart and together (in print order)."""
+    proc = subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+    return proc.returncode, proc.stdout
+
+
+def last_line(text):
+    return [line for line in text.splitlines() if line.strip()][-1]
+
+
+@pytest.fixture
+def loud_env(run_env):
+    """W&B allowed to print its closing lines, as a user sees them."""
+    env = dict(run_env)
+    env.pop("WANDB_SILENT", None)
+    env.pop("IQA_DEBUG", None)
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+def test_corrupt_image_met_in_training_is_the_last_line(loud_env, tmp_path):
+    from tests.data.fixtures import write_kadid
+
+    root = write_kadid(tmp_path / "kadid", n_refs=5)
+    bad = root / "images" / "I02_01_02.png"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # a truncated download
+    out = tmp_path / "run"
+    code, text = run_cli(
+        [
+            "experiment=demo",  # logs to W&B (offline) and CSV
+            "dataset=kadid",
+            f"dataset.root={root}",
+            "dataset.num_workers=0",
+            "trainer.max_epochs=1",
+            f"hydra.run.dir={out}",
+        ],
+        loud_env,
+    )
+    assert code == 1, text[-3000:]
+    line = last_line(text)
+    assert line.startswith("error: cannot load image") and str(bad) in line, text[-3000:]
+    assert "Traceback" not in text
+    # The W&B run was started (data is read in training) and closed before the error line.
+    assert list((out / "wandb").glob("offline-run-*"))
+    wandb_lines = [i for i, t in enumerate(text.splitlines()) if t.startswith("wandb:")]
+    error_at = text.splitlines().index(line)
+    assert all(i < error_at for i in wandb_lines)
+    # The traceback is kept in the run's log file.
+    assert "Traceback" in (out / "train.log").read_text()
+
+
+def test_wrong_root_is_reported_before_the_model_is_built(loud_env, tmp_path):
+    """A 7B preset whose weights are not there and a wrong dataset.root: the data error."""
+    out = tmp_path / "run"
+    missing_root = tmp_path / "no such kadid"
+    code, text = run_cli(
+        [
+            "experiment=demo",
+            "model=llava_1_5_7b",
+            f"model.pretrained={tmp_path / 'no-such-model'}",
+            "dataset=kadid",
+            f"dataset.root={missing_root}",
+            f"hydra.run.dir={out}",
+        ],
+        loud_env,
+    )
+    assert code == 1
+    line = last_line(text)
+    assert line.startswith("error: kadid: dataset root") and str(missing_root) in line, text
+    assert "no-such-model" not in text and "building model" not in text
+    assert "Traceback" not in text
+    assert not (out / "wandb").exists(), "a W&B run was started for a run that never began"
+
+
+@pytest.mark.parametrize("epochs", ["0", "-3"])
+def test_max_epochs_below_one_is_refused(loud_env, tmp_path, epochs):
+    code, text = run_cli(
+        [*FAST, f"trainer.max_epochs={epochs}", f"hydra.run.dir={tmp_path}"], loud_env
+    )
+    assert code == 1
+    assert last_line(text).startswith(f"error: trainer.max_epochs={epochs}:"), text
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "wandb").exists()
+
+
+def test_full_traceback_on_request(loud_env, tmp_path):
+    env = dict(loud_env, IQA_DEBUG="1")
+    code, text = run_cli([*FAST, "trainer.max_epochs=0", f"hydra.run.dir={tmp_path}"], env)
+    assert code == 1
+    assert "Traceback" in text and "ConfigError" in text
+
+
+def test_a_stage_schedule_that_leaves_a_phase_no_epoch_is_refused():
+    from iqa_lightning.train import check_config
+
+    stage = {"phases": [{"name": "stage1", "epochs": 2}, {"name": "stage2", "epochs": None}]}
+    cfg = OmegaConf.create({"trainer": {"max_epochs": 2}, "stage": stage})
+    with pytest.raises(ConfigError, match=r"trainer.max_epochs=2.*stage2 would never train"):
+        check_config(cfg)
+    cfg.trainer.max_epochs = 3
+    check_config(cfg)
+    # Lightning's "no epoch limit" stays usable with a step limit.
+    check_config(OmegaConf.create({"trainer": {"max_epochs": -1, "max_steps": 100}}))
+    with pytest.raises(ConfigError, match="trainer.max_epochs=-1"):
+        check_config(OmegaConf.create({"trainer": {"max_epochs": -1}}))
+
+
+def test_errors_raised_through_instantiate_are_user_errors():
+    from hydra.utils import instantiate
+
+    spec = {
+        "_target_": "iqa_lightning.models.score.WordScore",
+        "words": ["good", "good"],
+        "weights": [1, 1, 0, 0],
+    }
+    with pytest.raises(Exception) as info:
+        instantiate(spec)
+    assert type(info.value).__name__ == "InstantiationException"
+    cause = user_error(info.value)
+    assert isinstance(cause, ValueError)
+    assert error_line(cause).startswith("error: score.words=")
+    assert "'good' appears more than once" in error_line(cause)
+
+
+def test_bugs_are_not_user_errors():
+    import torch
+
+    with pytest.raises(RuntimeError) as info:
+        torch.zeros(2).view(3)
+    assert user_error(info.value) is None
+    with pytest.raises(ValueError) as info:
+        int("not a number")  # a ValueError from outside the package's own checks
+    assert user_error(info.value) is None
+
+
+def test_a_multi_line_message_becomes_one_line():
+    message = (
+        "kadid: 2 of 9 image file(s) listed in the annotations are missing:\n"
+        "  /data/a.png\n  /data/b.png\nRestore them, or set dataset.on_bad_image=skip"
+    )
+    assert error_line(FileNotFoundError(message)) == (
+        "error: kadid: 2 of 9 image file(s) listed in the annotations are missing: "
+        "/data/a.png, /data/b.png; Restore them, or set dataset.on_bad_image=skip"
+    )
