@@ -12,12 +12,14 @@ from iqa_lightning.train import CONFIG_DIR, quote_numeric_choices
 
 GROUPS = [
     "model", "prompt", "dataset", "stage", "score", "trainer", "logger", "callbacks",
-    "experiment", "hparams_search", "debug",
+    "experiment", "hparams_search", "debug", "prompt_optimizer", "vp_recipe", "vp_prompt",
 ]  # fmt: skip
 
 
 def options(group):
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+    # Names starting with "_" are shared pieces included by the options, not options.
+    files = (Path(CONFIG_DIR) / group).glob("*.yaml")
+    return sorted(p.stem for p in files if not p.stem.startswith("_"))
 
 
 def compose_train(overrides, tmp_path):

@@ -26,7 +26,9 @@ class WordScore(nn.Module):
             answer prefix (checked by :meth:`bind`).
         weights: One weight per word.
         question: The instruction shown with the image.
-        answer_prefix: The text the answer starts with; the word follows it.
+        answer_prefix: The text the answer starts with; the word follows it. Empty: the word is
+            the first token of the answer, read right after the assistant marker (the
+            visual-prompt reference reads it there, after ``ASSISTANT:``).
         name: Short name for logs.
     """
 
@@ -67,7 +69,10 @@ class WordScore(nn.Module):
         Raises:
             ValueError: A word is not a single token; the message names it.
         """
-        ids = [backbone.answer_token_id(self.answer_prefix, w) for w in self.words]
+        if self.answer_prefix:
+            ids = [backbone.answer_token_id(self.answer_prefix, w) for w in self.words]
+        else:
+            ids = [backbone.first_answer_token_id(w) for w in self.words]
         if len(set(ids)) != len(ids):
             raise ValueError(f"score.words {self.words} map to repeated token ids {ids}")
         self.token_ids.copy_(torch.tensor(ids, dtype=torch.long))

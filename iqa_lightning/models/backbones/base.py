@@ -29,6 +29,13 @@ DTYPES = {
 }
 
 
+# ImageNet statistics: what the visual-prompt reference normalises mPLUG-Owl2's input with
+# (mplug2-vp-for-nriqa src/transforms.py:6-7) although the model was trained with CLIP's.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("backbone", "imagenet")
+
+
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """Map a config string such as ``"bfloat16"`` to a torch dtype.
 
@@ -75,6 +82,7 @@ def load_backbone(
     dtype: str,
     attn_implementation: str | None,
     trust_remote_code: bool,
+    normalization: str = "backbone",
 ):
     """Load model, tokenizer and image statistics of a checkpoint into an adapter class.
 
@@ -86,6 +94,7 @@ def load_backbone(
         dtype: Weight dtype name.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
+        normalization: ``backbone`` (the checkpoint's own image statistics) or ``imagenet``.
     """
     from transformers import AutoImageProcessor, AutoTokenizer
 
@@ -99,7 +108,9 @@ def load_backbone(
     )
     tokenizer = load_pretrained(AutoTokenizer, pretrained, "tokenizer")
     processor = load_pretrained(AutoImageProcessor, pretrained, "image processor")
-    return backbone_cls(model, tokenizer, image_size, processor.image_mean, processor.image_std)
+    return backbone_cls(
+        model, tokenizer, image_size, processor.image_mean, processor.image_std, normalization
+    )
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,9 @@ class Backbone(nn.Module):
         image_size: Side of the square input image in pixels.
         image_mean: Per-channel mean the backbone was trained with.
         image_std: Per-channel std the backbone was trained with.
+        normalization: ``backbone`` normalises with ``image_mean`` / ``image_std``;
+            ``imagenet`` with ImageNet's statistics instead (``model.normalization``, the
+            visual-prompt reference's choice, kept reachable to reproduce it).
     """
 
     family = "base"
@@ -151,8 +165,16 @@ class Backbone(nn.Module):
         image_size: int,
         image_mean: Sequence[float],
         image_std: Sequence[float],
+        normalization: str = "backbone",
     ) -> None:
         super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"model.normalization={normalization!r} is not one of {list(NORMALIZATIONS)}"
+            )
+        if normalization == "imagenet":
+            image_mean, image_std = IMAGENET_MEAN, IMAGENET_STD
+        self.normalization = normalization
         self.model = model
         self.tokenizer = tokenizer
         if tokenizer.pad_token is None:

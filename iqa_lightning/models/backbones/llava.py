@@ -45,6 +45,7 @@ class LlavaBackbone(Backbone):
         image_size: int,
         image_mean,
         image_std,
+        normalization: str = "backbone",
     ) -> None:
         vision = model.config.vision_config
         if int(image_size) != vision.image_size:
@@ -52,7 +53,7 @@ class LlavaBackbone(Backbone):
                 f"model.image_size={image_size} but the LLaVA vision tower takes "
                 f"{vision.image_size}x{vision.image_size} images"
             )
-        super().__init__(model, tokenizer, image_size, image_mean, image_std)
+        super().__init__(model, tokenizer, image_size, image_mean, image_std, normalization)
         self.template = LLAVA_TEMPLATE
 
     @property
@@ -89,6 +90,7 @@ def load_llava(
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
     gradient_checkpointing: bool = False,
+    normalization: str = "backbone",
 ) -> LlavaBackbone:
     """Load a llava-hf checkpoint from the hub or a local folder.
 
@@ -100,6 +102,7 @@ def load_llava(
         trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
         gradient_checkpointing: Recompute block activations in the backward pass
             (non-reentrant), trading compute for activation memory.
+        normalization: ``backbone`` (the checkpoint's statistics) or ``imagenet``.
     """
     from transformers import LlavaForConditionalGeneration
 
@@ -111,5 +114,6 @@ def load_llava(
         dtype,
         attn_implementation,
         trust_remote_code,
+        normalization,
     )
     return backbone.set_gradient_checkpointing(gradient_checkpointing)

@@ -84,12 +84,13 @@ class Qwen2VLBackbone(Backbone):
         image_size: int,
         image_mean,
         image_std,
+        normalization: str = "backbone",
     ) -> None:
         vision = model.config.vision_config
         unit = vision.patch_size * vision.spatial_merge_size
         if int(image_size) % unit:
             raise ValueError(f"model.image_size={image_size} must be a multiple of {unit}")
-        super().__init__(model, tokenizer, image_size, image_mean, image_std)
+        super().__init__(model, tokenizer, image_size, image_mean, image_std, normalization)
         self.template = QWEN_TEMPLATE
 
     @property
@@ -139,6 +140,7 @@ def load_qwen2_vl(
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
     gradient_checkpointing: bool = False,
+    normalization: str = "backbone",
 ) -> Qwen2VLBackbone:
     """Load a Qwen2-VL or Qwen2.5-VL checkpoint from the hub or a local folder.
 
@@ -150,6 +152,7 @@ def load_qwen2_vl(
         trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
         gradient_checkpointing: Recompute block activations in the backward pass
             (non-reentrant), trading compute for activation memory.
+        normalization: ``backbone`` (the checkpoint's statistics) or ``imagenet``.
     """
     from transformers import AutoModelForImageTextToText
 
@@ -161,5 +164,6 @@ def load_qwen2_vl(
         dtype,
         attn_implementation,
         trust_remote_code,
+        normalization,
     )
     return backbone.set_gradient_checkpointing(gradient_checkpointing)

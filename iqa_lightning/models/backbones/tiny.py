@@ -35,6 +35,7 @@ def build_tiny_llava(
     seed: int = 0,
     gradient_checkpointing: bool = False,
     tokenizer: str = "sentencepiece",
+    normalization: str = "backbone",
 ) -> LlavaBackbone:
     """A random LLaVA (CLIP vision tower + Llama LM) a few MB in size.
 
@@ -46,6 +47,7 @@ def build_tiny_llava(
         seed: Weight initialisation seed.
         gradient_checkpointing: Recompute block activations in the backward pass.
         tokenizer: ``sentencepiece`` (LLaMA's style, as LLaVA ships it) or ``byte_level``.
+        normalization: ``backbone`` (CLIP statistics) or ``imagenet``.
     """
     from transformers import (
         CLIPVisionConfig,
@@ -84,7 +86,7 @@ def build_tiny_llava(
         vision_feature_layer=-2,
     )
     model = _seeded(lambda: LlavaForConditionalGeneration(config), seed)
-    backbone = LlavaBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD)
+    backbone = LlavaBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, normalization)
     return backbone.set_gradient_checkpointing(gradient_checkpointing)
 
 
@@ -127,6 +129,7 @@ def build_tiny_qwen2_vl(
     seed: int = 0,
     gradient_checkpointing: bool = False,
     tokenizer: str = "byte_level",
+    normalization: str = "backbone",
 ) -> Qwen2VLBackbone:
     """A random Qwen2-VL (14-px patches, 2x2 merge, M-RoPE) a few MB in size.
 
@@ -137,6 +140,7 @@ def build_tiny_qwen2_vl(
         seed: Weight initialisation seed.
         gradient_checkpointing: Recompute block activations in the backward pass.
         tokenizer: ``byte_level`` (Qwen's style) or ``sentencepiece``.
+        normalization: ``backbone`` (CLIP statistics) or ``imagenet``.
     """
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -156,7 +160,7 @@ def build_tiny_qwen2_vl(
         **_qwen_special_ids(tokenizer),
     )
     model = _seeded(lambda: Qwen2VLForConditionalGeneration(config), seed)
-    backbone = Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD)
+    backbone = Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, normalization)
     return backbone.set_gradient_checkpointing(gradient_checkpointing)
 
 
@@ -167,6 +171,7 @@ def build_tiny_qwen2_5_vl(
     seed: int = 0,
     gradient_checkpointing: bool = False,
     tokenizer: str = "byte_level",
+    normalization: str = "backbone",
 ) -> Qwen2VLBackbone:
     """A random Qwen2.5-VL a few MB in size: windowed vision attention (one full-attention
     block), RMSNorm + SwiGLU vision blocks whose width is ``vision_config.hidden_size``.
@@ -178,6 +183,7 @@ def build_tiny_qwen2_5_vl(
         seed: Weight initialisation seed.
         gradient_checkpointing: Recompute block activations in the backward pass.
         tokenizer: ``byte_level`` (Qwen's style) or ``sentencepiece``.
+        normalization: ``backbone`` (CLIP statistics) or ``imagenet``.
     """
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -200,5 +206,5 @@ def build_tiny_qwen2_5_vl(
         **_qwen_special_ids(tokenizer),
     )
     model = _seeded(lambda: Qwen2_5_VLForConditionalGeneration(config), seed)
-    backbone = Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD)
+    backbone = Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, normalization)
     return backbone.set_gradient_checkpointing(gradient_checkpointing)

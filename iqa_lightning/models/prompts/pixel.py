@@ -10,6 +10,8 @@ those pixels untouched:
 - ``add``: ``x + delta * tanh(canvas)``
 - ``mul``: ``x * (1 + delta * tanh(canvas))`` (a factor of exactly 1 outside the prompt; the
   reference code multiplies by a zero canvas, which blacks the rest of the image out)
+- ``mul_reference``: ``x * delta * tanh(canvas)``, the reference's mul exactly
+  (mplug2-vp-for-nriqa src/prompters.py:69-70, 108-109, 136-137), kept to reproduce it
 
 The result is clamped to [0, 1]. The backbone normalises afterwards, with its own statistics.
 """
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODES = ("add", "mul")
+MODES = ("add", "mul", "mul_reference")
 
 
 class PixelPrompt(nn.Module):
@@ -64,7 +66,12 @@ class PixelPrompt(nn.Module):
                 f"(prompt.image_size) got {tuple(pixels.shape[-2:])}"
             )
         change = self.delta * torch.tanh(self.canvas()).to(pixels.dtype)
-        out = pixels + change if self.mode == "add" else pixels * (1 + change)
+        if self.mode == "add":
+            out = pixels + change
+        elif self.mode == "mul":
+            out = pixels * (1 + change)
+        else:
+            out = pixels * change
         return out.clamp(0.0, 1.0)
 
     def render(self) -> torch.Tensor:
@@ -133,7 +140,9 @@ class PatchPrompt(PixelPrompt):
 
     def canvas(self) -> torch.Tensor:
         r, s = self.image_size, self.size
-        top = (r - s) // 2 if self.position == "center" else 0
+        # r // 2 - s // 2 as the reference places it (src/prompters.py:93-95); with an odd side
+        # this is one pixel lower-right of (r - s) // 2.
+        top = r // 2 - s // 2 if self.position == "center" else 0
         # F.pad takes (left, right, top, bottom) for the last two dims.
         return F.pad(self.patch, (top, r - s - top, top, r - s - top))
 
