@@ -2,6 +2,7 @@
 
 from .base import IQADataModule
 from .cache import ImageCache
+from .checks import CHECK_LEVELS, ImageCheckError
 from .dataset import IQAImageDataset, LabelledImage
 from .datasets.agiqa import AGIQA3KDataModule
 from .datasets.clive import CLIVEDataModule
@@ -37,16 +38,24 @@ from .pyiqa import LAYOUTS, MetaRow, PyiqaLayoutDataModule, read_meta_info, read
 from .records import AnnotationError, AnnotationRow, ImageRecord, read_annotation_csv
 from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios
 
+#: What reading, checking and splitting data raises for problems in the user's files or data
+#: settings (``prepare_records()`` / ``setup()``); each message names the file, row and key.
+#: ``ImageCheckError`` and ``MissingImageError`` are subclasses of two of these.
+DATA_ERRORS = (AnnotationError, SplitError, ImageLoadError, InstructFormatError, FileNotFoundError)
+
 __all__ = [
     "AGIQA3KDataModule",
     "AnnotationError",
     "AnnotationRow",
+    "CHECK_LEVELS",
     "CLIVEDataModule",
     "CSIQDataModule",
+    "DATA_ERRORS",
     "Conversation",
     "IQADataModule",
     "IQAImageDataset",
     "ImageCache",
+    "ImageCheckError",
     "ImageLoadError",
     "ImageRecord",
     "InstructDataModule",

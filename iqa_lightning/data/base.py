@@ -15,7 +15,6 @@ The torch dataset of one split and the loader settings live in :mod:`.dataset`.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -25,19 +24,25 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from .arguments import (
+    check_mos,
+    check_mos_range,
+    check_split_keys,
+    check_split_name,
+    check_unique_ids,
+    integer,
+    positive_int,
+)
 from .cache import make_image_cache
+from .checks import CHECK_LEVELS, check_cache_file, check_workers, find_bad_images
 from .dataset import IQAImageDataset, LabelledImage, make_loader
-from .images import image_problems
-from .records import ImageRecord, write_csv
+from .records import AnnotationError, ImageRecord, write_csv
 from .split_files import DEFAULT_SPLIT_COLUMN, resolve_split_file, split_from_file
 from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios
 
 __all__ = ["IQADataModule", "IQAImageDataset", "LabelledImage"]
 
 logger = logging.getLogger("iqa_lightning.data")
-
-_MOS_TOLERANCE = 1e-6
-_SHOW_AT_MOST = 5
 
 
 class IQADataModule(L.LightningDataModule, ABC):
@@ -56,11 +61,18 @@ class IQADataModule(L.LightningDataModule, ABC):
         eval_batch_size: Validation / test batch size; defaults to ``batch_size``.
         num_workers: DataLoader worker processes.
         hflip: Random horizontal flip of training images.
-        on_bad_image: ``"error"`` stops on the first missing or undecodable image; ``"skip"``
-            checks every image once in :meth:`setup`, drops bad ones and lists them.
+        on_bad_image: ``"error"`` stops on a missing image in :meth:`setup` (on an
+            undecodable one when it is loaded, or in :meth:`setup` with ``check_images``);
+            ``"skip"`` checks every image once in :meth:`setup`, drops bad ones and lists them.
         name: Short dataset name used in logs and run folders.
         cache: Resize each image once, store it (uint8) and reuse it (:mod:`.cache`).
-        cache_dir: Folder of that cache; ``None``: :func:`.cache.default_cache_dir`.
+        cache_dir: Folder of that cache; ``None``: :func:`.cache.default_cache_dir`. The
+            image check keeps its verdicts in ``<cache_dir>/image_checks/`` (none are kept
+            when ``cache_dir`` is None).
+        check_images: ``"off"``, ``"header"`` or ``"full"``: check every image in
+            :meth:`setup`, in parallel, before anything trains (see :mod:`.checks`); with
+            ``on_bad_image="error"`` every bad file is listed in one
+            :class:`~.checks.ImageCheckError`.
         split_file: With ``split="column"``: a label file with a split column (CSV or
             ``.xlsx``), e.g. ``split_kadid10k.csv``; a path, or a name in ``root``.
             (:class:`~.pyiqa.PyiqaLayoutDataModule` also takes a pyiqa split pickle here for
@@ -91,38 +103,47 @@ class IQADataModule(L.LightningDataModule, ABC):
         split_file: str | os.PathLike | None = None,
         split_column: str | None = None,
         split_image_column: str | None = None,
+        check_images: str = "off",
     ):
         super().__init__()
         self.root = None if root is None else Path(os.path.expanduser(str(root)))
-        self.image_size = _positive_int(image_size, "image_size")
-        self.mos_range = _check_mos_range(mos_range)
+        self.image_size = positive_int(image_size, "image_size")
+        self.mos_range = check_mos_range(mos_range)
         self.higher_better = bool(higher_better)
         if split not in SPLIT_STRATEGIES:
             raise ValueError(
                 f"dataset.split must be one of {list(SPLIT_STRATEGIES)}, got {split!r}"
             )
         self.split = split
-        _check_split_keys(split, split_file, split_column, split_image_column)
+        check_split_keys(split, split_file, split_column, split_image_column)
         self.split_file = split_file
         self.split_column = split_column
         self.split_image_column = split_image_column
         self.split_ratios = check_ratios(split_ratios)
-        self.seed = _integer(seed, "seed", minimum=None)
-        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.seed = integer(seed, "seed", minimum=None)
+        self.batch_size = positive_int(batch_size, "batch_size")
         self.eval_batch_size = (
             self.batch_size
             if eval_batch_size is None
-            else _positive_int(eval_batch_size, "eval_batch_size")
+            else positive_int(eval_batch_size, "eval_batch_size")
         )
-        self.num_workers = _integer(num_workers, "num_workers", minimum=0)
+        self.num_workers = integer(num_workers, "num_workers", minimum=0)
         self.hflip = bool(hflip)
         if on_bad_image not in ("error", "skip"):
             raise ValueError(
                 f"dataset.on_bad_image must be 'error' or 'skip', got {on_bad_image!r}"
             )
         self.on_bad_image = on_bad_image
+        if check_images is False:  # an unquoted YAML ``off``
+            check_images = "off"
+        if check_images not in CHECK_LEVELS:
+            raise ValueError(
+                f"dataset.check_images must be one of {list(CHECK_LEVELS)}, got {check_images!r}"
+            )
+        self.check_images = check_images
         self.name = str(name)
         self.cache = make_image_cache(cache, cache_dir, self.image_size)
+        self.cache_dir = None if cache_dir is None else Path(os.path.expanduser(str(cache_dir)))
         self._records: list[ImageRecord] | None = None
         self._assignment: dict[str, str] = {}
         self._skipped: list[tuple[str, str, str]] = []
@@ -131,6 +152,27 @@ class IQADataModule(L.LightningDataModule, ABC):
     def read_records(self) -> list[ImageRecord]:
         """Read the dataset's annotation files into records (no image decoding)."""
 
+    def prepare_records(self) -> dict[str, int]:
+        """Read, check and split the records now, before a model is built (idempotent).
+
+        Runs :meth:`prepare_data` and ``setup("fit")``: the root and label files are checked,
+        every row is parsed, the split is built and, with ``check_images``, every image is
+        checked. A wrong ``dataset.root`` or a bad cell surfaces here, not at the first batch.
+
+        Returns:
+            Images per split.
+
+        Raises:
+            FileNotFoundError: The root, a label / split file or image files are missing.
+            AnnotationError: A label file is malformed or a score is outside ``mos_range``.
+            SplitError: The split cannot be built as configured.
+            ImageLoadError: ``check_images`` found images that cannot be used
+                (:class:`~.checks.ImageCheckError`, listing every file).
+        """
+        self.prepare_data()
+        self.setup("fit")
+        return self.num_records
+
     def setup(self, stage: str | None = None) -> None:
         """Read records, check images and labels, and assign splits (idempotent)."""
         if self._records is not None:
@@ -138,13 +180,13 @@ class IQADataModule(L.LightningDataModule, ABC):
         self.check_root()
         records = list(self.read_records())
         if not records:
-            raise ValueError(
+            raise AnnotationError(
                 f"{self.name}: the annotation files under '{self.root}' list no images"
             )
-        _check_unique_ids(records)
-        self._check_mos(records)
+        check_unique_ids(records)
+        check_mos(records, self.mos_range, self.name)
         assignment = self.assign(records)
-        skipped = self._find_bad_images(records)
+        skipped = self.find_bad_images(records)
         bad = {image_id for image_id, _, _ in skipped}
         kept = [r for r in records if r.image_id not in bad]
         for name in SPLIT_NAMES:
@@ -176,10 +218,26 @@ class IQADataModule(L.LightningDataModule, ABC):
             return split_from_file(records, path, column, self.split_image_column, self.name)
         return assign_splits(records, self.split, self.split_ratios, self.seed)
 
+    def find_bad_images(self, records: Sequence[ImageRecord]) -> list[tuple[str, str, str]]:
+        """``(image_id, path, reason)`` of the images to skip, checked as ``on_bad_image`` and
+        ``check_images`` say (:func:`~.checks.find_bad_images`); raises in ``error`` mode."""
+        level = self.check_images if self.check_images != "off" else "full"
+        cache_file = None
+        if self.cache_dir is not None:
+            cache_file = check_cache_file(self.cache_dir, self.name, self.root, level)
+        return find_bad_images(
+            records,
+            self.on_bad_image,
+            self.check_images,
+            cache_file,
+            check_workers(self.num_workers),
+            self.name,
+        )
+
     def check_root(self) -> None:
         """Raise a clear error when the dataset folder is not set or does not exist."""
         if self.root is None:
-            raise ValueError(f"{self.name}: dataset.root is not set")
+            raise FileNotFoundError(f"{self.name}: dataset.root is not set")
         if not self.root.is_dir():
             what = "is a file, not a folder" if self.root.exists() else "does not exist"
             raise FileNotFoundError(
@@ -198,7 +256,7 @@ class IQADataModule(L.LightningDataModule, ABC):
         kept = self._require_setup()
         if split is None:
             return list(kept)
-        _check_split_name(split)
+        check_split_name(split)
         return [r for r in kept if self._assignment[r.image_id] == split]
 
     @property
@@ -232,7 +290,7 @@ class IQADataModule(L.LightningDataModule, ABC):
     def dataset(self, split: str) -> IQAImageDataset:
         """The torch dataset of one split, or of every image for ``"all"`` (flips only in train)."""
         if split != "all":
-            _check_split_name(split)
+            check_split_name(split)
         items = [
             LabelledImage(r.image_id, str(r.path), float(r.mos_raw), self.to_target(r.mos_raw))
             for r in self.records(None if split == "all" else split)
@@ -268,113 +326,3 @@ class IQADataModule(L.LightningDataModule, ABC):
         if self._records is None:
             raise RuntimeError(f"{self.name}: call setup() before using the data module")
         return self._records
-
-    def _check_mos(self, records: Sequence[ImageRecord]) -> None:
-        lo, hi = self.mos_range
-        bad = [
-            r
-            for r in records
-            if not math.isfinite(r.mos_raw)
-            or r.mos_raw < lo - _MOS_TOLERANCE
-            or r.mos_raw > hi + _MOS_TOLERANCE
-        ]
-        if bad:
-            shown = ", ".join(f"'{r.image_id}' ({r.mos_raw:g})" for r in bad[:_SHOW_AT_MOST])
-            raise ValueError(
-                f"{self.name}: {len(bad)} image(s) have a score outside dataset.mos_range "
-                f"[{lo:g}, {hi:g}]: {shown}. Set dataset.mos_range to the scale of the "
-                "annotation file"
-            )
-
-    def _find_bad_images(self, records: Sequence[ImageRecord]) -> list[tuple[str, str, str]]:
-        missing = [r for r in records if not Path(r.path).is_file()]
-        if missing and self.on_bad_image == "error":
-            shown = "\n  ".join(str(r.path) for r in missing[:_SHOW_AT_MOST])
-            more = (
-                f"\n  ... and {len(missing) - _SHOW_AT_MOST} more"
-                if len(missing) > _SHOW_AT_MOST
-                else ""
-            )
-            raise FileNotFoundError(
-                f"{self.name}: {len(missing)} of {len(records)} image file(s) listed in the "
-                f"annotations are missing:\n  {shown}{more}\nRestore them, or set "
-                "dataset.on_bad_image=skip to drop them"
-            )
-        if self.on_bad_image == "error":
-            return []
-        skipped = [(r.image_id, str(r.path), "file does not exist") for r in missing]
-        missing_ids = {r.image_id for r in missing}
-        present = [r for r in records if r.image_id not in missing_ids]
-        reasons = image_problems([r.path for r in present])
-        skipped += [
-            (r.image_id, str(r.path), why) for r, why in zip(present, reasons, strict=True) if why
-        ]
-        if skipped:
-            logger.warning(
-                "%s: skipped %d of %d image(s) (on_bad_image=skip); first: %s - %s",
-                self.name,
-                len(skipped),
-                len(records),
-                skipped[0][1],
-                skipped[0][2],
-            )
-        return skipped
-
-
-def _check_unique_ids(records: Sequence[ImageRecord]) -> None:
-    seen: set[str] = set()
-    for record in records:
-        if record.image_id in seen:
-            raise ValueError(f"duplicate image id '{record.image_id}' in the dataset records")
-        seen.add(record.image_id)
-
-
-def _check_split_keys(split, split_file, split_column, split_image_column) -> None:
-    if split == "column" and not split_file:
-        raise ValueError(
-            "dataset.split=column needs dataset.split_file: a label file with a split column "
-            "(e.g. split_kadid10k.csv), and dataset.split_column if that column is not 'split'"
-        )
-    if split_image_column and split != "column":
-        raise ValueError(
-            f"dataset.split_image_column applies to dataset.split=column (now {split!r}); "
-            "leave it null"
-        )
-    if split not in ("column", "pyiqa") and (split_file or split_column):
-        raise ValueError(
-            "dataset.split_file / dataset.split_column select a split file with a split "
-            "column or a pyiqa split; set dataset.split=column or dataset.split=pyiqa "
-            f"(now {split!r}), or leave them null"
-        )
-
-
-def _check_split_name(split: str) -> None:
-    if split not in SPLIT_NAMES:
-        raise ValueError(f"split must be one of {list(SPLIT_NAMES)}, got {split!r}")
-
-
-def _positive_int(value, key: str) -> int:
-    return _integer(value, key, minimum=1)
-
-
-def _integer(value, key: str, minimum: int | None) -> int:
-    try:
-        ok = not isinstance(value, bool) and int(value) == value
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or (minimum is not None and int(value) < minimum):
-        bound = "an integer" if minimum is None else f"an integer >= {minimum}"
-        raise ValueError(f"dataset.{key} must be {bound}, got {value!r}")
-    return int(value)
-
-
-def _check_mos_range(mos_range) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in mos_range)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"dataset.mos_range must be two numbers [lo, hi], got {mos_range!r}"
-        ) from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"dataset.mos_range must satisfy lo < hi, got [{lo:g}, {hi:g}]")
-    return lo, hi

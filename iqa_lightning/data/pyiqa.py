@@ -34,6 +34,7 @@ from pathlib import Path
 from .base import IQADataModule
 from .pyiqa_files import MetaRow, read_meta_info, read_split_pickle
 from .records import ImageRecord
+from .splits import SplitError
 
 __all__ = [
     "LAYOUTS",
@@ -236,7 +237,7 @@ class PyiqaLayoutDataModule(IQADataModule):
         phases: list[str | None] | None = None
         if self.split == "pyiqa" and self.split_column:
             if self.split_column not in header:
-                raise ValueError(
+                raise SplitError(
                     f"{path}: has no split column '{self.split_column}' (dataset.split_column); "
                     f"its split columns are {[c for c in header if 'split' in c]}"
                 )

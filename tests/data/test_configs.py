@@ -4,7 +4,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from iqa_lightning.data import IQADataModule
+from iqa_lightning.data import ImageCheckError, IQADataModule
 
 from .fixtures import write_agiqa, write_kadid, write_koniq
 from .fixtures_files import write_split_csv
@@ -116,3 +116,21 @@ def test_config_selects_a_split_file(tmp_path, name, labels):
     dm.setup("fit")
     assert dm.split == "column" and len(dm.split_table()) == sum(dm.num_records.values())
     assert {s for _, s in dm.split_table()} == {"train", "val", "test"}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONF.glob("*.yaml")))
+def test_every_config_has_the_loader_checks(tmp_path, name):
+    dataset = compose(name, tmp_path).dataset
+    assert dataset.check_images == "off"  # a string: unquoted YAML `off` would be False
+    assert dataset.on_bad_image == "error"
+
+
+def test_config_runs_the_full_image_check(tmp_path):
+    root = write_kadid(tmp_path / "data" / "kadid10k")
+    (root / "images" / "I02_01_02.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    config = compose("kadid", tmp_path)
+    config.dataset.update(num_workers=0, check_images="full")
+    dm = instantiate(config.dataset)
+    with pytest.raises(ImageCheckError, match="I02_01_02.png"):
+        dm.prepare_records()
+    assert list((tmp_path / "cache" / "preprocessed" / "image_checks").glob("kadid-full-*.json"))

@@ -136,6 +136,26 @@ def test_training_batches_mix_both_tasks_and_keep_score_batches_unchanged(files)
         assert torch.equal(got["target"], want["target"])
 
 
+def test_prepare_records_reads_every_file_before_a_model_exists(files, tmp_path):
+    dm = make(files)
+    counts = dm.prepare_records()
+    assert counts["instruct"] == 3 and counts["mcq_val"] == len(dm.questions["val"]) > 0
+    assert {k: v for k, v in counts.items() if k.startswith("score_")} == {
+        "score_train": 21,
+        "score_val": 3,
+        "score_test": 6,
+    }
+    labels, qbench, _ = files
+    broken = InstructDataModule(
+        qinstruct_json=labels,
+        qbench_dir=qbench,
+        qbench_image_root=qbench / "images",
+        score_datamodule=make_score(tmp_path / "no_kadid_here"),
+    )
+    with pytest.raises(FileNotFoundError, match="no_kadid_here"):
+        broken.prepare_records()
+
+
 def test_default_mixture_and_steps(files):
     dm = make(files)
     dm.setup("fit")

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
-from ..records import ImageRecord, read_annotation_csv
+from ..records import AnnotationError, ImageRecord, read_annotation_csv
+from ..splits import SplitError
 
 __all__ = ["KonIQDataModule"]
 
@@ -102,7 +103,7 @@ class KonIQDataModule(PyiqaLayoutDataModule):
     def read_pyiqa(self) -> list[ImageRecord]:
         """pyiqa's meta-info file; the 1-100 ``mos`` is read by position."""
         if self.score_column != "auto":
-            raise ValueError(
+            raise AnnotationError(
                 f"{self.name}: dataset.score_column={self.score_column} applies to the published "
                 "files only; pyiqa's meta-info file is read by position (name, mos)"
             )
@@ -150,7 +151,7 @@ class KonIQDataModule(PyiqaLayoutDataModule):
         )
         has_sets = "set" in header
         if self.split == "official" and not has_sets:
-            raise ValueError(
+            raise SplitError(
                 f"{self.name}: dataset.split=official needs the 'set' column of "
                 f"{KONIQ_SETS_FILE}, but {labels} has none; put that file in '{self.root}' or "
                 "use dataset.split=random"

@@ -119,7 +119,7 @@ class PIPALDataModule(PyiqaLayoutDataModule):
             self._index = {path.name: path for path in files}
             self._default = folders[0]
             if len(files) != len(self._index):
-                raise ValueError(
+                raise AnnotationError(
                     f"{self.name}: the image folders {[str(f) for f in folders]} hold files with "
                     "the same name; keep one copy of each image or set dataset.image_dir"
                 )

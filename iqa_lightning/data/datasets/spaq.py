@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from ..formats import read_table
 from ..pyiqa import LabelTableDataModule, MetaRow
-from ..records import ImageRecord
+from ..records import AnnotationError, ImageRecord
 
 __all__ = ["SPAQDataModule"]
 
@@ -102,7 +102,7 @@ class SPAQDataModule(LabelTableDataModule):
 
     def pyiqa_record(self, row: MetaRow) -> ImageRecord:
         if self.score_column != "MOS":
-            raise ValueError(
+            raise AnnotationError(
                 f"{self.name}: dataset.score_column={self.score_column} is read from the "
                 f"published file only; pyiqa's {row.source.name} is read by position (name, MOS)"
             )

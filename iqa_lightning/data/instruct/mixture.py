@@ -157,6 +157,31 @@ class InstructDataModule(L.LightningDataModule):
         if self.score_datamodule is not None:
             self.score_datamodule.prepare_data()
 
+    def prepare_records(self) -> dict[str, int]:
+        """Read and check everything training needs now, before a model is built (idempotent).
+
+        Runs :meth:`prepare_data` and ``setup("fit")``: the conversations, the validation
+        questions and the score data module's records (its ``prepare_records``).
+
+        Returns:
+            ``instruct`` (training conversations), ``mcq_val`` (validation questions) and, with
+            a score data module, its images per split as ``score_train`` / ``score_val`` /
+            ``score_test``.
+
+        Raises:
+            InstructFormatError: A conversation or question file is malformed
+                (:class:`~.conversations.MissingImageError` for missing images).
+            FileNotFoundError, AnnotationError, SplitError, ImageLoadError: From the score data
+                module (see :meth:`~iqa_lightning.data.base.IQADataModule.prepare_records`).
+        """
+        self.prepare_data()
+        self.setup("fit")
+        counts = {"instruct": len(self.conversations), "mcq_val": len(self.questions["val"])}
+        if self.score_datamodule is not None:
+            score = self.score_datamodule.prepare_records()
+            counts.update({f"score_{split}": n for split, n in score.items()})
+        return counts
+
     def setup(self, stage: str | None = None) -> None:
         """Read what ``stage`` needs (idempotent) and set up the score data module."""
         if stage in (None, "fit") and self.conversations is None:
