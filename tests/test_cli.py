@@ -56,20 +56,64 @@ def test_run_folder_contract(demo_run):
     assert (out / "csv" / "metrics.csv").exists()
 
 
-def test_multirun_gives_four_runs(run_env, tmp_path):
+def wandb_records(run_file):
+    """The protobuf records of an offline W&B run file (``run-<id>.wandb``).
+
+    The file is a LevelDB-style log: a 7-byte header, then 32 KiB blocks of chunks, each with
+    a 7-byte header (crc32, little-endian length, type: 1 full, 2 first, 3 middle, 4 last).
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending, records = 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 2):
+            pending = chunk
+        elif kind in (3, 4):
+            pending += chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def wandb_run_of(folder):
+    """(group, tags, config keys) of the one offline W&B run under ``folder``."""
+    (run_file,) = folder.glob("wandb/offline-run-*/run-*.wandb")
+    group, tags, keys = None, [], set()
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            group, tags = record.run.run_group, list(record.run.tags)
+        elif kind == "config":
+            keys |= {item.key for item in record.config.update}
+    return group, tags, keys
+
+
+def test_multirun_gives_four_runs_a_wandb_group_and_a_summary(run_env, tmp_path):
+    sweep = tmp_path / "sweep_grid"
     run_train(
         [
             "-m",
             *FAST,
             "trainer.max_epochs=1",
-            "logger=csv",
+            "logger.loggers.csv=null",  # W&B only (offline)
             "prompt=padding,patch_center",
             "prompt.size=10,30",
-            f"hydra.sweep.dir={tmp_path}",
+            f"hydra.sweep.dir={sweep}",
         ],
         run_env,
     )
-    runs = sorted(p.parent for p in tmp_path.glob("*/metrics.json"))
+    runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
     assert len(runs) == 4
     seen = set()
     for run in runs:
@@ -81,7 +125,33 @@ def test_multirun_gives_four_runs(run_env, tmp_path):
         count = sum(t.numel() for t in tensors.values())
         expected = 3 * size**2 if prompt == "patch_center" else 3 * (64**2 - (64 - 2 * size) ** 2)
         assert count == expected
+        # One W&B group per sweep; the job's overrides as tags and as config keys.
+        group, tags, keys = wandb_run_of(run)
+        assert group == "sweep_grid"
+        assert f"prompt={prompt}" in tags and f"prompt.size={size}" in tags and "demo" in tags
+        assert "sweep" in keys
     assert len(seen) == 4
+
+    # The sweep summary: one row per job, the figures of each job's metrics.json.
+    with open(sweep / "sweep_summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    for row in rows:
+        metrics = json.loads((sweep / row["run_folder"] / "metrics.json").read_text())
+        overrides = (sweep / row["run_folder"] / ".hydra" / "overrides.yaml").read_text()
+        assert row["status"] == "ok"
+        assert f"prompt={row['prompt']}" in overrides
+        assert f"prompt.size={row['prompt_size']}" in overrides
+        for key in ("val/srcc", "val/plcc", "test/srcc", "test/plcc"):
+            assert float(row[key]) == metrics[key], key
+        assert int(row["trainable_parameters"]) == metrics["trainable_parameters"]
+    markdown = (sweep / "sweep_summary.md").read_text()
+    assert markdown.count("| ok |") == 4
+    assert (sweep / "sweep_srcc_vs_size.png").stat().st_size > 1000
+    # ... and logged to W&B, in the sweep's group.
+    group, _, _ = wandb_run_of(sweep)
+    assert group == "sweep_grid"
+    assert list(sweep.glob("wandb/offline-run-*/files/media/table/sweep/summary_*.table.json"))
 
 
 def test_bad_config_value_is_reported_by_key(run_env, tmp_path):
@@ -156,3 +226,20 @@ def test_stage2_padding_on_a_koniq_layout(run_env, tmp_path):
     assert {k.split("/")[-1]: v for k, v in split.items()} == expected
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test/srcc"] is not None
+
+
+def test_help_is_the_apps_own(run_env):
+    proc = run_train(["--help"], run_env)
+    text = proc.stdout
+    assert text.startswith("iqa-lightning train: train a large multimodal model")
+    assert "is powered by Hydra" not in text
+    groups = dict(
+        line.split(": ", 1) for line in text.splitlines() if line.split(":")[0].isidentifier()
+    )
+    for group in ("model", "prompt", "dataset", "stage", "score", "experiment", "hparams_search"):
+        assert group in groups, group
+    assert "patch_center" in groups["prompt"] and "tiny_llava" in groups["model"]
+    assert "progressive" in groups["stage"]
+    examples = [line for line in text.splitlines() if line.strip().startswith("python train.py")]
+    assert len(examples) >= 3 and any(" -m " in line for line in examples)
+    assert "IQA_DEBUG=1" in text

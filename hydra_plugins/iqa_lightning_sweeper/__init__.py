@@ -1,0 +1,1 @@
+"""Hydra plugins of iqa-lightning (Hydra loads plugins from the ``hydra_plugins`` namespace)."""
