@@ -43,7 +43,7 @@ import numpy as np
 import PIL
 import torch
 
-from .images import INTERPOLATIONS, array_to_tensor, load_rgb, resize_to_array
+from .images import INTERPOLATIONS, array_to_tensor, check_resize, load_rgb, resize_to_array
 
 __all__ = ["CACHE_VERSION", "ImageCache", "default_cache_dir", "make_image_cache"]
 
@@ -68,7 +68,7 @@ def default_cache_dir() -> Path:
 
 
 def make_image_cache(
-    cache: bool, cache_dir: str | os.PathLike | None, image_size: int
+    cache: bool, cache_dir: str | os.PathLike | None, image_size: int, resize: str = "squash"
 ) -> ImageCache | None:
     """Build the cache a data module asked for, checking the config values.
 
@@ -76,6 +76,7 @@ def make_image_cache(
         cache: The ``dataset.cache`` flag.
         cache_dir: The ``dataset.cache_dir`` folder; ``None`` uses :func:`default_cache_dir`.
         image_size: Side of the stored images.
+        resize: The ``dataset.resize`` mode.
 
     Returns:
         An :class:`ImageCache`, or ``None`` when ``cache`` is false.
@@ -90,7 +91,7 @@ def make_image_cache(
     if cache_dir is not None and not str(cache_dir).strip():
         raise ValueError("dataset.cache_dir must be a folder path, got an empty string")
     folder = default_cache_dir() if cache_dir is None else cache_dir
-    return ImageCache(folder, image_size)
+    return ImageCache(folder, image_size, resize=resize)
 
 
 class ImageCache:
@@ -103,10 +104,15 @@ class ImageCache:
         cache_dir: Root folder of the cache (config key ``dataset.cache_dir``).
         image_size: Output height and width.
         interpolation: Resize filter, a key of :data:`~iqa_lightning.data.images.INTERPOLATIONS`.
+        resize: How images become square, a key of :data:`~iqa_lightning.data.images.RESIZES`.
     """
 
     def __init__(
-        self, cache_dir: str | os.PathLike, image_size: int, interpolation: str = "bicubic"
+        self,
+        cache_dir: str | os.PathLike,
+        image_size: int,
+        interpolation: str = "bicubic",
+        resize: str = "squash",
     ):
         if interpolation not in INTERPOLATIONS:
             raise ValueError(
@@ -117,12 +123,15 @@ class ImageCache:
         self.root = Path(os.path.expanduser(str(cache_dir)))
         self.image_size = int(image_size)
         self.interpolation = interpolation
-        self.folder = self.root / f"{self.image_size}px-{interpolation}"
+        self.resize = check_resize(resize)
+        suffix = "" if resize == "squash" else f"-{resize}"
+        self.folder = self.root / f"{self.image_size}px-{interpolation}{suffix}"
         self._header = _npy_header(self.image_size)
         self._settings = {
             "version": CACHE_VERSION,
             "size": self.image_size,
             "interpolation": interpolation,
+            **({} if resize == "squash" else {"resize": resize}),
             "pillow": PIL.__version__,
         }
         self._warned_write = False
@@ -133,7 +142,7 @@ class ImageCache:
     def load(self, path: str | os.PathLike) -> torch.Tensor:
         """The image as a float32 ``[3, S, S]`` tensor in [0, 1], from the cache if possible.
 
-        Identical, bit for bit, to ``image_to_tensor(load_rgb(path), S, interpolation)``.
+        Identical, bit for bit, to ``image_to_tensor(load_rgb(path), S, interpolation, resize)``.
 
         Raises:
             ImageLoadError: The source image is missing or cannot be decoded (same message as
@@ -172,7 +181,7 @@ class ImageCache:
         return self.folder / name[:2] / f"{name}.npy"
 
     def _compute(self, path: str | os.PathLike) -> np.ndarray:
-        return resize_to_array(load_rgb(path), self.image_size, self.interpolation)
+        return resize_to_array(load_rgb(path), self.image_size, self.interpolation, self.resize)
 
     def _read(self, entry: Path) -> np.ndarray | None:
         header_len = len(self._header)

@@ -41,6 +41,8 @@ class IQAImageDataset(Dataset):
         image_size: Output height and width.
         hflip: Flip each image horizontally with probability 0.5 (after the cache).
         cache: Preprocessing cache of ``image_size`` images; ``None`` decodes every time.
+        resize: ``squash`` or ``short_side_crop`` (see :data:`~iqa_lightning.data.images.RESIZES`);
+            the cache, when given, carries its own.
     """
 
     def __init__(
@@ -49,8 +51,10 @@ class IQAImageDataset(Dataset):
         image_size: int,
         hflip: bool = False,
         cache: ImageCache | None = None,
+        resize: str = "squash",
     ):
         self.items = list(items)
+        self.resize = resize
         self.image_size = image_size
         self.hflip = hflip
         self.cache = cache
@@ -63,7 +67,7 @@ class IQAImageDataset(Dataset):
         if self.cache is not None:
             array = self.cache.load_array(item.path)
         else:
-            array = resize_to_array(load_rgb(item.path), self.image_size)
+            array = resize_to_array(load_rgb(item.path), self.image_size, resize=self.resize)
         if self.hflip and torch.rand(()) < 0.5:
             array = flip_left_right(array)
         return {

@@ -21,6 +21,8 @@ from torch.utils.data import default_collate, get_worker_info
 
 __all__ = [
     "INTERPOLATIONS",
+    "RESIZES",
+    "check_resize",
     "ImageLoadError",
     "array_to_tensor",
     "collate_samples",
@@ -160,8 +162,10 @@ def to_rgb(img: Image.Image, declared_bits: int | None = None) -> Image.Image:
         ) from err
 
 
-def image_to_tensor(img: Image.Image, size: int, interpolation: str = "bicubic") -> torch.Tensor:
-    """Resize an image to ``size`` x ``size`` (no crop) and make a float tensor.
+def image_to_tensor(
+    img: Image.Image, size: int, interpolation: str = "bicubic", resize: str = "squash"
+) -> torch.Tensor:
+    """Resize an image to ``size`` x ``size`` and make a float tensor.
 
     The same two steps as the preprocessing cache (:func:`resize_to_array`, then
     :func:`array_to_tensor`), so cached and uncached pixels are identical.
@@ -170,20 +174,39 @@ def image_to_tensor(img: Image.Image, size: int, interpolation: str = "bicubic")
         img: PIL image; converted with :func:`to_rgb` when it is not RGB already.
         size: Output height and width in pixels.
         interpolation: A key of :data:`INTERPOLATIONS`.
+        resize: A key of :data:`RESIZES`.
 
     Returns:
         Float32 tensor of shape ``[3, size, size]`` with values in [0, 1].
     """
-    return array_to_tensor(resize_to_array(img, size, interpolation))
+    return array_to_tensor(resize_to_array(img, size, interpolation, resize))
 
 
-def resize_to_array(img: Image.Image, size: int, interpolation: str = "bicubic") -> np.ndarray:
-    """Resize an image to ``size`` x ``size`` (no crop) as 8-bit pixels.
+# How an image becomes a square (config key ``dataset.resize``):
+# - squash: resize both sides to the target, changing the aspect ratio;
+# - short_side_crop: resize the short side to the target keeping the aspect ratio, then take the
+#   centre square, as torchvision's ``Resize(size)`` + ``CenterCrop(size)`` do (the long side
+#   becomes ``int(size * long / short)``, the crop offset ``int(round((long - size) / 2))``).
+RESIZES = ("squash", "short_side_crop")
+
+
+def check_resize(resize: str) -> str:
+    """Return ``resize`` if it is a key of :data:`RESIZES`; otherwise say so, naming the key."""
+    if resize not in RESIZES:
+        raise ValueError(f"dataset.resize={resize!r} is not one of {list(RESIZES)}")
+    return resize
+
+
+def resize_to_array(
+    img: Image.Image, size: int, interpolation: str = "bicubic", resize: str = "squash"
+) -> np.ndarray:
+    """Resize an image to ``size`` x ``size`` as 8-bit pixels.
 
     Args:
         img: PIL image; converted with :func:`to_rgb` when it is not RGB already.
         size: Output height and width in pixels.
         interpolation: A key of :data:`INTERPOLATIONS`.
+        resize: A key of :data:`RESIZES`: ``squash`` or ``short_side_crop``.
 
     Returns:
         C-contiguous uint8 array of shape ``[size, size, 3]``.
@@ -194,11 +217,26 @@ def resize_to_array(img: Image.Image, size: int, interpolation: str = "bicubic")
         raise ValueError(
             f"interpolation must be one of {list(INTERPOLATIONS)}, got {interpolation!r}"
         )
+    check_resize(resize)
     if img.mode != "RGB":
         img = to_rgb(img)
-    if img.size != (size, size):
+    if resize == "short_side_crop":
+        img = _short_side_crop(img, size, INTERPOLATIONS[interpolation])
+    elif img.size != (size, size):
         img = img.resize((size, size), INTERPOLATIONS[interpolation])
     return np.array(img, dtype=np.uint8)
+
+
+def _short_side_crop(img: Image.Image, size: int, resample) -> Image.Image:
+    width, height = img.size
+    short, long = min(width, height), max(width, height)
+    new_long = int(size * long / short)
+    new = (size, new_long) if width <= height else (new_long, size)
+    if img.size != new:
+        img = img.resize(new, resample)
+    left = int(round((new[0] - size) / 2.0))
+    top = int(round((new[1] - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
 
 
 def array_to_tensor(array: np.ndarray) -> torch.Tensor:

@@ -279,3 +279,47 @@ def test_image_to_tensor_squashes_without_crop():
 def test_image_to_tensor_converts_other_modes():
     tensor = image_to_tensor(Image.new("L", (4, 4), 255), 4)
     assert tensor.shape == (3, 4, 4) and torch.all(tensor == 1.0)
+
+
+def test_short_side_crop_resizes_the_short_side_and_takes_the_centre():
+    # torchvision's Resize(448) + CenterCrop(448) on a KADID-sized 512x384 image: the long side
+    # becomes int(448 * 512 / 384) = 597, the crop starts at int(round(149 / 2)) = 74.
+    from iqa_lightning.data.images import resize_to_array
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (384, 512, 3), dtype=np.uint8))
+    ours = resize_to_array(img, 448, "bicubic", resize="short_side_crop")
+    expected = img.resize((597, 448), Image.BICUBIC).crop((74, 0, 522, 448))
+    assert np.array_equal(ours, np.asarray(expected))
+    # Portrait: the crop is vertical; the square result is not the squashed one.
+    tall = Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8))
+    crop = resize_to_array(tall, 100, resize="short_side_crop")
+    assert np.array_equal(
+        crop, np.asarray(tall.resize((100, 150), Image.BICUBIC).crop((0, 25, 100, 125)))
+    )
+    assert not np.array_equal(crop, resize_to_array(tall, 100))
+
+
+def test_unknown_resize_mode_names_the_key():
+    from iqa_lightning.data.images import resize_to_array
+
+    with pytest.raises(ValueError, match="dataset.resize='stretch'"):
+        resize_to_array(Image.new("RGB", (8, 8)), 4, resize="stretch")
+
+
+def test_cache_keeps_resize_modes_apart(tmp_path):
+    from iqa_lightning.data.cache import ImageCache
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (30, 60, 3), dtype=np.uint8)).save(
+        path
+    )
+    squash = ImageCache(tmp_path / "c", 20)
+    crop = ImageCache(tmp_path / "c", 20, resize="short_side_crop")
+    assert squash.folder != crop.folder and squash.entry_path(path) != crop.entry_path(path)
+    assert not torch.equal(squash.load(path), crop.load(path))
+    from iqa_lightning.data.images import image_to_tensor, load_rgb
+
+    assert torch.equal(
+        crop.load(path), image_to_tensor(load_rgb(path), 20, resize="short_side_crop")
+    )
