@@ -4,53 +4,52 @@
     python -m iqa_lightning.eval run=... eval.datasets=[kadid,koniq] \\
         eval.roots.kadid=/data/kadid10k eval.roots.koniq=/data/koniq10k eval.name=synthetic2real
 
+    python -m iqa_lightning.eval run=... dataset=koniq dataset.root=... trainer=ddp   # every GPU
+
 The run's backbone, prompt and score head are rebuilt from its ``.hydra/config.yaml`` and its
-tuned tensors loaded from ``checkpoints/tuned.safetensors``. Each dataset is scored
-whole (``eval.split=all``) or on its test split (``eval.split=test``). The run folder receives
-``eval_<name>.json`` (SRCC / PLCC / KRCC and logistic-fitted PLCC per dataset), ``eval_<name>.md``
-(the same as a markdown table) and ``predictions_eval_<dataset>.csv``; when the run logged to W&B
-the table goes there too.
+tuned tensors loaded from ``checkpoints/tuned.safetensors`` (:func:`~iqa_lightning.runs.rebuild_run`).
+Each dataset is scored whole (``eval.split=all``) or on its test split (``eval.split=test``)
+through a Lightning Trainer built from ``trainer`` (the training presets: ``default``, ``gpu``,
+``ddp``, ``ddp_sim``, ...) and :func:`~iqa_lightning.scorer.score_loader`; under DDP each
+process scores an unpadded share, so every image is scored once and the figures equal a
+single process's. Rank 0 writes to the run folder ``eval_<name>.json`` (SRCC / PLCC / KRCC and
+logistic-fitted PLCC per dataset), ``eval_<name>.md`` (the same as a markdown table) and
+``predictions_eval_<dataset>.csv``; when the run logged to W&B the table goes there too.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from iqa_lightning.callbacks.predictions import write_rows
-from iqa_lightning.metrics import correlation_metrics, plcc_logistic
-from iqa_lightning.train import CONFIG_DIR, build_module
+from iqa_lightning.cli import ConfigError, error_line, report_user_errors
+from iqa_lightning.runs import load_run_config, rebuild_run, run_folder
+from iqa_lightning.train import CONFIG_DIR
 
 log = logging.getLogger("iqa_lightning.eval")
 
 COLUMNS = ("srcc", "plcc", "krcc", "plcc_logistic4", "plcc_logistic5", "n")
+RUN_REQUIRED = "run=<run folder> is required: the train.py run folder to evaluate"
+RANK_ENV = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 
 
-def load_run_config(run: Path) -> DictConfig:
-    """The composed config a run was trained with."""
-    path = run / ".hydra" / "config.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"run={run}: no .hydra/config.yaml; is it a train.py run folder?")
-    return OmegaConf.load(path)
+def rank_zero_path(path: str) -> str:
+    """``path`` in the process of global rank 0, else the null device (resolver
+    ``${iqa_rank_zero_path:...}``: the log file of DDP processes other than rank 0)."""
+    others = any(os.environ.get(name, "0") not in ("", "0") for name in RANK_ENV)
+    return os.devnull if others else path
 
 
-def rebuild_run(run_cfg: DictConfig, run: Path):
-    """Rebuild the run's LightningModule and load its trainable tensors."""
-    from safetensors.torch import load_file
-
-    weights = run / "checkpoints" / "tuned.safetensors"
-    if not weights.exists():
-        raise FileNotFoundError(f"run={run}: no {weights.relative_to(run)}; did the run finish?")
-    module = build_module(run_cfg, run=run)
-    module.load_tuned(load_file(str(weights)))
-    return module.eval()
+OmegaConf.register_new_resolver("iqa_rank_zero_path", rank_zero_path, replace=True)
 
 
 def dataset_configs(cfg: DictConfig) -> dict[str, DictConfig]:
@@ -72,31 +71,28 @@ def dataset_configs(cfg: DictConfig) -> dict[str, DictConfig]:
     return out
 
 
-@torch.no_grad()
-def score_dataset(module, loader) -> list[dict[str, Any]]:
-    """Score every image of a loader; one row per image."""
-    device = next(module.parameters()).device
-    rows = []
-    for batch in loader:
-        scores = module(batch["pixels"].to(device)).cpu()
-        for image_id, mos, target, score in zip(
-            batch["image_id"], batch["mos_raw"].tolist(), batch["target"].tolist(),
-            scores.tolist(), strict=True,
-        ):  # fmt: skip
-            rows.append({"image_id": image_id, "mos_raw": mos, "target": target, "score": score})
-    return rows
+def correlations(scores: Sequence[float], targets: Sequence[float]) -> dict[str, float]:
+    """SRCC / PLCC / KRCC (torchmetrics, fp64) and PLCC after 4- and 5-parameter logistic fits,
+    and ``n``; NaN where a figure is undefined (constant scores, too few images to fit).
 
+    Functional torchmetrics: the rows are already gathered, so nothing syncs across DDP ranks
+    (a rank may call this alone).
+    """
+    import torch
+    from torchmetrics.functional import kendall_rank_corrcoef, pearson_corrcoef, spearman_corrcoef
 
-def correlations(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """SRCC / PLCC / KRCC (torchmetrics) and PLCC after 4- and 5-parameter logistic fits."""
-    scores = torch.tensor([r["score"] for r in rows], dtype=torch.float64)
-    targets = torch.tensor([r["target"] for r in rows], dtype=torch.float64)
-    metrics = correlation_metrics("")
-    metrics.update(scores.float(), targets.float())
-    out = {k: float(v) for k, v in metrics.compute().items()}
+    from iqa_lightning.metrics import plcc_logistic
+
+    scores = torch.tensor(list(scores), dtype=torch.float64)
+    targets = torch.tensor(list(targets), dtype=torch.float64)
+    out = {
+        name: float(fn(scores, targets)) if len(scores) > 1 else float("nan")
+        for name, fn in (("srcc", spearman_corrcoef), ("plcc", pearson_corrcoef),
+                         ("krcc", kendall_rank_corrcoef))
+    }  # fmt: skip
     out["plcc_logistic4"] = plcc_logistic(scores.numpy(), targets.numpy(), params=4)
     out["plcc_logistic5"] = plcc_logistic(scores.numpy(), targets.numpy(), params=5)
-    out["n"] = len(rows)
+    out["n"] = len(scores)
     return out
 
 
@@ -111,18 +107,33 @@ def markdown_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _json_safe(results: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {k: None if isinstance(v, float) and v != v else v for k, v in figures.items()}
+        for name, figures in results.items()
+    }
+
+
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Evaluate the run ``cfg.run`` on every requested dataset and write the results."""
+    """Evaluate the run ``cfg.run`` on every requested dataset and write the results.
+
+    Every process of a DDP run returns the same figures; only rank 0 writes files.
+    """
     from hydra.utils import instantiate
 
-    run = Path(cfg.run).expanduser().resolve()
-    run_cfg = load_run_config(run)
-    module = rebuild_run(run_cfg, run)
-    if torch.cuda.is_available():
-        module = module.cuda()
+    from iqa_lightning.callbacks.predictions import write_rows
+    from iqa_lightning.scorer import RowCollector, score_loader
+    from iqa_lightning.train import build_trainer
+
+    if OmegaConf.is_missing(cfg, "run") or not str(cfg.run or "").strip():
+        raise ConfigError(RUN_REQUIRED)
     split = cfg.eval.split
     if split not in ("all", "test"):
-        raise ValueError(f"eval.split={split!r} must be 'all' or 'test'")
+        raise ConfigError(f"eval.split={split!r} must be 'all' or 'test'")
+    run = run_folder(cfg.run)
+    run_cfg = load_run_config(run)
+    module = rebuild_run(run, run_cfg)
+    trainer = build_trainer(cfg, callbacks=[RowCollector()], loggers=[])
 
     results = {}
     for name, node in dataset_configs(cfg).items():
@@ -134,13 +145,16 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         datamodule = instantiate(node, image_size=int(run_cfg.model.image_size))
         datamodule.prepare_data()
         datamodule.setup("test")
-        rows = score_dataset(module, datamodule.eval_dataloader(split))
-        results[name] = correlations(rows)
-        write_rows(run / f"predictions_eval_{name}.csv", rows)
-        log.info("%s (%s, %d images): %s", name, split, len(rows), results[name])
+        rows = score_loader(trainer, module, datamodule.eval_dataloader(split))
+        results[name] = correlations([r["score"] for r in rows], [r["target"] for r in rows])
+        if trainer.is_global_zero:
+            write_rows(run / f"predictions_eval_{name}.csv", rows)
+            log.info("%s (%s, %d images): %s", name, split, len(rows), results[name])
 
+    if not trainer.is_global_zero:
+        return results
     table_name = cfg.eval.get("name") or "_".join(results)
-    (run / f"eval_{table_name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (run / f"eval_{table_name}.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
     table = markdown_table(results)
     (run / f"eval_{table_name}.md").write_text(table)
     log_to_wandb(run, run_cfg, table_name, results)
@@ -170,10 +184,35 @@ def log_to_wandb(run: Path, run_cfg: DictConfig, name: str, results: dict) -> No
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
+@report_user_errors
+def _hydra_main(cfg: DictConfig) -> None:
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", message=r"Metric `\w+` will save all targets")
+    import lightning.pytorch  # noqa: F401  (its import adds the handlers cleared here)
+
+    # Lightning prints through its own handlers as well; Hydra's logging alone shows its lines.
+    for name in ("lightning", "lightning.pytorch"):
+        logging.getLogger(name).handlers.clear()
     evaluate(cfg)
+
+
+def given(args: Sequence[str], key: str) -> bool:
+    """Whether command-line overrides set ``key`` (``run=...``, ``+run=...``, ``++run=...``)."""
+    return any(a.split("=", 1)[0].lstrip("+") == key for a in args if "=" in a)
+
+
+def main() -> None:
+    """Entry point of ``python -m iqa_lightning.eval``.
+
+    The run folder is also where Hydra's log goes (``hydra.run.dir: ${run}``), so without
+    ``run=`` Hydra would stop before the task with a traceback; say what is missing instead.
+    """
+    args = sys.argv[1:]
+    info = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
+    if not info and not given(args, "run"):
+        print(error_line(ConfigError(RUN_REQUIRED)), file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Read run folders back: metrics, overrides and predictions of one run or a whole sweep.
+"""Read run folders back: metrics, overrides and predictions of one run or a whole sweep, and the
+trained model itself.
 
 A run folder is what ``train.py`` writes (``.hydra/``, ``metrics.json``,
 ``predictions_test.csv``, ``split.csv``, ``checkpoints/``, ``plots/``); a sweep folder holds one
-run folder per job. Used by the analysis notebook and by tests of the run-folder contract.
+run folder per job. Used by the analysis notebook, by the evaluation and scoring drivers
+(:func:`rebuild_run`) and by tests of the run-folder contract.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+RUN_CONFIG = Path(".hydra") / "config.yaml"
+TUNED = Path("checkpoints") / "tuned.safetensors"
 
 
 @dataclass
@@ -81,3 +86,55 @@ def metrics_table(runs: list[Run], keys: tuple[str, ...] = ("test/srcc", "test/p
             cells.append("n/a" if value is None else f"{value:.4f}")
         lines.append(f"| {run.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def run_folder(run: str | Path | None) -> Path:
+    """``run`` as an absolute path to a train.py run folder.
+
+    Raises:
+        FileNotFoundError: ``run`` is empty, missing, or not a folder with ``.hydra/config.yaml``.
+    """
+    if run is None or not str(run).strip():
+        raise FileNotFoundError("run=<run folder> is required: the train.py run folder")
+    path = Path(str(run)).expanduser().resolve()
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"run={run}: {what}; give a train.py run folder")
+    if not (path / RUN_CONFIG).is_file():
+        raise FileNotFoundError(f"run={run}: no .hydra/config.yaml; is it a train.py run folder?")
+    return path
+
+
+def load_run_config(run: str | Path):
+    """The composed config (an OmegaConf ``DictConfig``) a run was trained with."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(run_folder(run) / RUN_CONFIG)
+
+
+def rebuild_run(run: str | Path, run_cfg=None):
+    """The run's LightningModule, rebuilt from its config, with its tuned tensors loaded.
+
+    Args:
+        run: A finished train.py run folder.
+        run_cfg: Its config, when already loaded (:func:`load_run_config`).
+
+    Returns:
+        The :class:`~iqa_lightning.module.IQAModule` in eval mode.
+
+    Raises:
+        FileNotFoundError: The folder lacks ``.hydra/config.yaml`` or
+            ``checkpoints/tuned.safetensors`` (the run did not finish).
+    """
+    from safetensors.torch import load_file
+
+    from iqa_lightning.train import build_module
+
+    run = run_folder(run)
+    weights = run / TUNED
+    if not weights.is_file():
+        raise FileNotFoundError(f"run={run}: no {TUNED.as_posix()}; did the run finish?")
+    run_cfg = load_run_config(run) if run_cfg is None else run_cfg
+    module = build_module(run_cfg, run=run)
+    module.load_tuned(load_file(str(weights)))
+    return module.eval()

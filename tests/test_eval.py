@@ -1,13 +1,20 @@
-"""Cross-dataset evaluation of a trained demo run, through real subprocesses."""
+"""Cross-dataset evaluation of a trained demo run, through real subprocesses (2-process CPU
+DDP included)."""
 
 import csv
 import json
+import math
+import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from iqa_lightning.eval import correlations
 from iqa_lightning.metrics import plcc_logistic
-from tests.conftest import run_train
+from tests.conftest import REPO, run_train
 from tests.data.fixtures import write_kadid, write_koniq
 
 EVAL = ("-m", "iqa_lightning.eval")
@@ -52,32 +59,99 @@ def test_two_datasets_give_one_table(demo_run, roots, run_env):
     assert "experiment=demo" in (run / ".hydra" / "overrides.yaml").read_text()
 
 
-def test_rebuilt_run_reproduces_its_test_predictions(demo_run, run_env):
+def dataset_overrides(run):
+    """The ``dataset.*`` overrides the run was trained with (so eval builds the same set)."""
+    config = (run / ".hydra" / "overrides.yaml").read_text()
+    return [line[2:] for line in config.splitlines() if line.startswith("- dataset.")]
+
+
+@pytest.fixture(scope="module")
+def single_eval(demo_run, run_env, tmp_path_factory):
+    """One single-process evaluation of the run on its own test split; copies of its files."""
+    run, _ = demo_run
+    run_train(
+        [f"run={run}", "eval.split=test", "eval.name=single", *dataset_overrides(run)],
+        run_env,
+        entry=EVAL,
+    )
+    keep = tmp_path_factory.mktemp("single_eval")
+    for name in ("eval_single.json", "predictions_eval_synthetic.csv"):
+        shutil.copy(run / name, keep / name)
+    return keep
+
+
+def test_rebuilt_run_reproduces_its_test_predictions(demo_run, single_eval):
     """Evaluating the run on its own dataset's test split gives the scores training wrote."""
     run, _ = demo_run
-    config = (run / ".hydra" / "overrides.yaml").read_text()
-    overrides = [line[2:] for line in config.splitlines() if line.startswith("- dataset.")]
-    run_train([f"run={run}", "eval.split=test", *overrides], run_env, entry=EVAL)
     ours = {
-        r["image_id"]: float(r["score"]) for r in read_csv(run / "predictions_eval_synthetic.csv")
+        r["image_id"]: float(r["score"])
+        for r in read_csv(single_eval / "predictions_eval_synthetic.csv")
     }
     theirs = {r["image_id"]: float(r["score"]) for r in read_csv(run / "predictions_test.csv")}
     assert set(ours) == set(theirs)
     for image_id, score in theirs.items():
         assert ours[image_id] == pytest.approx(score, abs=1e-5)
+    figures = json.loads((single_eval / "eval_single.json").read_text())["synthetic"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("srcc", "plcc", "krcc"):
+        assert figures[key] == pytest.approx(metrics[f"test/{key}"], abs=1e-6), key
+
+
+def test_ddp_sim_eval_scores_each_image_once_with_single_process_figures(
+    demo_run, single_eval, run_env
+):
+    run, _ = demo_run
+    before = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    proc = run_train(
+        [f"run={run}", "eval.split=test", "eval.name=ddp", "trainer=ddp_sim",
+         *dataset_overrides(run)],
+        run_env,
+        entry=EVAL,
+    )  # fmt: skip
+    shares = dict(re.findall(r"rank (\d)/2 scored (\d+) images", proc.stdout + proc.stderr))
+    assert set(shares) == {"0", "1"}, "both DDP processes score"
+
+    rows = read_csv(run / "predictions_eval_synthetic.csv")
+    single_rows = read_csv(single_eval / "predictions_eval_synthetic.csv")
+    assert len(rows) % 2 == 1, "an odd split makes DistributedSampler padding visible"
+    assert sum(int(n) for n in shares.values()) == len(rows), "no image scored twice"
+    assert [r["image_id"] for r in rows] == [r["image_id"] for r in single_rows]
+    for ddp_row, one_row in zip(rows, single_rows, strict=True):
+        assert math.isclose(float(ddp_row["score"]), float(one_row["score"]), abs_tol=1e-6)
+        assert ddp_row["mos_raw"] == one_row["mos_raw"]
+
+    ddp = json.loads((run / "eval_ddp.json").read_text())["synthetic"]
+    single = json.loads((single_eval / "eval_single.json").read_text())["synthetic"]
+    assert ddp["n"] == single["n"] == len(rows)
+    for key in ("srcc", "plcc", "krcc", "plcc_logistic4", "plcc_logistic5"):
+        assert math.isclose(ddp[key], single[key], rel_tol=1e-6, abs_tol=1e-9), key
+
+    after = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    written = {str(p) for p in after if before.get(p) != after[p] and p.parts[0] != "wandb"}
+    # Rank 0's files only (and the W&B table): the second process logs to the terminal.
+    assert written == {"eval_ddp.json", "eval_ddp.md", "predictions_eval_synthetic.csv",
+                       "eval.log"}, written  # fmt: skip
+
+
+def test_eval_without_run_says_what_is_missing(run_env):
+    proc = subprocess.run(
+        [sys.executable, *EVAL, "eval.split=test"], cwd=REPO, env=run_env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: run=<run folder> is required: the train.py run folder to evaluate"
+    )
+    assert "Traceback" not in proc.stderr and "MissingMandatoryValue" not in proc.stderr
 
 
 def test_missing_run_folder_is_named(run_env, tmp_path):
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
     proc = subprocess.run(
         [sys.executable, *EVAL, f"run={tmp_path}"], cwd=REPO, env=run_env,
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert proc.returncode != 0 and ".hydra/config.yaml" in proc.stderr
+    assert proc.returncode != 0
+    assert ".hydra/config.yaml" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_logistic_plcc_undoes_a_monotonic_nonlinearity():
@@ -89,3 +163,18 @@ def test_logistic_plcc_undoes_a_monotonic_nonlinearity():
         fitted = plcc_logistic(pred, mos, params=params)
         assert fitted > plain + 0.02 and fitted > 0.99
     assert np.isnan(plcc_logistic(np.ones(10), mos[:10]))
+
+
+def test_correlations_are_not_synced_and_undefined_figures_are_nan():
+    rng = np.random.default_rng(1)
+    pred = rng.uniform(0, 1, 50)
+    mos = pred + rng.normal(0, 0.3, 50)
+    figures = correlations(pred.tolist(), mos.tolist())
+    assert figures["n"] == 50
+    assert figures["plcc"] == pytest.approx(np.corrcoef(pred, mos)[0, 1], abs=1e-9)
+    from scipy.stats import kendalltau, spearmanr
+
+    assert figures["srcc"] == pytest.approx(spearmanr(pred, mos)[0], abs=1e-6)
+    assert figures["krcc"] == pytest.approx(kendalltau(pred, mos)[0], abs=1e-6)
+    one = correlations([0.5], [3.0])
+    assert one["n"] == 1 and all(math.isnan(one[k]) for k in ("srcc", "plcc", "krcc"))

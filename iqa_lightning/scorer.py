@@ -1,0 +1,350 @@
+"""Score images with a finished run or zero-shot with a model preset (the Python API).
+
+    from iqa_lightning.scorer import Scorer
+
+    scorer = Scorer.from_run("outputs/runs/demo_2025-01-01_12-00-00")   # its tuned tensors
+    scorer = Scorer.from_config(model="llava_1_5_7b", score="qalign")    # zero-shot
+    scores = scorer(["photo.jpg", PIL.Image.open("other.png")])         # float32 tensor [2]
+
+Images are decoded and resized exactly as the datasets do (``load_rgb``, then a bicubic resize to
+the backbone's ``image_size``). Scores lie in the score head's range ``[min(weights),
+max(weights)]``, i.e. [0, 1] for every preset under ``conf/score/``, higher is better.
+
+:func:`score_loader` is the one scoring path of the package: it runs ``Trainer.predict`` over a
+dataloader through :class:`ScoringStep` (the module's forward on ``batch["pixels"]``) and
+:class:`RowCollector` (one row per image, gathered across DDP ranks, in dataset order).
+``python -m iqa_lightning.eval`` and ``python -m iqa_lightning.score`` use it as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from omegaconf import DictConfig
+from PIL import Image
+from torch.utils.data import Dataset
+
+from iqa_lightning.cli import ConfigError
+from iqa_lightning.data import ImageLoadError, load_rgb
+from iqa_lightning.data.dataset import make_loader
+from iqa_lightning.data.images import array_to_tensor, resize_to_array
+
+log = logging.getLogger("iqa_lightning.score")
+
+
+class ScoringStep(L.LightningModule):
+    """The predict step of an :class:`~iqa_lightning.module.IQAModule`: scores ``[B]`` of
+    ``batch["pixels"]``.
+
+    Args:
+        model: The module (a rebuilt run or a zero-shot model).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        # A rank may get no image at all when there are fewer images than processes.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """The model's backbone (what the FSDP wrap policy looks for)."""
+        return self.model.backbone
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
+        return self.model(batch["pixels"])
+
+
+def _item(value: Any, i: int) -> Any:
+    item = value[i]
+    return item.item() if isinstance(item, torch.Tensor) else item
+
+
+def _gather(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        parts: list[list[dict[str, Any]]] = [[] for _ in range(dist.get_world_size())]
+        dist.all_gather_object(parts, rows)
+        rows = [row for part in parts for row in part]
+    return rows
+
+
+class RowCollector(BasePredictionWriter):
+    """One row per image of a predict run: ``index`` (position in the dataset), every per-image
+    field of the batch except ``pixels`` (``image_id``, ``mos_raw``, ...) and ``score``.
+
+    After the run every rank holds every rank's rows in :attr:`rows`, sorted by ``index``:
+    each image appears once (prediction shards are not padded).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="batch")
+        self.rows: list[dict[str, Any]] = []
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.rows = []
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        scores = prediction.detach().float().cpu().tolist()
+        if batch_indices is None or len(batch_indices) != len(scores):
+            raise RuntimeError("Trainer.predict gave no dataset indices for a batch")
+        for i, (index, score) in enumerate(zip(batch_indices, scores, strict=True)):
+            row = {"index": int(index)}
+            row.update({k: _item(v, i) for k, v in batch.items() if k != "pixels"})
+            row["score"] = score
+            self.rows.append(row)
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        log.info(
+            "rank %d/%d scored %d images", trainer.global_rank, trainer.world_size, len(self.rows)
+        )
+        self.rows = sorted(_gather(self.rows), key=lambda row: row["index"])
+
+
+def score_loader(trainer: L.Trainer, module: torch.nn.Module, loader) -> list[dict[str, Any]]:
+    """Score every image of ``loader`` with ``module`` through ``trainer.predict``.
+
+    Args:
+        trainer: A Trainer with a :class:`RowCollector` among its callbacks (any strategy;
+            under DDP each rank scores its own unpadded shard).
+        module: An :class:`~iqa_lightning.module.IQAModule`.
+        loader: A DataLoader of dict batches with ``pixels`` ``[B, 3, S, S]`` in [0, 1].
+
+    Returns:
+        One row per image in dataset order, on every rank (see :class:`RowCollector`).
+    """
+    collectors = [cb for cb in trainer.callbacks if isinstance(cb, RowCollector)]
+    if not collectors:
+        raise ValueError("score_loader needs a Trainer built with a RowCollector callback")
+    trainer.predict(ScoringStep(module), dataloaders=loader, return_predictions=False)
+    return list(collectors[0].rows)
+
+
+def compose_scoring(overrides: Sequence[str] = ()) -> DictConfig:
+    """``conf/scoring.yaml`` composed with ``overrides`` (``model=tiny_llava``, ...), as
+    ``python -m iqa_lightning.score`` composes it (works inside another Hydra app too).
+
+    Raises:
+        ConfigError: An override names no preset or key; the message is Hydra's.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from iqa_lightning.train import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        try:
+            return compose(config_name="scoring", overrides=list(overrides))
+        except HydraException as err:
+            raise ConfigError(str(err).splitlines()[0]) from err
+
+
+def zero_shot_module(cfg: DictConfig) -> torch.nn.Module:
+    """The frozen module of a scoring config (``model``, ``score``, ``prompt``; the one phase
+    of ``module.phases`` trains nothing, so an untrained prompt stays as initialised)."""
+    from iqa_lightning.train import build_module
+
+    return build_module(cfg).eval()
+
+
+class ImageInputs(Dataset):
+    """Images (paths or PIL images) as samples ``pixels`` / ``image`` / ``error`` (/ ``mos``).
+
+    An image that cannot be read gives black pixels and its reason in ``error`` (empty for the
+    others), so one bad file never stops a run; callers drop and list those rows.
+
+    Args:
+        images: Files or PIL images.
+        image_size: Side of the square the images are resized to (as the datasets do).
+        names: Name of each image in the output (default: the path, or the PIL file name).
+        mos: Subjective score of each image, when known.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[str | Path | Image.Image],
+        image_size: int,
+        names: Sequence[str] | None = None,
+        mos: Sequence[float] | None = None,
+    ) -> None:
+        self.images = list(images)
+        self.image_size = int(image_size)
+        self.names = [_name(x, i) for i, x in enumerate(self.images)] if names is None else names
+        self.mos = None if mos is None else [float(m) for m in mos]
+        for what, values in (("names", self.names), ("mos", self.mos)):
+            if values is not None and len(values) != len(self.images):
+                raise ValueError(f"{len(values)} {what} for {len(self.images)} images")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, error = self.images[index], ""
+        try:
+            img = image if isinstance(image, Image.Image) else load_rgb(image)
+            array = resize_to_array(img, self.image_size)
+        except ImageLoadError as err:
+            error = err.reason or str(err)
+            array = resize_to_array(Image.new("RGB", (1, 1)), self.image_size)
+        sample = {"pixels": array_to_tensor(array), "image": self.names[index], "error": error}
+        if self.mos is not None:
+            sample["mos"] = self.mos[index]
+        return sample
+
+
+def _name(image: Any, index: int) -> str:
+    if isinstance(image, Image.Image):
+        return getattr(image, "filename", "") or f"<image {index}>"
+    return str(image)
+
+
+@dataclass
+class Scores:
+    """What :meth:`Scorer.score` returns.
+
+    Attributes:
+        images: The readable images' names, in input order.
+        scores: Their scores, float32 ``[len(images)]``.
+        mos: Their subjective scores, when given.
+        skipped: ``(name, reason)`` of every image that could not be read.
+    """
+
+    images: list[str]
+    scores: torch.Tensor
+    mos: list[float] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def scoring_trainer(**options: Any) -> L.Trainer:
+    """A one-device Trainer for scoring: no logger, no checkpoints, a :class:`RowCollector`.
+
+    Args:
+        **options: Trainer arguments (``accelerator``, ``precision``, ``enable_progress_bar``).
+    """
+    settings = {
+        "accelerator": "auto",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "enable_progress_bar": False,
+        **options,
+    }
+    return L.Trainer(callbacks=[RowCollector()], **settings)
+
+
+class Scorer:
+    """Scores images with an :class:`~iqa_lightning.module.IQAModule`.
+
+    Args:
+        module: The module (see :meth:`from_run`, :meth:`from_config`).
+        image_size: The backbone's input size (``model.image_size``).
+        batch_size: Images per forward pass.
+        num_workers: DataLoader worker processes decoding the images.
+        trainer: A Trainer with a :class:`RowCollector` (e.g. DDP from a ``trainer`` preset);
+            default: :func:`scoring_trainer` with ``trainer_options``.
+        **trainer_options: Passed to :func:`scoring_trainer` (``accelerator="cpu"``,
+            ``precision="bf16-mixed"``, ``enable_progress_bar=True``).
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        image_size: int,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        trainer: L.Trainer | None = None,
+        **trainer_options: Any,
+    ) -> None:
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size={batch_size} must be a positive integer")
+        self.module = module
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.trainer = trainer if trainer is not None else scoring_trainer(**trainer_options)
+
+    @classmethod
+    def from_run(cls, run: str | Path, **kwargs: Any) -> Scorer:
+        """The model of a finished train.py run folder, with its tuned tensors."""
+        from iqa_lightning.runs import load_run_config, rebuild_run
+
+        run_cfg = load_run_config(run)
+        module = rebuild_run(run, run_cfg)
+        return cls(module, int(run_cfg.model.image_size), **kwargs)
+
+    @classmethod
+    def from_config(
+        cls,
+        model: str | None = None,
+        score: str | None = None,
+        prompt: str | None = None,
+        overrides: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> Scorer:
+        """A zero-shot scorer from presets of ``conf/model``, ``conf/score``, ``conf/prompt``.
+
+        Args:
+            model: A model preset (``"tiny_llava"``); default: ``conf/scoring.yaml``'s.
+            score: A score head preset (``"qalign"``); default: ``conf/scoring.yaml``'s.
+            prompt: A prompt preset; default ``"none"``.
+            overrides: More Hydra overrides, e.g. ``["model.pretrained=/models/llava"]``.
+            **kwargs: :class:`Scorer` arguments.
+        """
+        choices = {"model": model, "score": score, "prompt": prompt}
+        chosen = [f"{group}={name}" for group, name in choices.items() if name is not None]
+        cfg = compose_scoring([*chosen, *overrides])
+        return cls(zero_shot_module(cfg), int(cfg.model.image_size), **kwargs)
+
+    def score(
+        self,
+        images: Sequence[str | Path | Image.Image],
+        names: Sequence[str] | None = None,
+        mos: Sequence[float] | None = None,
+    ) -> Scores:
+        """Score images, listing (not raising on) those that cannot be read.
+
+        Args:
+            images: Files or PIL images.
+            names: Their names in the result (default: the paths).
+            mos: Their subjective scores, carried into the result.
+        """
+        dataset = ImageInputs(images, self.image_size, names=names, mos=mos)
+        loader = make_loader(dataset, self.batch_size, self.num_workers, shuffle=False)
+        rows = score_loader(self.trainer, self.module, loader) if len(dataset) else []
+        good = [row for row in rows if not row["error"]]
+        return Scores(
+            images=[row["image"] for row in good],
+            scores=torch.tensor([row["score"] for row in good], dtype=torch.float32),
+            mos=None if mos is None else [row["mos"] for row in good],
+            skipped=[(row["image"], row["error"]) for row in rows if row["error"]],
+        )
+
+    def __call__(self, images: Sequence[str | Path | Image.Image]) -> torch.Tensor:
+        """Scores ``[len(images)]`` (float32) of files or PIL images.
+
+        Raises:
+            ImageLoadError: Some image cannot be read; the message names each such file.
+        """
+        if isinstance(images, (str, Path, Image.Image)):
+            images = [images]
+        result = self.score(images)
+        if result.skipped:
+            shown = "; ".join(f"'{name}': {why}" for name, why in result.skipped[:5])
+            more = f" and {len(result.skipped) - 5} more" if len(result.skipped) > 5 else ""
+            raise ImageLoadError(
+                f"{len(result.skipped)} of {len(images)} image(s) cannot be read: {shown}{more}",
+                path=result.skipped[0][0],
+                reason=result.skipped[0][1],
+            )
+        return result.scores
