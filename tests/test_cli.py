@@ -16,6 +16,15 @@ def test_demo_prints_its_run_folder_and_figures(demo_run):
     assert "test/srcc=" in proc.stdout
 
 
+def test_test_table_has_one_column_and_full_names(demo_run):
+    _, proc = demo_run
+    assert "DataLoader" not in proc.stdout
+    lines = proc.stdout.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("test metric")))
+    names = [line.split()[0] for line in lines[start + 2 : start + 6]]
+    assert names == ["test/krcc", "test/plcc", "test/srcc", "test/srcc_plcc"]
+
+
 def test_run_folder_contract(demo_run):
     out, _ = demo_run
     assert (out / ".hydra" / "config.yaml").exists()

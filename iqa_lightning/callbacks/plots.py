@@ -1,7 +1,12 @@
-"""Plots for the run folder (and W&B): predicted-vs-MOS scatter and the learned prompt."""
+"""Plots for the run folder (and W&B): predicted-vs-MOS scatter and the learned prompt.
+
+Both name the run in their title, so a plot copied out of its folder (or shown in a W&B
+panel beside others) still says where it comes from.
+"""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import lightning as L
@@ -9,34 +14,127 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from lightning.pytorch.loggers import WandbLogger  # noqa: E402
 
 from iqa_lightning.strategies import full_parameters  # noqa: E402
 
 
-def scatter_plot(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Scatter of predicted score against raw MOS, one point per image."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+def _correlations(rows: list[dict]) -> tuple[float, float]:
+    from scipy.stats import pearsonr, spearmanr
+
+    mos = np.asarray([r["mos_raw"] for r in rows], dtype=np.float64)
+    score = np.asarray([r["score"] for r in rows], dtype=np.float64)
+    if len(rows) < 2 or np.ptp(mos) == 0 or np.ptp(score) == 0:
+        return float("nan"), float("nan")
+    return float(spearmanr(score, mos)[0]), float(pearsonr(score, mos)[0])
+
+
+def _titled(run_name: str, line: str, width: int) -> str:
+    """The run's name (wrapped at ``width`` characters) above ``line``."""
+    if not run_name:
+        return line
+    return "\n".join([*textwrap.wrap(run_name, width, break_on_hyphens=False), line])
+
+
+def scatter_figure(rows: list[dict], run_name: str = "", split: str = "test"):
+    """Predicted score against raw MOS, one point per image; the title names the run and
+    gives SRCC and PLCC over these rows.
+
+    Args:
+        rows: Dicts with ``mos_raw`` and ``score`` (``predictions_test.csv`` rows).
+        run_name: The run, as the title shows it.
+        split: The split the rows come from.
+
+    Returns:
+        The matplotlib figure (the caller saves and closes it).
+    """
+    srcc, plcc = _correlations(rows)
+    fig, ax = plt.subplots(figsize=(5.0, 5.0), dpi=100, layout="constrained")
     ax.scatter([r["mos_raw"] for r in rows], [r["score"] for r in rows], s=10, alpha=0.7)
     ax.set_xlabel("MOS")
     ax.set_ylabel("predicted score")
-    ax.set_title(title)
+    figures = f"{split}: SRCC {srcc:.3f}  PLCC {plcc:.3f}  (n={len(rows)})"
+    ax.set_title(_titled(run_name, figures, 60), fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    return fig
+
+
+def prompt_figure(prompt, image: torch.Tensor | None = None, run_name: str = ""):
+    """The learned prompt at the model's input size, beside a real image with and without it.
+
+    Panels: the image as the model receives it, the same image with the prompt applied, the
+    prompt applied to mid-grey, and the prompt's pixel change (mean over RGB) with a colour
+    scale. Axes count pixels of the model's input.
+
+    Args:
+        prompt: A pixel prompt (has ``render()`` and ``image_size``).
+        image: ``[3, R, R]`` pixels in [0, 1] at the model's input size; None: only the
+            prompt panels.
+        run_name: The run, as the title shows it.
+
+    Returns:
+        The matplotlib figure, or None for a prompt with nothing to show (no ``render``).
+    """
+    if not hasattr(prompt, "render"):
+        return None
+    size = int(prompt.image_size)
+    rendered = prompt.render().float().clamp(0, 1)
+    change = (rendered - 0.5).mean(0).numpy()
+    panels = []
+    if image is not None:
+        image = image.detach().float().cpu()
+        with torch.no_grad():
+            device = next(prompt.parameters()).device
+            prompted = prompt(image[None].to(device))[0].float().cpu()
+        panels += [("test image (model input)", image), ("with the prompt", prompted)]
+    panels.append(("prompt on mid-grey", rendered))
+    fig, axes = plt.subplots(
+        1, len(panels) + 1, figsize=(3.4 * (len(panels) + 1) + 0.6, 4.2), layout="constrained"
+    )
+    for ax, (title, pixels) in zip(axes, panels, strict=False):
+        ax.imshow(
+            pixels.permute(1, 2, 0).numpy(), interpolation="nearest", extent=(0, size, size, 0)
+        )
+        ax.set_title(title, fontsize=9)
+    ax = axes[-1]
+    limit = float(np.abs(change).max()) or 1e-6
+    shown = ax.imshow(
+        change, cmap="coolwarm", vmin=-limit, vmax=limit, interpolation="nearest",
+        extent=(0, size, size, 0),
+    )  # fmt: skip
+    ax.set_title("pixel change (mean over RGB)", fontsize=9)
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="change in [0, 1] units")
+    for ax in axes:
+        ax.set_xticks([0, size // 2, size])
+        ax.set_yticks([0, size // 2, size])
+        ax.set_xlabel("px")
+    kind = type(prompt).__name__
+    detail = f"{kind}, {getattr(prompt, 'mode', '')} mode, {size}x{size} px input"
+    fig.suptitle(_titled(run_name, detail, 110), fontsize=10)
+    return fig
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Save ``fig`` as ``path`` (folders made) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
     return path
 
 
-def prompt_image(prompt, path: Path) -> Path | None:
-    """Save the prompt applied to mid-grey as a PNG; None for prompts with nothing to show."""
-    if not hasattr(prompt, "render"):
-        return None
-    image = prompt.render().permute(1, 2, 0).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plt.imsave(path, image)
-    return path
+def scatter_plot(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Write :func:`scatter_figure` of ``rows`` to ``path``; ``title`` names the run."""
+    return save_figure(scatter_figure(rows, title), path)
+
+
+def prompt_image(
+    prompt, path: Path, image: torch.Tensor | None = None, run_name: str = ""
+) -> Path | None:
+    """Write :func:`prompt_figure` to ``path``; None for prompts with nothing to show."""
+    fig = prompt_figure(prompt, image, run_name)
+    return None if fig is None else save_figure(fig, path)
 
 
 class PlotWriter(L.Callback):
@@ -44,10 +142,21 @@ class PlotWriter(L.Callback):
 
     Args:
         output_dir: The run folder.
+        run_name: How the plots name the run (default: the run folder's name).
     """
 
-    def __init__(self, output_dir: str) -> None:
+    def __init__(self, output_dir: str, run_name: str | None = None) -> None:
         self.plot_dir = Path(output_dir) / "plots"
+        self.run_name = run_name or Path(output_dir).name
+        self._image: torch.Tensor | None = None
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._image = None
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        # Keep one real test image (a scored batch, not instruction data) for the prompt plot.
+        if self._image is None and isinstance(batch, dict) and "target" in batch:
+            self._image = batch["pixels"][0].detach().float().cpu()
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not pl_module.test_rows:
@@ -55,14 +164,14 @@ class PlotWriter(L.Callback):
         with full_parameters(trainer):  # every rank takes part: FSDP gathers the prompt
             prompt = None
             if trainer.is_global_zero:
-                prompt = prompt_image(pl_module.prompt, self.plot_dir / "prompt.png")
+                prompt = prompt_image(
+                    pl_module.prompt, self.plot_dir / "prompt.png", self._image, self.run_name
+                )
         if not trainer.is_global_zero:
             return
-        srcc = trainer.callback_metrics.get("test/srcc")
-        title = f"test SRCC {float(srcc):.3f}" if srcc is not None else ""
         images = {
             "test/scatter": scatter_plot(
-                pl_module.test_rows, self.plot_dir / "scatter_test.png", title
+                pl_module.test_rows, self.plot_dir / "scatter_test.png", self.run_name
             )
         }
         if prompt is not None:
@@ -71,3 +180,6 @@ class PlotWriter(L.Callback):
             if isinstance(logger, WandbLogger):
                 for key, path in images.items():
                     logger.log_image(key=key, images=[str(path)])
+
+
+__all__ = ["PlotWriter", "prompt_figure", "prompt_image", "save_figure", "scatter_figure"]
