@@ -11,7 +11,7 @@ those pixels untouched:
 - ``mul``: ``x * (1 + delta * tanh(canvas))`` (a factor of exactly 1 outside the prompt; the
   reference code multiplies by a zero canvas, which blacks the rest of the image out)
 - ``mul_reference``: ``x * delta * tanh(canvas)``, the reference's mul exactly
-  (mplug2-vp-for-nriqa src/prompters.py:69-70, 108-109, 136-137), kept to reproduce it
+  (mplug2-vp-for-nriqa src/prompters.py:57, 112, 138), kept to reproduce it
 
 The result is clamped to [0, 1]. The backbone normalises afterwards, with its own statistics.
 """
