@@ -13,6 +13,7 @@ from .datasets.live import LIVEDataModule
 from .datasets.pipal import PIPALDataModule
 from .datasets.spaq import SPAQDataModule
 from .datasets.synthetic import SyntheticDataModule, generate_synthetic_kadid, synthetic_dirname
+from .datasets.table import TableDataModule
 from .datasets.tid2013 import TID2013DataModule
 from .images import ImageLoadError, image_to_tensor, load_rgb, to_rgb
 from .instruct.conversations import (
@@ -79,6 +80,7 @@ __all__ = [
     "SyntheticDataModule",
     "SyntheticInstructDataModule",
     "TID2013DataModule",
+    "TableDataModule",
     "TaskMixtureLoader",
     "assign_splits",
     "check_ratios",

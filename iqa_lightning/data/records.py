@@ -31,6 +31,8 @@ class ImageRecord:
         pyiqa_split: The split pyiqa's files give this image (a split column of pyiqa's
             meta-info CSV or a split pickle, as selected in the config), used by
             ``split="pyiqa"``.
+        mos_std: Standard deviation of the ratings behind ``mos_raw``, on its scale, where the
+            annotation file gives one (e.g. ``dataset=table`` with ``std_key``); else None.
     """
 
     image_id: str
@@ -39,6 +41,7 @@ class ImageRecord:
     ref_id: str | None = None
     official_split: str | None = None
     pyiqa_split: str | None = None
+    mos_std: float | None = None
 
 
 class AnnotationError(ValueError):

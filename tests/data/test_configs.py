@@ -6,8 +6,8 @@ from omegaconf import OmegaConf
 
 from iqa_lightning.data import ImageCheckError, IQADataModule
 
-from .fixtures import write_agiqa, write_kadid, write_koniq
-from .fixtures_files import write_split_csv
+from .fixtures import write_agiqa, write_image, write_kadid, write_koniq
+from .fixtures_files import write_qalign_scores, write_split_csv
 from .fixtures_more import (
     write_clive,
     write_csiq,
@@ -51,7 +51,7 @@ def compose(name, tmp_path):
 
 
 def test_every_dataset_config_is_tested():
-    assert {p.stem for p in CONF.glob("*.yaml")} == {*WRITERS, "synthetic"}
+    assert {p.stem for p in CONF.glob("*.yaml")} == {*WRITERS, "synthetic", "table"}
 
 
 @pytest.mark.parametrize("name", sorted(WRITERS))
@@ -134,3 +134,20 @@ def test_config_runs_the_full_image_check(tmp_path):
     with pytest.raises(ImageCheckError, match="I02_01_02.png"):
         dm.prepare_records()
     assert list((tmp_path / "cache" / "preprocessed" / "image_checks").glob("kadid-full-*.json"))
+
+
+def test_table_config_reads_a_qalign_score_list(tmp_path):
+    names = [f"agiqa3k/AttnGAN_normal_{i:03d}.jpg" for i in range(20)]
+    for i, name in enumerate(names):
+        write_image(tmp_path / "qalign" / name, seed=i)
+    scores = [0.5 + 4 * i / 19 for i in range(20)]
+    file = write_qalign_scores(tmp_path / "qalign" / "agi.json", names, scores, as_text=True)
+    config = compose("table", tmp_path)
+    assert OmegaConf.is_missing(config.dataset, "file")
+    config.dataset.update(num_workers=0, file=str(file))
+    dm = instantiate(config.dataset)
+    assert dm.higher_better and dm.check_images == "off"
+    counts = dm.prepare_records()
+    assert sum(counts.values()) == 20 and dm.split == "random" and dm.mos_range == (0.5, 4.5)
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["pixels"].shape[1:] == (3, 24, 24)
