@@ -51,8 +51,10 @@ COLUMNS = (
     "job",
     "overrides",
     "status",
+    "dataset",
     "prompt",
     "prompt_size",
+    "prompt_mode",
     *METRIC_COLUMNS,
     "trainable_parameters",
     "run_folder",
@@ -63,6 +65,7 @@ __all__ = [
     "GridSweeper",
     "SweepSummary",
     "plot_srcc_vs_size",
+    "srcc_vs_size_figure",
     "read_sweep",
     "summarize_sweep",
     "write_summary",
@@ -152,17 +155,25 @@ def _job_number(folder: Path) -> int | None:
     return int(folder.name) if folder.name.isdigit() else None
 
 
-def _prompt_of(folder: Path) -> tuple[str, Any]:
-    """(prompt option, prompt.size) from the job's saved configs; size None when it has none."""
-    choice, size = "", None
+def _run_settings(folder: Path) -> dict[str, Any]:
+    """Dataset, prompt option, prompt.size and prompt.mode from the job's saved configs (None
+    where the job's config has no such value: an overlay prompt has no size)."""
+    out: dict[str, Any] = {
+        "dataset": None,
+        "prompt": None,
+        "prompt_size": None,
+        "prompt_mode": None,
+    }
     hydra_file, config_file = folder / ".hydra" / "hydra.yaml", folder / ".hydra" / "config.yaml"
     if hydra_file.exists():
-        choice = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices.prompt") or ""
+        choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") or {}
+        out["prompt"] = choices.get("prompt")
+        out["dataset"] = choices.get("dataset")
     if config_file.exists():
-        size = OmegaConf.select(
-            OmegaConf.load(config_file), "prompt.size", throw_on_resolution_failure=False
-        )
-    return str(choice), size
+        config = OmegaConf.load(config_file)
+        for key, column in (("prompt.size", "prompt_size"), ("prompt.mode", "prompt_mode")):
+            out[column] = OmegaConf.select(config, key, throw_on_resolution_failure=False)
+    return out
 
 
 def read_sweep(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -183,13 +194,11 @@ def read_sweep(sweep_dir: str | Path) -> list[dict[str, Any]]:
             status = "failed: " + error_file.read_text().strip()
         else:
             status = "incomplete"
-        prompt, size = _prompt_of(folder)
         row = {
             "job": _job_number(folder),
             "overrides": " ".join(str(o) for o in overrides),
             "status": status,
-            "prompt": prompt,
-            "prompt_size": size,
+            **_run_settings(folder),
             **{key: metrics.get(key) for key in METRIC_COLUMNS},
             "trainable_parameters": metrics.get("trainable_parameters"),
             "run_folder": str(folder.relative_to(sweep_dir)),
@@ -231,15 +240,19 @@ def write_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> tuple[Pa
     return csv_path, md_path
 
 
-def plot_srcc_vs_size(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
-    """Test SRCC against prompt size, one line per prompt type; None when no finished job has
-    both a prompt size and a test SRCC."""
+def srcc_vs_size_figure(rows: list[dict[str, Any]], title: str = ""):
+    """Test SRCC against prompt size, one line per prompt type (and per prompt mode and dataset
+    where those vary across the sweep); None when no finished job has both a prompt size and a
+    test SRCC. Overlay prompts (no size) are left out: they are in the summary table."""
+    done = [r for r in rows if r.get("status") == "ok"]
+    varies = [k for k in ("prompt_mode", "dataset") if len({r.get(k) for r in done}) > 1]
     points: dict[str, list[tuple[float, float]]] = {}
-    for row in rows:
+    for row in done:
         size, srcc = row.get("prompt_size"), row.get("test/srcc")
-        if row.get("status") != "ok" or size is None or srcc is None:
+        if size is None or srcc is None:
             continue
-        points.setdefault(row.get("prompt") or "?", []).append((float(size), float(srcc)))
+        label = " ".join(str(row.get(k) or "?") for k in ("prompt", *varies))
+        points.setdefault(label, []).append((float(size), float(srcc)))
     if not points:
         return None
     import matplotlib
@@ -247,16 +260,25 @@ def plot_srcc_vs_size(rows: list[dict[str, Any]], path: str | Path, title: str =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=100)
-    for prompt, values in sorted(points.items()):
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=100, layout="constrained")
+    for label, values in sorted(points.items()):
         values.sort()
-        ax.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=prompt)
+        ax.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=label)
     ax.set_xlabel("prompt.size (px)")
     ax.set_ylabel("test SRCC")
     ax.set_title(title or "test SRCC by prompt size", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(title="prompt", fontsize=8)
-    fig.tight_layout()
+    ax.legend(title=" / ".join(["prompt", *varies]), fontsize=8)
+    return fig
+
+
+def plot_srcc_vs_size(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
+    """Write :func:`srcc_vs_size_figure` to ``path``; None when there is nothing to plot."""
+    fig = srcc_vs_size_figure(rows, title)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     fig.savefig(path)
     plt.close(fig)

@@ -114,3 +114,35 @@ def test_failed_jobs_are_listed_and_the_sweep_exits_1(run_env, tmp_path):
         ("patch_topleft", "30"),
     ]
     assert not (sweep / "sweep_srcc_vs_size.png").exists()  # no finished job to plot
+
+
+def test_srcc_plot_has_a_line_per_prompt_type_and_varying_mode():
+    from iqa_lightning.sweeps import srcc_vs_size_figure
+
+    def row(prompt, size, mode, srcc, status="ok"):
+        return {"prompt": prompt, "prompt_size": size, "prompt_mode": mode, "dataset": "kadid",
+                "test/srcc": srcc, "status": status}  # fmt: skip
+
+    rows = [
+        row("padding", 10, "add", 0.5),
+        row("padding", 30, "add", 0.7),
+        row("padding", 30, "mul", 0.6),
+        row("patch_center", 10, "add", 0.4),
+        row("overlay", None, "add", 0.8),  # no size: in the table, not on the plot
+        row("patch_center", 30, "add", None, status="failed: ..."),
+    ]
+    fig = srcc_vs_size_figure(rows, "sweep x")
+    (ax,) = fig.axes
+    lines = {
+        line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines
+    }
+    assert lines == {
+        "padding add": ([10.0, 30.0], [0.5, 0.7]),
+        "padding mul": ([30.0], [0.6]),
+        "patch_center add": ([10.0], [0.4]),
+    }
+    assert (
+        ax.get_title() == "sweep x"
+        and ax.get_legend().get_title().get_text() == "prompt / prompt_mode"
+    )
+    assert srcc_vs_size_figure([row("overlay", None, "add", 0.8)]) is None
