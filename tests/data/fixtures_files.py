@@ -25,6 +25,7 @@ __all__ = [
     "LEVELS",
     "leaky_split_of",
     "qalign_conversation",
+    "qalign_pair",
     "write_deqa_json",
     "write_qalign_conversations",
     "write_qalign_scores",
@@ -85,6 +86,20 @@ def qalign_conversation(image: str, score: float, lo: float, hi: float, question
     }
 
 
+def qalign_pair(first: str, second: str, better_first: bool) -> dict:
+    """A record about two images, as in Q-Align's KADID conversation file: ``image`` is a list
+    of two paths and the first human turn holds one ``<|image|>`` per image."""
+    answer = "The first image is better." if better_first else "The second image is better."
+    return {
+        "id": f"{Path(first).name}-{Path(second).name}",
+        "image": [first, second],
+        "conversations": [
+            {"from": "human", "value": "<|image|><|image|>Which image has better quality?"},
+            {"from": "gpt", "value": answer},
+        ],
+    }
+
+
 def write_qalign_scores(
     path: str | os.PathLike,
     images: Sequence[str],
@@ -114,9 +129,11 @@ def write_qalign_conversations(
     scores: Sequence[float],
     mos_range: tuple[float, float],
     with_score: bool = True,
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """A Q-Align conversation file (indent 4); ``with_score=False`` leaves ``gt_score`` out, as
-    the training files do (their score is only in the ``id``)."""
+    the training files do (their score is only in the ``id``). Each of ``pairs`` adds a
+    two-image record (:func:`qalign_pair`) after every third single-image record."""
     questions = ("How would you rate the quality of this image?", "Can you rate the quality?")
     records = []
     for i, (image, score) in enumerate(zip(images, scores, strict=True)):
@@ -124,6 +141,8 @@ def write_qalign_conversations(
         if not with_score:
             del record["gt_score"]
         records.append(record)
+    for k, (first, second) in enumerate(pairs):
+        records.insert(min(len(records), 3 * (k + 1) + k), qalign_pair(first, second, k % 2 == 0))
     return _write_json(path, records, indent=4)
 
 

@@ -8,10 +8,15 @@ Q-Instruct (Wu et al., CVPR 2024; huggingface.co/datasets/teowu/Q-Instruct, file
                        {"from": "gpt", "value": "The clarity is poor ..."}, ...]}
 
 ``image`` is relative to the image folder (LLaVA's ``--image_folder``). The ``<image>``
-placeholder marks where the picture goes; LLaVA moves it to the front of the first human turn,
-so here it may only stand at the start (``<image>\\n...``) or the end (``...\\n<image>``) of that
-turn. Data stays text + pixels: the placeholder is removed and each backbone adapter inserts its
-own image tokens with its own chat template.
+placeholder (mPLUG-Owl2's ``<|image|>`` in Q-Align's and DeQA-Score's files) marks where the
+picture goes; LLaVA moves it to the front of the first human turn, so here it may only stand at
+the start (``<image>\\n...``) or the end (``...\\n<|image|>``) of that turn. Data stays text +
+pixels: the placeholder is removed and each backbone adapter inserts its own image tokens with
+its own chat template.
+
+Records about two or more images (``"image": [path, path]``, e.g. the 272 image pairs of
+Q-Align's KADID conversation file) are skipped, counted, logged once and listed in
+``RecordList.skipped``; an ``image`` list of one path is that image.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ..images import image_problems, image_to_tensor, load_rgb
 
 __all__ = [
     "IMAGE_PLACEHOLDER",
+    "IMAGE_PLACEHOLDERS",
     "Conversation",
     "InstructDataset",
     "InstructFormatError",
@@ -42,6 +48,8 @@ __all__ = [
 logger = logging.getLogger("iqa_lightning.data")
 
 IMAGE_PLACEHOLDER = "<image>"
+#: Placeholders accepted in the first human turn: LLaVA's and mPLUG-Owl2's.
+IMAGE_PLACEHOLDERS = (IMAGE_PLACEHOLDER, "<|image|>")
 ROLES = ("human", "gpt")
 BAD_IMAGE_MODES = ("error", "skip")
 _SHOW_AT_MOST = 5
@@ -94,7 +102,9 @@ def read_qinstruct(
     index and id: the record is an object with an ``image`` and a non-empty ``conversations``
     list; roles alternate ``human`` / ``gpt`` starting with ``human`` and ending with ``gpt``;
     every value is a string and no answer is empty; the first human turn holds exactly one
-    ``<image>`` at its start or end and no later turn holds one.
+    ``<image>`` (or ``<|image|>``) at its start or end and no later turn holds one. Records with
+    two or more images are skipped and listed in ``.skipped`` (reason ``"N images in one
+    record"``).
 
     Args:
         json_path: The JSON file (a list of records).
@@ -103,19 +113,41 @@ def read_qinstruct(
             file is missing; ``"skip"`` drops records whose image is missing or undecodable,
             logs a warning and lists them in ``.skipped``.
 
+    Raises:
+        InstructFormatError: A malformed record, or every record holds several images.
+
     Returns:
         The conversations in file order, as a :class:`RecordList`.
     """
     json_path = Path(json_path)
     records = load_json_list(json_path)
     conversations = []
+    several: list[tuple[str, str, str]] = []
     for index, record in enumerate(records):
         where = _where(json_path, index, record)
-        image = _image_field(record, "image", where)
+        images = _images(record, "image", where)
+        if len(images) > 1:
+            reason = f"{len(images)} images in one record (multi-image records are not supported)"
+            several.append((_record_id(record, f"record {index}"), " | ".join(images), reason))
+            continue
         turns = _turns(record, where)
-        record_id = _record_id(record, f"{image}#{index}")
-        conversations.append(Conversation(record_id, join_image(image_root, image), turns))
-    return check_images(json_path, conversations, on_bad_image)
+        record_id = _record_id(record, f"{images[0]}#{index}")
+        conversations.append(Conversation(record_id, join_image(image_root, images[0]), turns))
+    if several:
+        logger.warning(
+            "%s: skipped %d of %d record(s) with two or more images (not supported), e.g. %s",
+            json_path,
+            len(several),
+            len(records),
+            ", ".join(repr(record_id) for record_id, _, _ in several[:_SHOW_AT_MOST]),
+        )
+    if not conversations:
+        raise InstructFormatError(
+            f"{json_path}: every one of its {len(records)} record(s) holds two or more images; "
+            "multi-image records are not supported"
+        )
+    kept = check_images(json_path, conversations, on_bad_image)
+    return RecordList(kept, several + kept.skipped)
 
 
 class InstructDataset(Dataset):
@@ -246,6 +278,21 @@ def _record_id(record: dict, default: str) -> str:
     return default if value is None or str(value).strip() == "" else str(value)
 
 
+def _images(record, key: str, where: str) -> list[str]:
+    """The record's image paths: one for a path, every path for a list of them."""
+    if isinstance(record, dict) and isinstance(record.get(key), list):
+        paths = record[key]
+        if not paths:
+            raise InstructFormatError(f"{where}: '{key}' is an empty list")
+        for position, path in enumerate(paths):
+            if not isinstance(path, str) or not path.strip():
+                raise InstructFormatError(
+                    f"{where}: '{key}'[{position}] must be a non-empty path, got {path!r}"
+                )
+        return [path.strip() for path in paths]
+    return [_image_field(record, key, where)]
+
+
 def _image_field(record, key: str, where: str) -> str:
     if not isinstance(record, dict):
         raise InstructFormatError(f"{where}: must be a JSON object, got {type(record).__name__}")
@@ -290,10 +337,11 @@ def _turns(record: dict, where: str) -> list[tuple[str, str]]:
     for position in range(0, len(texts), 2):
         question, answer = texts[position], texts[position + 1]
         for offset, text in ((0, question), (1, answer)):
-            if IMAGE_PLACEHOLDER in text:
+            held = next((p for p in IMAGE_PLACEHOLDERS if p in text), None)
+            if held is not None:
                 raise InstructFormatError(
-                    f"{where}: conversations[{position + offset}] holds {IMAGE_PLACEHOLDER!r}; "
-                    "only the first human turn may"
+                    f"{where}: conversations[{position + offset}] holds {held!r}; only the "
+                    "first human turn may"
                 )
         if not answer.strip():
             raise InstructFormatError(f"{where}: conversations[{position + 1}] answer is empty")
@@ -304,19 +352,21 @@ def _turns(record: dict, where: str) -> list[tuple[str, str]]:
 
 
 def _strip_placeholder(text: str, where: str) -> str:
-    count = text.count(IMAGE_PLACEHOLDER)
+    counts = {p: text.count(p) for p in IMAGE_PLACEHOLDERS}
+    count = sum(counts.values())
     if count != 1:
         what = "has no" if count == 0 else f"has {count}"
         raise InstructFormatError(
-            f"{where}: the first human turn {what} {IMAGE_PLACEHOLDER!r} placeholder(s); "
-            "it needs exactly one"
+            f"{where}: the first human turn {what} {IMAGE_PLACEHOLDER!r} placeholder(s) (or "
+            f"{' or '.join(map(repr, IMAGE_PLACEHOLDERS[1:]))}); it needs exactly one"
         )
+    placeholder = next(p for p, n in counts.items() if n)
     stripped = text.strip()
-    if stripped.startswith(IMAGE_PLACEHOLDER):
-        return stripped[len(IMAGE_PLACEHOLDER) :]
-    if stripped.endswith(IMAGE_PLACEHOLDER):
-        return stripped[: -len(IMAGE_PLACEHOLDER)]
+    if stripped.startswith(placeholder):
+        return stripped[len(placeholder) :]
+    if stripped.endswith(placeholder):
+        return stripped[: -len(placeholder)]
     raise InstructFormatError(
-        f"{where}: {IMAGE_PLACEHOLDER!r} must stand at the start or the end of the first human "
+        f"{where}: {placeholder!r} must stand at the start or the end of the first human "
         f"turn, found it inside: {text[:80]!r}"
     )
