@@ -7,7 +7,8 @@
     scores = scorer(["photo.jpg", PIL.Image.open("other.png")])         # float32 tensor [2]
 
 Images are decoded and resized exactly as the datasets do (``load_rgb``, then a bicubic resize to
-the backbone's ``image_size``). Scores lie in the score head's range ``[min(weights),
+the backbone's ``image_size``: ``resize="squash"``, the datasets' default, or
+``"short_side_crop"``; :meth:`Scorer.from_run` takes the run's ``dataset.resize``). Scores lie in the score head's range ``[min(weights),
 max(weights)]``, i.e. [0, 1] for every preset under ``conf/score/``, higher is better.
 
 :func:`score_loader` is the one scoring path of the package: it runs ``Trainer.predict`` over a
@@ -34,7 +35,7 @@ from torch.utils.data import Dataset
 from iqa_lightning.cli import ConfigError
 from iqa_lightning.data import ImageLoadError, load_rgb
 from iqa_lightning.data.dataset import make_loader
-from iqa_lightning.data.images import array_to_tensor, resize_to_array
+from iqa_lightning.data.images import array_to_tensor, check_resize, resize_to_array
 
 log = logging.getLogger("iqa_lightning.score")
 
@@ -168,6 +169,7 @@ class ImageInputs(Dataset):
         image_size: Side of the square the images are resized to (as the datasets do).
         names: Name of each image in the output (default: the path, or the PIL file name).
         mos: Subjective score of each image, when known.
+        resize: ``squash`` or ``short_side_crop`` (:data:`~iqa_lightning.data.images.RESIZES`).
     """
 
     def __init__(
@@ -176,9 +178,11 @@ class ImageInputs(Dataset):
         image_size: int,
         names: Sequence[str] | None = None,
         mos: Sequence[float] | None = None,
+        resize: str = "squash",
     ) -> None:
         self.images = list(images)
         self.image_size = int(image_size)
+        self.resize = check_resize(resize)
         self.names = [_name(x, i) for i, x in enumerate(self.images)] if names is None else names
         self.mos = None if mos is None else [float(m) for m in mos]
         for what, values in (("names", self.names), ("mos", self.mos)):
@@ -192,7 +196,7 @@ class ImageInputs(Dataset):
         image, error = self.images[index], ""
         try:
             img = image if isinstance(image, Image.Image) else load_rgb(image)
-            array = resize_to_array(img, self.image_size)
+            array = resize_to_array(img, self.image_size, resize=self.resize)
         except ImageLoadError as err:
             error = err.reason or str(err)
             array = resize_to_array(Image.new("RGB", (1, 1)), self.image_size)
@@ -251,6 +255,8 @@ class Scorer:
         image_size: The backbone's input size (``model.image_size``).
         batch_size: Images per forward pass.
         num_workers: DataLoader worker processes decoding the images.
+        resize: How images become squares: ``squash`` (the datasets' default) or
+            ``short_side_crop``.
         trainer: A Trainer with a :class:`RowCollector` (e.g. DDP from a ``trainer`` preset);
             default: :func:`scoring_trainer` with ``trainer_options``.
         **trainer_options: Passed to :func:`scoring_trainer` (``accelerator="cpu"``,
@@ -263,6 +269,7 @@ class Scorer:
         image_size: int,
         batch_size: int = 8,
         num_workers: int = 0,
+        resize: str = "squash",
         trainer: L.Trainer | None = None,
         **trainer_options: Any,
     ) -> None:
@@ -272,15 +279,23 @@ class Scorer:
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.num_workers = int(num_workers)
+        try:
+            self.resize = check_resize(resize)
+        except ValueError as err:
+            raise ConfigError(str(err).replace("dataset.resize", "resize")) from None
         self.trainer = trainer if trainer is not None else scoring_trainer(**trainer_options)
 
     @classmethod
     def from_run(cls, run: str | Path, **kwargs: Any) -> Scorer:
-        """The model of a finished train.py run folder, with its tuned tensors."""
+        """The model of a finished train.py run folder, with its tuned tensors; images are resized
+        as the run's dataset resized them (``dataset.resize``) unless ``resize=`` says otherwise."""
+        from omegaconf import OmegaConf
+
         from iqa_lightning.runs import load_run_config, rebuild_run
 
         run_cfg = load_run_config(run)
         module = rebuild_run(run, run_cfg)
+        kwargs.setdefault("resize", OmegaConf.select(run_cfg, "dataset.resize", default="squash"))
         return cls(module, int(run_cfg.model.image_size), **kwargs)
 
     @classmethod
@@ -319,7 +334,7 @@ class Scorer:
             names: Their names in the result (default: the paths).
             mos: Their subjective scores, carried into the result.
         """
-        dataset = ImageInputs(images, self.image_size, names=names, mos=mos)
+        dataset = ImageInputs(images, self.image_size, names=names, mos=mos, resize=self.resize)
         loader = make_loader(dataset, self.batch_size, self.num_workers, shuffle=False)
         rows = score_loader(self.trainer, self.module, loader) if len(dataset) else []
         good = [row for row in rows if not row["error"]]
