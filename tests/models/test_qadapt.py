@@ -1,9 +1,13 @@
-"""The Q-Adapt prompter (V-T Generator + T-V Prompter)."""
+"""The Q-Adapt prompter (V-T Generator + T-V Prompter) and its recipe presets."""
 
+import subprocess
+import sys
 from functools import partial
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch import nn
 
 from iqa_lightning.models.backbones import (
@@ -14,6 +18,8 @@ from iqa_lightning.models.backbones import (
 from iqa_lightning.models.prompts import QAdaptPrompt
 from iqa_lightning.models.score import WordScore
 from iqa_lightning.module import IQAModule
+from iqa_lightning.train import CONFIG_DIR, quote_numeric_choices
+from tests.conftest import REPO
 
 # Small sizes (as prompt=qadapt_tiny), so the tests stay fast.
 QADAPT = partial(QAdaptPrompt, num_queries=4, hidden_size=32, num_layers=1, num_heads=4,
@@ -261,3 +267,78 @@ def test_instructions_are_cleaned_and_truncated_on_the_left():
     with prompter.conditioned([text]):
         ids = prompter._instruction[0][0].tolist()
     assert len(ids) == 8 < len(full) and ids[-3:] == full[-3:]
+
+
+# ------------------------------------------------------------------ presets
+def compose_train(overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=quote_numeric_choices(overrides))
+
+
+def check_phase(phase, trainable):
+    assert list(phase.trainable) == trainable
+    assert phase.optimizer._target_ == "torch.optim.AdamW"
+    assert (phase.optimizer.lr, phase.optimizer.weight_decay) == (2e-4, 0.0)
+    assert phase.lr.projector == 2e-5
+    assert phase.scheduler._target_ == "transformers.get_cosine_schedule_with_warmup"
+    assert (phase.warmup_ratio, phase.scheduler_interval) == (0.03, "step")
+
+
+def check_recipe(cfg, epochs):
+    assert cfg.instruct.batch_size * cfg.trainer.accumulate_grad_batches == 32
+    assert cfg.trainer.max_epochs == epochs and cfg.trainer.gradient_clip_val == 1.0
+    assert list(cfg.stage.tasks) == ["instruct"]
+    assert dict(cfg.instruct.mixture) == {"instruct": 1.0, "score": 0.0}  # next-token loss only
+    assert cfg.instruct.name == "qinstruct"
+    assert cfg.model.pretrained == "llava-hf/llava-1.5-7b-hf"  # the stand-in for Bunny-v1.0-3B
+
+
+def test_qadapt_stage2_preset_cfg_job():
+    proc = subprocess.run(
+        [sys.executable, "train.py", "experiment=qadapt_stage2", "--cfg", "job"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = OmegaConf.create(proc.stdout)
+    check_recipe(cfg, epochs=1)
+    (phase,) = cfg.stage.phases
+    check_phase(phase, ["prompt", "projector"])
+    assert cfg.stage.lora is None and "init_from" in cfg.stage  # LoRA comes from stage 1
+    assert cfg.prompt._target_.endswith("QAdaptPrompt") and cfg.prompt.gate_hidden == 2048
+    assert cfg.instruct.batch_size == 8 and cfg.trainer.accumulate_grad_batches == 4
+
+
+def test_qadapt_stage1_and_progressive_presets():
+    cfg = compose_train(["experiment=qadapt_stage1"])
+    check_recipe(cfg, epochs=1)
+    (phase,) = cfg.stage.phases
+    check_phase(phase, ["lora", "projector"])
+    assert cfg.prompt._target_.endswith("NoPrompt")
+    lora = cfg.stage.lora
+    assert (lora.r, lora.alpha, lora.dropout, lora.vision) == (128, 256, 0.05, False)
+    # Every linear layer of the language model, lm_head not (train.py:140-153 there).
+    from iqa_lightning.models.lora import add_lora
+
+    backbone = build_tiny_llava()
+    (path,) = [n for n, m in backbone.model.named_modules() if m is backbone.language_model()]
+    names = {n for n, m in backbone.model.named_modules() if isinstance(m, nn.Linear)}
+    language = {n for n in names if n.startswith(f"{path}.")}
+    adapted = add_lora(backbone, r=2, alpha=4, target_modules=lora.target_modules)
+    assert set(adapted) == language and not any("lm_head" in n for n in adapted)
+
+    cfg = compose_train(["experiment=qadapt_progressive"])
+    check_recipe(cfg, epochs=2)
+    first, second = cfg.stage.phases
+    check_phase(first, ["lora", "projector"])
+    check_phase(second, ["prompt", "projector"])
+    assert (first.epochs, second.epochs) == (1, 1)
+    assert cfg.stage.lora.r == 128 and cfg.prompt._target_.endswith("QAdaptPrompt")
+
+
+def test_qadapt_tiny_preset_is_small():
+    from hydra.utils import instantiate
+
+    cfg = compose_train(["model=tiny_llava", "prompt=qadapt_tiny"])
+    assert cfg.prompt_optimizer._target_ == "torch.optim.AdamW"
+    prompter = instantiate(cfg.prompt)(backbone=build_tiny_llava())
+    assert sum(p.numel() for p in prompter.parameters()) < 200_000
