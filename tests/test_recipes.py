@@ -131,3 +131,59 @@ def test_imagenet_normalisation_is_a_knob():
     assert not torch.allclose(clip.normalize(pixels), imagenet.normalize(pixels))
     with pytest.raises(ValueError, match="model.normalization='imagenette'"):
         build_tiny_llava(normalization="imagenette")
+
+
+def _reference_data(root):
+    """KADID-10k, KonIQ-10k and AGIQA-3K fixtures where the reference recipes look for them."""
+    from .data.fixtures import write_agiqa, write_kadid, write_koniq
+
+    write_kadid(root / "kadid10k", size=(40, 30))
+    write_koniq(root / "koniq10k", size=(40, 30))
+    write_agiqa(root / "AGIQA-3K", size=(30, 40))
+    return root
+
+
+def test_reference_resize_reaches_the_pixels(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from iqa_lightning.data import KADIDDataModule
+
+    root = _reference_data(tmp_path)
+    data = KADIDDataModule(
+        root / "kadid10k", image_size=24, resize="short_side_crop", hflip=False, batch_size=64
+    )
+    data.setup("fit")
+    batch = next(iter(data.val_dataloader()))
+    image = Image.open(root / "kadid10k" / "images" / batch["image_id"][0])
+    expected = np.asarray(image.resize((32, 24), Image.BICUBIC).crop((4, 0, 28, 24)))
+    got = (batch["pixels"][0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    assert np.array_equal(got, expected)
+
+
+def _run_grid(tmp_path, run_env, *selection):
+    from .conftest import run_train
+
+    data = _reference_data(tmp_path / "data")
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m", "hparams_search=vp_reference", "experiment=demo", "debug=fast",
+        f"paths.data_dir={data}", f"hydra.sweep.dir={sweep}", *selection,
+    ]  # fmt: skip
+    run_train(args, run_env)
+    return sweep
+
+
+def test_one_reference_grid_job_trains_offline(tmp_path, run_env):
+    sweep = _run_grid(tmp_path, run_env, "vp_recipe=koniq", "vp_prompt=patch_topleft30_mul")
+    (job,) = [p for p in sweep.iterdir() if (p / ".hydra").is_dir()]
+    cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+    assert cfg["dataset"]["name"] == "koniq" and cfg["prompt"]["position"] == "topleft"
+    assert (cfg["prompt"]["size"], cfg["prompt"]["mode"]) == (30, "mul")
+
+
+@pytest.mark.slow
+def test_the_whole_reference_grid_trains_offline(tmp_path, run_env):
+    sweep = _run_grid(tmp_path, run_env)
+    jobs = [p for p in sweep.iterdir() if (p / ".hydra").is_dir()]
+    assert len(jobs) == 33

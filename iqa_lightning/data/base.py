@@ -34,6 +34,7 @@ from .arguments import (
     positive_int,
 )
 from .cache import make_image_cache
+from .images import check_resize
 from .checks import CHECK_LEVELS, check_cache_file, check_workers, find_bad_images
 from .dataset import IQAImageDataset, LabelledImage, make_loader
 from .records import AnnotationError, ImageRecord, write_csv
@@ -73,6 +74,8 @@ class IQADataModule(L.LightningDataModule, ABC):
             :meth:`setup`, in parallel, before anything trains (see :mod:`.checks`); with
             ``on_bad_image="error"`` every bad file is listed in one
             :class:`~.checks.ImageCheckError`.
+        resize: How an image becomes ``image_size`` square: ``"squash"`` (both sides) or
+            ``"short_side_crop"`` (short side, then the centre square; :data:`.images.RESIZES`).
         split_file: With ``split="column"``: a label file with a split column (CSV or
             ``.xlsx``), e.g. ``split_kadid10k.csv``; a path, or a name in ``root``.
             (:class:`~.pyiqa.PyiqaLayoutDataModule` also takes a pyiqa split pickle here for
@@ -104,6 +107,7 @@ class IQADataModule(L.LightningDataModule, ABC):
         split_column: str | None = None,
         split_image_column: str | None = None,
         check_images: str = "off",
+        resize: str = "squash",
     ):
         super().__init__()
         self.root = None if root is None else Path(os.path.expanduser(str(root)))
@@ -142,7 +146,8 @@ class IQADataModule(L.LightningDataModule, ABC):
             )
         self.check_images = check_images
         self.name = str(name)
-        self.cache = make_image_cache(cache, cache_dir, self.image_size)
+        self.resize = check_resize(resize)
+        self.cache = make_image_cache(cache, cache_dir, self.image_size, self.resize)
         self.cache_dir = None if cache_dir is None else Path(os.path.expanduser(str(cache_dir)))
         self._records: list[ImageRecord] | None = None
         self._assignment: dict[str, str] = {}
@@ -296,7 +301,9 @@ class IQADataModule(L.LightningDataModule, ABC):
             for r in self.records(None if split == "all" else split)
         ]
         hflip = self.hflip and split == "train"
-        return IQAImageDataset(items, self.image_size, hflip=hflip, cache=self.cache)
+        return IQAImageDataset(
+            items, self.image_size, hflip=hflip, cache=self.cache, resize=self.resize
+        )
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
