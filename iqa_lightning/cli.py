@@ -79,18 +79,44 @@ def _is_project_error_type(exc: BaseException) -> bool:
     )
 
 
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+def _in_package(filename: str) -> bool:
+    try:
+        Path(filename).resolve().relative_to(_PACKAGE_DIR)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
 def _raised_in_package(exc: BaseException) -> bool:
-    """Whether the innermost frame of ``exc``'s traceback is this package's code."""
+    """Whether the innermost frame of ``exc``'s traceback is this package's code (for an error
+    a DataLoader worker re-raised, the innermost frame of the worker's traceback)."""
+    text = str(exc)
+    if _WORKER_TRACEBACK in text:
+        frames = re.findall(r'^\s*File "([^"]+)", line \d+', text, flags=re.MULTILINE)
+        return bool(frames) and _in_package(frames[-1])
     tb = exc.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    try:
-        Path(tb.tb_frame.f_code.co_filename).resolve().relative_to(_PACKAGE_DIR)
-    except ValueError:
-        return False
-    return True
+    return _in_package(tb.tb_frame.f_code.co_filename)
+
+
+def _message(exc: BaseException) -> str:
+    """``exc``'s own message; for an error re-raised from a DataLoader worker (whose message is
+    "Caught X in DataLoader worker process N" and the worker's traceback), the original one."""
+    text = str(exc).strip()
+    if _WORKER_TRACEBACK not in text:
+        return text
+    lines = text.split(_WORKER_TRACEBACK, 1)[1].splitlines()
+    for index, line in enumerate(lines):
+        if line.strip() and not line[:1].isspace():
+            original = "\n".join([line, *lines[index + 1 :]])
+            return re.sub(r"^[\w.]+: ", "", original, count=1).strip()
+    return text
 
 
 def user_error(exc: BaseException) -> BaseException | None:
@@ -126,7 +152,7 @@ def error_line(exc: BaseException) -> str:
     A message over several lines (a list of files, then a hint) is joined: indented lines are
     list items and are joined with ``, ``; other lines are joined as sentences.
     """
-    text = str(exc).strip() or type(exc).__name__
+    text = _message(exc) or type(exc).__name__
     out = ""
     in_list = False
     for raw in text.splitlines():

@@ -223,11 +223,8 @@ def check_data(datamodule) -> None:
     """Read and check the records (folders, annotation files, labels, splits) now, before a
     model, a logger or a Trainer is built; a data error is then the first and only thing the
     user sees."""
-    prepare = getattr(datamodule, "prepare_records", None)
-    if callable(prepare):
-        prepare()
-        return
-    datamodule.setup("fit")
+    counts = datamodule.prepare_records()
+    log.info("data checked: %s", ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

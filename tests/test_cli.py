@@ -172,8 +172,9 @@ def test_bad_config_value_is_reported_by_key(run_env, tmp_path):
         text=True,
         timeout=300,
     )
-    assert proc.returncode != 0
-    assert "prompt.mode='sub'" in proc.stderr
+    assert proc.returncode == 1
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("error: prompt.mode='sub'") and "Traceback" not in proc.stderr
 
 
 def test_notebook_executes_against_the_demo_run(demo_run, run_env):

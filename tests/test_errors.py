@@ -54,8 +54,7 @@ def test_corrupt_image_met_in_training_is_the_last_line(loud_env, tmp_path):
         [
             "experiment=demo",  # logs to W&B (offline) and CSV
             "dataset=kadid",
-            f"dataset.root={root}",
-            "dataset.num_workers=0",
+            f"dataset.root={root}",  # dataset.num_workers=2: the error comes from a worker
             "trainer.max_epochs=1",
             f"hydra.run.dir={out}",
         ],
@@ -165,4 +164,24 @@ def test_a_multi_line_message_becomes_one_line():
     assert error_line(FileNotFoundError(message)) == (
         "error: kadid: 2 of 9 image file(s) listed in the annotations are missing: "
         "/data/a.png, /data/b.png; Restore them, or set dataset.on_bad_image=skip"
+    )
+
+
+def test_an_error_from_a_dataloader_worker_keeps_its_own_message():
+    """dataset=kadid reads with 2 workers: torch re-raises the error with the worker's traceback
+    as its message; the line shows the original message only."""
+    from torch._utils import ExceptionWrapper
+
+    from iqa_lightning.data import ImageLoadError
+
+    try:
+        raise ImageLoadError.for_path("/data/kadid/images/I01_01_01.png", "truncated file")
+    except ImageLoadError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(ImageLoadError) as info:
+        wrapped.reraise()
+    assert "Original Traceback" in str(info.value)
+    assert user_error(info.value) is info.value
+    assert error_line(info.value) == (
+        "error: cannot load image '/data/kadid/images/I01_01_01.png': truncated file"
     )
