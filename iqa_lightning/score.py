@@ -6,9 +6,10 @@
 
 ``images=`` is a folder (every file below it with an image extension), one image file, or a list:
 a CSV with a header, a JSON list of paths or of objects, or a text file with one path per line.
-The image column / key is found among ``image, image_path, img_path, path, file, filename, ...``
-(``image_key=`` names it) and the MOS, when there is one, among ``gt_score, mos, score, dmos``
-(any case; ``mos_key=`` names it, ``mos_key=none`` ignores it). Relative paths in a list are
+The image column / key is found among ``img_path, image, image_name, ..., path, file`` (the keys
+``dataset=table`` detects, then plain path names; ``image_key=`` names it) and the MOS, when there
+is one, among ``gt_score, mos, MOS, score, dmos, mos_quality`` (any case; ``mos_key=`` names it,
+``mos_key=none`` ignores it). Relative paths in a list are
 under ``image_root=`` (default: the list's folder).
 
 Writes ``out`` (``image,score``, plus ``mos`` for a list with MOS; one row per readable image,
@@ -27,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +38,16 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from iqa_lightning.cli import ConfigError, error_line, report_user_errors
+from iqa_lightning.data.datasets.table import IMAGE_KEYS as TABLE_IMAGE_KEYS
+from iqa_lightning.data.datasets.table import SCORE_KEYS as TABLE_SCORE_KEYS
 from iqa_lightning.train import CONFIG_DIR
 
 log = logging.getLogger("iqa_lightning.score")
 
 LIST_SUFFIXES = (".csv", ".json", ".txt")
-IMAGE_KEYS = ("image", "image_path", "img_path", "path", "file", "filename", "file_name",
-              "image_name", "img_name", "dist_img", "image_id", "name")  # fmt: skip
-MOS_KEYS = ("gt_score", "mos", "score", "dmos")
+# The keys dataset=table detects (Q-Align / DeQA-Score lists, label CSVs), then plain path names.
+IMAGE_KEYS = (*TABLE_IMAGE_KEYS, "image_path", "path", "file", "file_name", "image_id")
+MOS_KEYS = TABLE_SCORE_KEYS
 RUN_GROUPS = ("model", "score", "prompt")
 IMAGES_REQUIRED = "images=<folder | image file | CSV/JSON list> is required: the images to score"
 
@@ -128,11 +132,19 @@ def read_json_list(path: Path, image_key: str, mos_key: str | None) -> tuple[lis
             raise ConfigError(f"images={path}, item {i}: no {key!r} path")
         entries.append(item[key])
         if mos_k:
-            value = item.get(mos_k)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                raise ConfigError(f"images={path}, item {i}: {mos_k}={value!r} is not a number")
-            mos.append(float(value))
+            mos.append(_json_number(item.get(mos_k), f"images={path}, item {i}: {mos_k}"))
     return entries, (mos if mos_k else None), mos_k
+
+
+def _json_number(value: Any, where: str) -> float:
+    """A finite score from a JSON number or numeric text (Q-Align writes both)."""
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}={value!r} is not a number")
+    return number
 
 
 def read_images(spec: Any, image_root: Any = None, image_key: str = "auto",

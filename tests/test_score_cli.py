@@ -149,8 +149,10 @@ def test_missing_images_argument_is_one_line(run_env):
 
 def test_lists_in_json_csv_and_text(photos, tmp_path):
     listing = tmp_path / "q_instruct.json"
-    items = [{"img_path": str(photos / "a.png"), "gt_score": 3.5},
-             {"img_path": "b.jpg", "gt_score": 2}]  # fmt: skip
+    items = [
+        {"img_path": str(photos / "a.png"), "gt_score": 3.5},
+        {"img_path": "b.jpg", "gt_score": "2"},
+    ]  # fmt: skip  (Q-Align writes text too)
     listing.write_text(json.dumps(items))
     found = read_images(listing, image_root=photos)
     assert found.paths == [photos / "a.png", photos / "b.jpg"]
