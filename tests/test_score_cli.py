@@ -151,8 +151,8 @@ def test_lists_in_json_csv_and_text(photos, tmp_path):
     listing = tmp_path / "q_instruct.json"
     items = [
         {"img_path": str(photos / "a.png"), "gt_score": 3.5},
-        {"img_path": "b.jpg", "gt_score": "2"},
-    ]  # fmt: skip  (Q-Align writes text too)
+        {"img_path": "b.jpg", "gt_score": "2"},  # Q-Align writes scores as text too
+    ]
     listing.write_text(json.dumps(items))
     found = read_images(listing, image_root=photos)
     assert found.paths == [photos / "a.png", photos / "b.jpg"]
