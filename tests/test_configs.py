@@ -71,13 +71,9 @@ def test_prompt_and_score_options_instantiate_on_the_tiny_backbone(option, tmp_p
 
 def test_prompt_grid_sweeps_every_prompt_type(tmp_path):
     cfg, _ = compose_train(["hparams_search=prompt_grid"], tmp_path)
-    params = cfg.hydra.sweeper.params
-    assert set(params["prompt"].split(",")) == {
-        "padding",
-        "patch_center",
-        "patch_topleft",
-        "overlay",
-    }
+    grids = cfg.hydra.sweeper.grids
+    prompts = {p for grid in grids for p in grid["prompt"].split(",")}
+    assert prompts == {"padding", "patch_center", "patch_topleft", "overlay"}
     assert cfg.hydra.mode.name == "MULTIRUN"
 
 

@@ -34,9 +34,9 @@ from .arguments import (
     positive_int,
 )
 from .cache import make_image_cache
-from .images import check_resize
 from .checks import CHECK_LEVELS, check_cache_file, check_workers, find_bad_images
 from .dataset import IQAImageDataset, LabelledImage, make_loader
+from .images import check_resize
 from .records import AnnotationError, ImageRecord, write_csv
 from .split_files import DEFAULT_SPLIT_COLUMN, resolve_split_file, split_from_file
 from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios

@@ -13,9 +13,6 @@ from collections.abc import Sequence
 
 from torch import nn
 
-LANGUAGE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-VISION_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "qkv", "proj", "fc1", "fc2")
-
 
 def _module_path(root: nn.Module, target: nn.Module) -> str:
     for name, module in root.named_modules():
@@ -29,9 +26,9 @@ def add_lora(
     r: int = 8,
     alpha: int = 16,
     dropout: float = 0.05,
-    target_modules: Sequence[str] = LANGUAGE_TARGETS,
+    target_modules: Sequence[str] | None = None,
     vision: bool = False,
-    vision_target_modules: Sequence[str] = VISION_TARGETS,
+    vision_target_modules: Sequence[str] | None = None,
 ) -> list[str]:
     """Inject LoRA into the backbone's language model (and optionally its vision tower).
 
@@ -40,9 +37,11 @@ def add_lora(
         r: Rank.
         alpha: Scaling numerator (the update is scaled by ``alpha / r``).
         dropout: Dropout on the adapter input.
-        target_modules: Linear layer names to adapt in the language model.
+        target_modules: Linear layer names to adapt in the language model; ``None``: the
+            family's (:attr:`Backbone.lora_targets`, e.g. every projection of a LLaMA layer).
         vision: Also adapt the vision tower.
-        vision_target_modules: Linear layer names to adapt in the vision tower.
+        vision_target_modules: Linear layer names to adapt in the vision tower; ``None``: the
+            family's (:attr:`Backbone.vision_lora_targets`).
 
     Returns:
         The names of the adapted modules.
@@ -54,6 +53,10 @@ def add_lora(
 
     if r <= 0:
         raise ValueError(f"stage.lora.r={r} must be positive")
+    if target_modules is None:
+        target_modules = backbone.lora_targets
+    if vision_target_modules is None:
+        vision_target_modules = backbone.vision_lora_targets
     model = backbone.model
     parts = [(_module_path(model, backbone.language_model()), list(target_modules))]
     if vision:

@@ -1,15 +1,20 @@
+"""The conformance suite of the backbone families: every registered family, each of its tiny
+builders, with both tokenizer styles (SentencePiece as LLaMA's, byte-level as Qwen's)."""
+
 import numpy as np
 import pytest
 import torch
 
 from iqa_lightning.models.backbones import (
+    FAMILIES,
     build_tiny_llava,
     build_tiny_qwen2_5_vl,
     build_tiny_qwen2_vl,
     load_llava,
     load_qwen2_vl,
+    tiny_builders,
 )
-from iqa_lightning.models.backbones.tokenizer import SPACE
+from iqa_lightning.models.backbones.tokenizer import SPACE, TOKENIZER_KINDS
 
 QUESTION = "Rate the technical quality of the image."
 PREFIX = "The quality of the image is"
@@ -18,20 +23,81 @@ BUILDERS = {
     "qwen2_vl": build_tiny_qwen2_vl,
     "qwen2_5_vl": build_tiny_qwen2_5_vl,
 }
-# Every family with its own tokenizer style, and the families with the other style too.
 VARIANTS = [
-    ("llava", "sentencepiece"),
-    ("llava", "byte_level"),
-    ("qwen2_vl", "byte_level"),
-    ("qwen2_vl", "sentencepiece"),
-    ("qwen2_5_vl", "byte_level"),
+    (builder, kind)
+    for name in sorted(FAMILIES)
+    for builder in tiny_builders(name)
+    for kind in TOKENIZER_KINDS
 ]
 
 
-@pytest.fixture(scope="module", params=VARIANTS, ids=["-".join(v) for v in VARIANTS])
+@pytest.fixture(
+    scope="module",
+    params=VARIANTS,
+    ids=[f"{b.__name__.removeprefix('build_tiny_')}-{k}" for b, k in VARIANTS],
+)
 def backbone(request):
-    family, tokenizer = request.param
-    return BUILDERS[family](tokenizer=tokenizer)
+    builder, tokenizer = request.param
+    return builder(tokenizer=tokenizer)
+
+
+def test_every_family_is_registered_with_its_facts():
+    assert set(FAMILIES) >= {"llava", "qwen2_vl"}
+    for cls in FAMILIES.values():
+        assert cls.model_class and cls.block_names and cls.tiny and cls.lora_targets
+
+
+def test_declared_blocks_are_found_and_can_recompute(backbone):
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    blocks = backbone.blocks()
+    assert len(blocks) == 2 * backbone.model.config.text_config.num_hidden_layers
+    assert all(isinstance(b, GradientCheckpointingLayer) for b in blocks)
+
+
+def test_a_family_whose_blocks_are_missing_fails_loudly(backbone, monkeypatch):
+    monkeypatch.setattr(type(backbone), "block_names", ("NoSuchLayer",))
+    with pytest.raises(ValueError, match="none of the declared blocks"):
+        backbone.set_gradient_checkpointing(True)
+
+
+def test_quality_words_are_single_tokens_after_the_prefix_and_the_marker(backbone):
+    words = ["excellent", "good", "fair", "poor", "bad", "fine", "high", "low"]
+    after_prefix = [backbone.answer_token_id(PREFIX, w) for w in words]
+    after_marker = [backbone.first_answer_token_id(w) for w in words]
+    assert len(set(after_prefix)) == len(words) and len(set(after_marker)) == len(words)
+
+
+def test_feature_hook_round_trip(backbone):
+    ids = backbone.encode_prompt(QUESTION, PREFIX)
+    pixels = torch.rand(2, 3, backbone.image_size, backbone.image_size)
+    seen = []
+
+    def identity(features):
+        seen.append(features.shape)
+        return features
+
+    with torch.no_grad():
+        plain = backbone.next_token_logits(pixels, ids)
+        with backbone.feature_hook(identity):
+            hooked = backbone.next_token_logits(pixels, ids)
+        with backbone.feature_hook(lambda f: f * 0):
+            blank = backbone.next_token_logits(pixels, ids)
+    assert seen and seen[0][:2] == (2, backbone.features_per_image)
+    assert seen[0][2] == backbone.vision_feature_dim
+    assert torch.equal(plain, hooked) and not torch.allclose(plain, blank)
+
+
+def test_logit_lens_reads_every_layer_and_ends_at_the_output(backbone):
+    ids = backbone.encode_prompt(QUESTION, PREFIX)
+    pixels = torch.rand(2, 3, backbone.image_size, backbone.image_size)
+    with torch.no_grad():
+        lens = backbone.layer_logits(pixels, ids)
+        out = backbone.next_token_logits(pixels, ids)
+    layers = backbone.model.config.text_config.num_hidden_layers
+    assert lens.shape == (layers, 2, out.shape[-1]) and lens.dtype == torch.float32
+    torch.testing.assert_close(lens[-1], out, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(lens[0], out)
 
 
 def _official_conversation(backbone, turns):
@@ -194,6 +260,7 @@ def test_real_loading_code_reads_a_local_checkpoint(tmp_path, family, monkeypatc
         processor, load = CLIPImageProcessorPil(), load_llava
     else:
         processor, load = Qwen2VLImageProcessorPil(), load_qwen2_vl
+    assert load.__func__ is type(built).from_pretrained.__func__  # one builder
     _save(built, tmp_path, processor)
     loaded = load(str(tmp_path), image_size=built.image_size, dtype="float32")
     assert type(loaded) is type(built)

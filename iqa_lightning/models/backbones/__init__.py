@@ -3,6 +3,7 @@
 from iqa_lightning.models.backbones.base import Backbone, resolve_dtype
 from iqa_lightning.models.backbones.llava import LlavaBackbone, load_llava
 from iqa_lightning.models.backbones.qwen2_vl import Qwen2VLBackbone, load_qwen2_vl, patchify
+from iqa_lightning.models.backbones.registry import FAMILIES, family, register_family, tiny_builders
 from iqa_lightning.models.backbones.tiny import (
     build_tiny_llava,
     build_tiny_qwen2_5_vl,
@@ -10,14 +11,18 @@ from iqa_lightning.models.backbones.tiny import (
 )
 
 __all__ = [
+    "FAMILIES",
     "Backbone",
     "LlavaBackbone",
     "Qwen2VLBackbone",
     "build_tiny_llava",
     "build_tiny_qwen2_5_vl",
     "build_tiny_qwen2_vl",
+    "family",
     "load_llava",
     "load_qwen2_vl",
     "patchify",
+    "register_family",
     "resolve_dtype",
+    "tiny_builders",
 ]

@@ -74,45 +74,6 @@ def load_pretrained(loader, pretrained: str, what: str, **kwargs):
         ) from err
 
 
-def load_backbone(
-    backbone_cls,
-    model_loader,
-    pretrained: str,
-    image_size: int,
-    dtype: str,
-    attn_implementation: str | None,
-    trust_remote_code: bool,
-    normalization: str = "backbone",
-):
-    """Load model, tokenizer and image statistics of a checkpoint into an adapter class.
-
-    Args:
-        backbone_cls: The adapter (:class:`Backbone` subclass) to build.
-        model_loader: A ``transformers`` class with ``from_pretrained`` for the model.
-        pretrained: Hub id or local path (``model.pretrained``).
-        image_size: Input side.
-        dtype: Weight dtype name.
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
-        trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
-        normalization: ``backbone`` (the checkpoint's own image statistics) or ``imagenet``.
-    """
-    from transformers import AutoImageProcessor, AutoTokenizer
-
-    model = load_pretrained(
-        model_loader,
-        pretrained,
-        f"{backbone_cls.family} model",
-        dtype=resolve_dtype(dtype),
-        attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code,
-    )
-    tokenizer = load_pretrained(AutoTokenizer, pretrained, "tokenizer")
-    processor = load_pretrained(AutoImageProcessor, pretrained, "image processor")
-    return backbone_cls(
-        model, tokenizer, image_size, processor.image_mean, processor.image_std, normalization
-    )
-
-
 @dataclass(frozen=True)
 class ChatTemplate:
     """How a family lays out a conversation around one image.
@@ -141,8 +102,22 @@ class ChatTemplate:
 class Backbone(nn.Module):
     """A frozen multimodal LM that scores the token after an answer prefix.
 
-    Subclasses set :attr:`template` and implement :meth:`pixel_inputs`, :meth:`projector`,
-    :attr:`num_image_tokens`, :attr:`image_token_id` and :attr:`vision_feature_dim`.
+    A family is one subclass, registered with
+    :func:`~iqa_lightning.models.backbones.registry.register_family`. It declares its facts as
+    class attributes (:attr:`family`, :attr:`model_class`, :attr:`template`,
+    :attr:`lora_targets`, :attr:`vision_lora_targets`, :attr:`block_names`, :attr:`tiny`) and
+    implements the extension points that differ between families:
+
+    - :meth:`pixel_inputs`: the forward's image keyword arguments (``pixel_values=`` and
+      ``image_grid_thw=``, or ``images=``);
+    - :meth:`text_inputs`: per-token extras such as position ids (empty when the model derives
+      them itself, e.g. when it expands an image placeholder);
+    - :meth:`tokenize`: prompt text to ids (a family may splice an id outside the vocabulary);
+    - :attr:`num_placeholders` (image tokens in the prompt) apart from
+      :attr:`num_image_tokens` (image tokens in the sequence the language model sees);
+    - :meth:`feature_module` and :attr:`features_per_image`: where the vision features are;
+    - :meth:`projector`, :meth:`vision_tower`, :meth:`language_model`, :meth:`final_norm`,
+      :meth:`lm_head`: the parts LoRA, the prompter and the logit lens reach.
 
     Args:
         model: The ``transformers`` model (``...ForConditionalGeneration``).
@@ -156,7 +131,20 @@ class Backbone(nn.Module):
     """
 
     family = "base"
+    #: Name of the ``transformers`` class that loads the checkpoint.
+    model_class: str = ""
     template: ChatTemplate
+    #: Linear layers LoRA adapts in the language model / the vision tower, by name.
+    lora_targets: tuple[str, ...] = (
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    )  # fmt: skip
+    vision_lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    #: Class names of the repeated blocks (checkpointing recomputes them, FSDP shards them).
+    block_names: tuple[str, ...] = ()
+    #: Dotted paths of the family's tiny random builders (tests, demo).
+    tiny: tuple[str, ...] = ()
+    #: Input side of the family's published checkpoints.
+    default_image_size: int = 336
 
     def __init__(
         self,
@@ -186,8 +174,49 @@ class Backbone(nn.Module):
         self.register_buffer(
             "image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), False
         )
-        self._batch_size = 0
         self.freeze()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained: str,
+        image_size: int | None = None,
+        dtype: str = "bfloat16",
+        attn_implementation: str | None = "sdpa",
+        trust_remote_code: bool = False,
+        gradient_checkpointing: bool = False,
+        normalization: str = "backbone",
+    ) -> Backbone:
+        """Load a checkpoint of this family: model, tokenizer and image statistics.
+
+        Args:
+            pretrained: Hub id or local path (``model.pretrained``).
+            image_size: Input side; ``None``: :attr:`default_image_size`.
+            dtype: Weight dtype name.
+            attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+            trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
+            gradient_checkpointing: Recompute block activations in the backward pass
+                (non-reentrant), trading compute for activation memory.
+            normalization: ``backbone`` (the checkpoint's image statistics) or ``imagenet``.
+        """
+        image_size = cls.default_image_size if image_size is None else image_size
+        import transformers
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        model = load_pretrained(
+            getattr(transformers, cls.model_class),
+            pretrained,
+            f"{cls.family} model",
+            dtype=resolve_dtype(dtype),
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
+        tokenizer = load_pretrained(AutoTokenizer, pretrained, "tokenizer")
+        processor = load_pretrained(AutoImageProcessor, pretrained, "image processor")
+        backbone = cls(
+            model, tokenizer, image_size, processor.image_mean, processor.image_std, normalization
+        )
+        return backbone.set_gradient_checkpointing(gradient_checkpointing)
 
     # ----------------------------------------------------------------- freezing
     def freeze(self) -> None:
@@ -211,9 +240,41 @@ class Backbone(nn.Module):
             block.training = mode
         return self
 
+    def blocks(self) -> list[nn.Module]:
+        """The repeated blocks this family declares (:attr:`block_names`), found in the model.
+
+        Raises:
+            ValueError: None of the declared blocks is in the model, so checkpointing and FSDP
+                would silently do nothing; names the family and what was looked for.
+        """
+        found = [m for m in self.model.modules() if type(m).__name__ in self.block_names]
+        if not found:
+            raise ValueError(
+                f"{self.family}: none of the declared blocks {list(self.block_names)} is in "
+                f"{type(self.model).__name__}; declare the family's block classes in block_names"
+            )
+        return found
+
     def set_gradient_checkpointing(self, enabled: bool) -> Backbone:
         """Recompute each block's activations in the backward pass instead of storing them
-        (``model.gradient_checkpointing``; non-reentrant, so frozen inputs are fine)."""
+        (``model.gradient_checkpointing``; non-reentrant, so frozen inputs are fine).
+
+        Raises:
+            ValueError: A declared block cannot recompute (it is not a ``transformers``
+                ``GradientCheckpointingLayer``): checkpointing would silently do nothing.
+        """
+        if enabled:
+            from transformers.modeling_layers import GradientCheckpointingLayer
+
+            plain = {type(b).__name__ for b in self.blocks()}
+            plain -= {
+                type(b).__name__ for b in self.blocks() if isinstance(b, GradientCheckpointingLayer)
+            }
+            if plain:
+                raise ValueError(
+                    f"model.gradient_checkpointing=true: the {self.family} blocks "
+                    f"{sorted(plain)} cannot recompute their activations"
+                )
         set_gradient_checkpointing(self.model, enabled)
         return self.train(self.training)
 
@@ -224,7 +285,19 @@ class Backbone(nn.Module):
     # ----------------------------------------------------------- family parts
     @property
     def num_image_tokens(self) -> int:
-        """How many placeholder tokens one image occupies in the prompt."""
+        """How many image tokens one image occupies in the sequence the language model sees."""
+        raise NotImplementedError
+
+    @property
+    def num_placeholders(self) -> int:
+        """How many placeholder tokens one image occupies in the prompt ids; the same as
+        :attr:`num_image_tokens` for families whose processor expands the placeholder, one for
+        families whose model splices the image in."""
+        return self.num_image_tokens
+
+    @property
+    def features_per_image(self) -> int:
+        """Vision features of one image at :meth:`feature_module`'s input (before any merge)."""
         raise NotImplementedError
 
     @property
@@ -248,6 +321,10 @@ class Backbone(nn.Module):
         """The module that maps vision features into the language model's embedding space."""
         raise NotImplementedError
 
+    def feature_module(self) -> nn.Module:
+        """The hook point of :meth:`feature_hook`: the vision features are its first input."""
+        return self.projector()
+
     def vision_tower(self) -> nn.Module:
         """The vision encoder (before the projector)."""
         raise NotImplementedError
@@ -256,9 +333,21 @@ class Backbone(nn.Module):
         """The decoder-only language model (``model.model.language_model`` in both families)."""
         return self.model.model.language_model
 
+    def final_norm(self) -> nn.Module:
+        """The norm after the last decoder layer (applied before the LM head)."""
+        return self.language_model().norm
+
+    def lm_head(self) -> nn.Module:
+        """The output projection from hidden states to vocabulary logits."""
+        return self.model.lm_head
+
     # ---------------------------------------------------------------- prompts
     def _image_placeholder(self) -> str:
-        return self.tokenizer.convert_ids_to_tokens(self.image_token_id) * self.num_image_tokens
+        return self.tokenizer.convert_ids_to_tokens(self.image_token_id) * self.num_placeholders
+
+    def tokenize(self, text: str) -> list[int]:
+        """Ids of a prompt text (special tokens added as the family's tokenizer does)."""
+        return self.tokenizer(text).input_ids
 
     def build_prompt(self, question: str, answer_prefix: str = "") -> str:
         """Prompt text for one image and one question, ending where the next token is read.
@@ -272,9 +361,7 @@ class Backbone(nn.Module):
 
     def encode_prompt(self, question: str, answer_prefix: str = "") -> torch.Tensor:
         """Token ids ``[1, L]`` of the prompt, checked to hold exactly one image's placeholders."""
-        ids = self.tokenizer(
-            self.build_prompt(question, answer_prefix), return_tensors="pt"
-        ).input_ids
+        ids = torch.tensor([self.tokenize(self.build_prompt(question, answer_prefix))])
         self._check_image_tokens(ids[0])
         return ids
 
@@ -353,10 +440,10 @@ class Backbone(nn.Module):
 
     def _check_image_tokens(self, ids: torch.Tensor) -> None:
         found = int((ids == self.image_token_id).sum())
-        if found != self.num_image_tokens:
+        if found != self.num_placeholders:
             raise ValueError(
-                f"{type(self).__name__}: the prompt holds {found} image tokens, the vision tower "
-                f"gives {self.num_image_tokens}; check the tokenizer's image token"
+                f"{type(self).__name__}: the prompt holds {found} image tokens, the family "
+                f"expects {self.num_placeholders}; check the tokenizer's image token"
             )
 
     def answer_token_id(self, answer_prefix: str, word: str, sep: str = " ") -> int:
@@ -401,7 +488,6 @@ class Backbone(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         attention_mask = attention_mask.to(pixels.device).expand_as(input_ids)
-        self._batch_size = batch
         return self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -410,6 +496,33 @@ class Backbone(nn.Module):
             **self.pixel_inputs(pixels),
             **kwargs,
         )
+
+    def hidden_states(
+        self,
+        pixels: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """The language model's hidden states at the last position, one ``[B, H]`` per layer
+        output (the embeddings first, the last layer's output before :meth:`final_norm` last)."""
+        out = self._forward(
+            pixels, input_ids, attention_mask, output_hidden_states=True, logits_to_keep=1
+        )
+        return tuple(h[:, -1] for h in out.hidden_states)
+
+    def layer_logits(
+        self,
+        pixels: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logit lens: ``[layers, B, vocab]`` fp32 next-token logits read from each decoder
+        layer's output through :meth:`final_norm` and :meth:`lm_head`; the last row equals
+        :meth:`next_token_logits` (transformers' last hidden state is already normed)."""
+        states = self.hidden_states(pixels, input_ids, attention_mask)[1:]
+        norm, head = self.final_norm(), self.lm_head()
+        rows = [head(norm(h)) for h in states[:-1]] + [head(states[-1])]
+        return torch.stack(rows).float()
 
     def next_token_logits(
         self,
@@ -452,7 +565,6 @@ class Backbone(nn.Module):
         """Greedy answers to one question per image (for explanations; scoring never generates)."""
         ids, mask = self.encode_prompts(questions)
         ids, mask = ids.to(pixels.device), mask.to(pixels.device)
-        self._batch_size = pixels.shape[0]
         extra = {k: v for k, v in self.text_inputs(ids, mask).items() if k != "position_ids"}
         out = self.model.generate(
             input_ids=ids,
@@ -467,20 +579,21 @@ class Backbone(nn.Module):
 
     @contextmanager
     def feature_hook(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
-        """Within the block, vision features ``[B, N, D]`` pass through ``fn`` before the projector.
+        """Within the block, vision features ``[B, N, D]`` pass through ``fn`` at
+        :meth:`feature_module`'s input.
 
-        Families that flatten features across images (Qwen2-VL) are reshaped to ``[B, N, D]``
-        for ``fn`` and back.
+        Families that flatten features across images (Qwen2-VL) are reshaped to
+        ``[B, features_per_image, D]`` for ``fn`` and back.
         """
 
         def pre_hook(module, args):
             features = args[0]
             if features.dim() == 2:
-                shaped = features.view(self._batch_size, -1, features.shape[-1])
+                shaped = features.view(-1, self.features_per_image, features.shape[-1])
                 return (fn(shaped).reshape(features.shape), *args[1:])
             return (fn(features), *args[1:])
 
-        handle = self.projector().register_forward_pre_hook(pre_hook)
+        handle = self.feature_module().register_forward_pre_hook(pre_hook)
         try:
             yield
         finally:

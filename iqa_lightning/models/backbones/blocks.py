@@ -24,8 +24,14 @@ def blocks(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def block_classes(model: nn.Module) -> set[type[nn.Module]]:
-    """The block classes of a model (a backbone or its ``transformers`` model), e.g.
-    ``{LlamaDecoderLayer, CLIPEncoderLayer}`` for LLaVA."""
+    """The block classes of a model, e.g. ``{LlamaDecoderLayer, CLIPEncoderLayer}`` for LLaVA.
+
+    A backbone answers with the blocks its family declares (``Backbone.blocks``, which fails
+    loudly when none is found); another module with its ``GradientCheckpointingLayer`` s.
+    """
+    declared = getattr(model, "blocks", None)
+    if callable(declared):
+        return {type(module) for module in declared()}
     return {type(module) for module in blocks(model)}
 
 

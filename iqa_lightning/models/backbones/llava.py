@@ -9,11 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iqa_lightning.models.backbones.base import (
-    Backbone,
-    ChatTemplate,
-    load_backbone,
-)
+from iqa_lightning.models.backbones.base import Backbone, ChatTemplate
+from iqa_lightning.models.backbones.registry import register_family
 
 # LLaVA-1.5's conversation format ("USER: <image>\n... ASSISTANT: ...</s>").
 LLAVA_TEMPLATE = ChatTemplate(
@@ -25,6 +22,7 @@ LLAVA_TEMPLATE = ChatTemplate(
 )
 
 
+@register_family
 class LlavaBackbone(Backbone):
     """Adapter for ``LlavaForConditionalGeneration``.
 
@@ -37,6 +35,10 @@ class LlavaBackbone(Backbone):
     """
 
     family = "llava"
+    model_class = "LlavaForConditionalGeneration"
+    template = LLAVA_TEMPLATE
+    block_names = ("LlamaDecoderLayer", "CLIPEncoderLayer")
+    tiny = ("iqa_lightning.models.backbones.tiny.build_tiny_llava",)
 
     def __init__(
         self,
@@ -54,7 +56,6 @@ class LlavaBackbone(Backbone):
                 f"{vision.image_size}x{vision.image_size} images"
             )
         super().__init__(model, tokenizer, image_size, image_mean, image_std, normalization)
-        self.template = LLAVA_TEMPLATE
 
     @property
     def image_token_id(self) -> int:
@@ -73,6 +74,10 @@ class LlavaBackbone(Backbone):
         count = len(layers) if isinstance(layers, (list, tuple)) else 1
         return self.model.config.vision_config.hidden_size * count
 
+    @property
+    def features_per_image(self) -> int:
+        return self.num_image_tokens
+
     def pixel_inputs(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"pixel_values": self.normalize(pixels).to(self.dtype)}
 
@@ -83,37 +88,5 @@ class LlavaBackbone(Backbone):
         return self.model.model.vision_tower
 
 
-def load_llava(
-    pretrained: str,
-    image_size: int = 336,
-    dtype: str = "bfloat16",
-    attn_implementation: str | None = "sdpa",
-    trust_remote_code: bool = False,
-    gradient_checkpointing: bool = False,
-    normalization: str = "backbone",
-) -> LlavaBackbone:
-    """Load a llava-hf checkpoint from the hub or a local folder.
-
-    Args:
-        pretrained: Hub id or local path (``model.pretrained``).
-        image_size: Input side (336 for LLaVA-1.5).
-        dtype: Weight dtype name.
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
-        trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
-        gradient_checkpointing: Recompute block activations in the backward pass
-            (non-reentrant), trading compute for activation memory.
-        normalization: ``backbone`` (the checkpoint's statistics) or ``imagenet``.
-    """
-    from transformers import LlavaForConditionalGeneration
-
-    backbone = load_backbone(
-        LlavaBackbone,
-        LlavaForConditionalGeneration,
-        pretrained,
-        image_size,
-        dtype,
-        attn_implementation,
-        trust_remote_code,
-        normalization,
-    )
-    return backbone.set_gradient_checkpointing(gradient_checkpointing)
+# Kept for configs and code that name the loader; the one builder is ``from_pretrained``.
+load_llava = LlavaBackbone.from_pretrained

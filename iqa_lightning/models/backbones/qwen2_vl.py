@@ -13,11 +13,8 @@ import inspect
 import torch
 from torch import nn
 
-from iqa_lightning.models.backbones.base import (
-    Backbone,
-    ChatTemplate,
-    load_backbone,
-)
+from iqa_lightning.models.backbones.base import Backbone, ChatTemplate
+from iqa_lightning.models.backbones.registry import register_family
 
 # Qwen2-VL's ChatML conversation format.
 QWEN_TEMPLATE = ChatTemplate(
@@ -64,6 +61,7 @@ def patchify(
     return patches, grid
 
 
+@register_family
 class Qwen2VLBackbone(Backbone):
     """Adapter for ``Qwen2VLForConditionalGeneration`` and ``Qwen2_5_VLForConditionalGeneration``.
 
@@ -76,6 +74,18 @@ class Qwen2VLBackbone(Backbone):
     """
 
     family = "qwen2_vl"
+    model_class = "AutoModelForImageTextToText"  # Qwen2-VL and Qwen2.5-VL checkpoints alike
+    template = QWEN_TEMPLATE
+    vision_lora_targets = ("qkv", "proj", "fc1", "fc2", "gate_proj", "up_proj", "down_proj")
+    block_names = (
+        "Qwen2VLDecoderLayer", "Qwen2VLVisionBlock",
+        "Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock",
+    )  # fmt: skip
+    tiny = (
+        "iqa_lightning.models.backbones.tiny.build_tiny_qwen2_vl",
+        "iqa_lightning.models.backbones.tiny.build_tiny_qwen2_5_vl",
+    )
+    default_image_size = 448
 
     def __init__(
         self,
@@ -91,7 +101,6 @@ class Qwen2VLBackbone(Backbone):
         if int(image_size) % unit:
             raise ValueError(f"model.image_size={image_size} must be a multiple of {unit}")
         super().__init__(model, tokenizer, image_size, image_mean, image_std, normalization)
-        self.template = QWEN_TEMPLATE
 
     @property
     def image_token_id(self) -> int:
@@ -108,6 +117,11 @@ class Qwen2VLBackbone(Backbone):
         # The merger's input width: ``embed_dim`` in Qwen2-VL's vision config, ``hidden_size``
         # in Qwen2.5-VL's (whose ``embed_dim`` does not exist); read it off the merger's norm.
         return int(self.projector().ln_q.weight.shape[0])
+
+    @property
+    def features_per_image(self) -> int:
+        # The merger sees every 14-px patch; it merges 2x2 of them into one language token.
+        return (self.image_size // self.model.config.vision_config.patch_size) ** 2
 
     def pixel_inputs(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         vision = self.model.config.vision_config
@@ -133,37 +147,5 @@ class Qwen2VLBackbone(Backbone):
         return self.model.model.visual
 
 
-def load_qwen2_vl(
-    pretrained: str,
-    image_size: int = 448,
-    dtype: str = "bfloat16",
-    attn_implementation: str | None = "sdpa",
-    trust_remote_code: bool = False,
-    gradient_checkpointing: bool = False,
-    normalization: str = "backbone",
-) -> Qwen2VLBackbone:
-    """Load a Qwen2-VL or Qwen2.5-VL checkpoint from the hub or a local folder.
-
-    Args:
-        pretrained: Hub id or local path (``model.pretrained``).
-        image_size: Square input side, a multiple of 28.
-        dtype: Weight dtype name.
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
-        trust_remote_code: Allow custom modelling code from the checkpoint (off by default).
-        gradient_checkpointing: Recompute block activations in the backward pass
-            (non-reentrant), trading compute for activation memory.
-        normalization: ``backbone`` (the checkpoint's statistics) or ``imagenet``.
-    """
-    from transformers import AutoModelForImageTextToText
-
-    backbone = load_backbone(
-        Qwen2VLBackbone,
-        AutoModelForImageTextToText,
-        pretrained,
-        image_size,
-        dtype,
-        attn_implementation,
-        trust_remote_code,
-        normalization,
-    )
-    return backbone.set_gradient_checkpointing(gradient_checkpointing)
+# Kept for configs and code that name the loader; the one builder is ``from_pretrained``.
+load_qwen2_vl = Qwen2VLBackbone.from_pretrained

@@ -67,10 +67,12 @@ SPACE = "\u2581"  # SentencePiece's word-boundary mark
 
 def _training_corpus() -> list[str]:
     words = " ".join(f"{w} {w.capitalize()}" for w in QUALITY_WORDS)
-    # Repeat the quality words so BPE merges each into one token, with and without a space;
-    # option letters must be single tokens too.
+    # Repeat the quality words so BPE merges each into one token, with and without a space
+    # (a word opens Qwen's answer right after "assistant\n"); option letters must be single
+    # tokens too.
+    lines = "".join(f"\n{w}\n{w.capitalize()}" for w in QUALITY_WORDS)
     letters = " ".join("ABCDEFGH")
-    return _CORPUS * 4 + [f" {words} {words}"] * 8 + [words] * 8 + [f" {letters}"] * 8
+    return _CORPUS * 4 + [f" {words} {words}"] * 8 + [words] * 8 + [lines] * 8 + [f" {letters}"] * 8
 
 
 def build_tiny_tokenizer(
@@ -122,7 +124,12 @@ def _sentencepiece(vocab_size: int) -> PreTrainedTokenizerFast:
     # Learn pieces that never cross a word boundary (SentencePiece's split_by_whitespace), then
     # lay the vocabulary out as LLaMA's: <unk> <s> </s>, the 256 byte tokens, the pieces.
     learner = Tokenizer(models.BPE())
-    learner.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always")
+    learner.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split("\n", "isolated"),  # LLaMA never merges a newline with letters
+            pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="first"),
+        ]
+    )
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
     )
