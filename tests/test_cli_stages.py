@@ -10,11 +10,8 @@ from tests.conftest import run_train
 
 SMALL = [
     "experiment=demo",
-    "prompt=qadapt",
-    "prompt.hidden_size=32",
+    "prompt=qadapt_tiny",
     "prompt.num_layers=1",
-    "prompt.num_heads=4",
-    "prompt.num_queries=4",
     "dataset.n_refs=4",
     "dataset.generated_size=96",
     "instruct.n_refs=4",
@@ -55,8 +52,7 @@ def test_stage2_starts_from_a_stage1_run(run_env, tmp_path):
     run_train([*SMALL, *LORA, "stage=1", "trainer.max_epochs=1", f"hydra.run.dir={first}"], run_env)
     run_train(
         [*SMALL, "stage=2", f"stage.init_from={first}", "trainer.max_epochs=1",
-         "stage.phases.0.optimizer._target_=torch.optim.AdamW", "stage.phases.0.optimizer.lr=1e-3",
-         "~stage.phases.0.optimizer.momentum", f"hydra.run.dir={second}"],
+         "prompt_optimizer.lr=1e-3", f"hydra.run.dir={second}"],
         run_env,
     )  # fmt: skip
     lora = load_file(first / "checkpoints" / "tuned.safetensors")
