@@ -144,24 +144,20 @@ def build_tiny_qwen2_vl(
     """
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    tokenizer = build_tiny_tokenizer(kind=tokenizer)
-    config = Qwen2VLConfig(
-        vision_config={
-            "depth": num_layers,
-            "embed_dim": hidden_size // 2,
-            "hidden_size": hidden_size,
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
-        text_config=_qwen_text_config(tokenizer, hidden_size, num_layers),
-        **_qwen_special_ids(tokenizer),
-    )
-    model = _seeded(lambda: Qwen2VLForConditionalGeneration(config), seed)
-    backbone = Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, normalization)
-    return backbone.set_gradient_checkpointing(gradient_checkpointing)
+    vision = {
+        "depth": num_layers,
+        "embed_dim": hidden_size // 2,
+        "hidden_size": hidden_size,
+        "num_heads": 2,
+        "mlp_ratio": 2,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    parts = (Qwen2VLConfig, Qwen2VLForConditionalGeneration, vision, tokenizer)
+    return _qwen(
+        *parts, image_size, hidden_size, num_layers, seed, normalization
+    ).set_gradient_checkpointing(gradient_checkpointing)
 
 
 def build_tiny_qwen2_5_vl(
@@ -187,24 +183,42 @@ def build_tiny_qwen2_5_vl(
     """
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+    vision = {
+        "depth": num_layers,
+        "hidden_size": hidden_size // 2,
+        "intermediate_size": hidden_size,
+        "out_hidden_size": hidden_size,
+        "num_heads": 2,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        # 56 px windows: a 112 px image has 2x2 windows, so window order != raster order.
+        "window_size": 56,
+        "fullatt_block_indexes": [num_layers - 1],
+    }
+    parts = (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, vision, tokenizer)
+    return _qwen(
+        *parts, image_size, hidden_size, num_layers, seed, normalization
+    ).set_gradient_checkpointing(gradient_checkpointing)
+
+
+def _qwen(
+    config_cls,
+    model_cls,
+    vision,
+    tokenizer,
+    image_size,
+    hidden_size,
+    num_layers,
+    seed,
+    normalization,
+):
+    """A Qwen-family backbone from a vision config, with the shared text config and tokens."""
     tokenizer = build_tiny_tokenizer(kind=tokenizer)
-    config = Qwen2_5_VLConfig(
-        vision_config={
-            "depth": num_layers,
-            "hidden_size": hidden_size // 2,
-            "intermediate_size": hidden_size,
-            "out_hidden_size": hidden_size,
-            "num_heads": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            # 56 px windows: a 112 px image has 2x2 windows, so window order != raster order.
-            "window_size": 56,
-            "fullatt_block_indexes": [num_layers - 1],
-        },
+    config = config_cls(
+        vision_config=vision,
         text_config=_qwen_text_config(tokenizer, hidden_size, num_layers),
         **_qwen_special_ids(tokenizer),
     )
-    model = _seeded(lambda: Qwen2_5_VLForConditionalGeneration(config), seed)
-    backbone = Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, normalization)
-    return backbone.set_gradient_checkpointing(gradient_checkpointing)
+    model = _seeded(lambda: model_cls(config), seed)
+    return Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, normalization)
