@@ -53,21 +53,35 @@ OmegaConf.register_new_resolver("iqa_rank_zero_path", rank_zero_path, replace=Tr
 
 
 def dataset_configs(cfg: DictConfig) -> dict[str, DictConfig]:
-    """The datasets to evaluate on: ``eval.datasets`` (a list of dataset options) or ``dataset``."""
+    """The datasets to evaluate on: ``eval.datasets`` (a list of dataset options) or ``dataset``.
+
+    Each option of ``eval.datasets`` is composed by Hydra (``hydra.compose``) with this command's
+    own overrides, so it gets the same defaults, interpolations and checks as the ``dataset``
+    group (its ``image_size`` is the run's ``model.image_size``).
+    """
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
     names = list(cfg.eval.get("datasets") or [])
     if not names:
         return {cfg.dataset.name: cfg.dataset}
     roots = cfg.eval.get("roots") or {}
+    options = sorted(p.stem for p in (Path(CONFIG_DIR) / "dataset").glob("[!_]*.yaml"))
+    # The command's overrides, but the dataset choice and its root: dataset.<key> settings such
+    # as dataset.eval_batch_size apply to every dataset of the table.
+    given_overrides = [
+        o
+        for o in HydraConfig.get().overrides.task
+        if o.lstrip("+~").split("=", 1)[0] not in ("dataset", "dataset.root")
+    ]
     out = {}
     for name in names:
-        path = Path(CONFIG_DIR) / "dataset" / f"{name}.yaml"
-        if not path.exists():
-            options = sorted(p.stem for p in path.parent.glob("*.yaml"))
-            raise ValueError(f"eval.datasets: no dataset option {name!r}; options are {options}")
-        node = OmegaConf.load(path)
+        if name not in options:
+            raise ConfigError(f"eval.datasets: no dataset option {name!r}; options are {options}")
+        overrides = [*given_overrides, f"dataset={name}"]
         if name in roots:
-            node.root = roots[name]
-        out[name] = node
+            overrides.append(f"dataset.root={roots[name]}")
+        out[name] = compose(config_name="eval", overrides=overrides).dataset
     return out
 
 
@@ -136,13 +150,13 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     trainer = build_trainer(cfg, callbacks=[RowCollector()], loggers=[])
 
     results = {}
+    if int(cfg.model.image_size) != int(run_cfg.model.image_size):
+        raise ConfigError(
+            f"model.image_size={cfg.model.image_size} but the run was trained at "
+            f"{run_cfg.model.image_size}; leave model.image_size unset (it comes from the run)"
+        )
     for name, node in dataset_configs(cfg).items():
-        node = OmegaConf.merge(
-            {"model": {"image_size": run_cfg.model.image_size}, "seed": run_cfg.get("seed", 0),
-             "paths": cfg.paths},
-            {"dataset": node},
-        ).dataset  # fmt: skip
-        datamodule = instantiate(node, image_size=int(run_cfg.model.image_size))
+        datamodule = instantiate(node)
         datamodule.prepare_data()
         datamodule.setup("test")
         rows = score_loader(trainer, module, datamodule.eval_dataloader(split))
@@ -212,7 +226,25 @@ def main() -> None:
     if not info and not given(args, "run"):
         print(error_line(ConfigError(RUN_REQUIRED)), file=sys.stderr, flush=True)
         raise SystemExit(1)
+    sys.argv += run_settings(args)
     _hydra_main()
+
+
+def run_settings(args: Sequence[str]) -> list[str]:
+    """Overrides that give the datasets the run's own input size and split seed
+    (``model.image_size``, ``seed`` from the run's ``.hydra/config.yaml``), unless given.
+
+    A run folder that cannot be read adds nothing: :func:`evaluate` then names the problem.
+    """
+    run = next((a.split("=", 1)[1] for a in args if a.split("=", 1)[0].lstrip("+") == "run"), None)
+    if run is None:
+        return []
+    try:
+        run_cfg = load_run_config(run_folder(run))
+    except (OSError, ValueError):
+        return []
+    settings = {"model.image_size": run_cfg.model.image_size, "seed": run_cfg.get("seed", 0)}
+    return [f"{key}={value}" for key, value in settings.items() if not given(args, key)]
 
 
 if __name__ == "__main__":
