@@ -37,6 +37,7 @@ from .instruct.qbench import (
 from .instruct.synthetic import SyntheticInstructDataModule, generate_synthetic_instruct
 from .pyiqa import LAYOUTS, MetaRow, PyiqaLayoutDataModule, read_meta_info, read_split_pickle
 from .records import AnnotationError, AnnotationRow, ImageRecord, read_annotation_csv
+from .spec import DatasetSpec
 from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios
 
 #: What reading, checking and splitting data raises for problems in the user's files or data
@@ -52,6 +53,7 @@ __all__ = [
     "CLIVEDataModule",
     "CSIQDataModule",
     "DATA_ERRORS",
+    "DatasetSpec",
     "Conversation",
     "IQADataModule",
     "IQAImageDataset",

@@ -1,6 +1,7 @@
 """The shared data module: records -> checks -> labels -> splits -> dataloaders.
 
-A dataset subclass only implements :meth:`IQADataModule.read_records`. Everything else (file
+A dataset subclass declares its facts in a class-level :class:`~.spec.DatasetSpec` (``spec``)
+and implements :meth:`IQADataModule.read_records`. Everything else (file
 checks, skipping bad images, label normalisation, splitting, batching) is common.
 
 Batches are dicts:
@@ -19,6 +20,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -38,6 +40,7 @@ from .checks import CHECK_LEVELS, check_cache_file, check_workers, find_bad_imag
 from .dataset import IQAImageDataset, LabelledImage, make_loader
 from .images import check_resize
 from .records import AnnotationError, ImageRecord, write_csv
+from .spec import DatasetSpec
 from .split_files import DEFAULT_SPLIT_COLUMN, resolve_split_file, split_from_file
 from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios
 
@@ -52,10 +55,11 @@ class IQADataModule(L.LightningDataModule, ABC):
     Args:
         root: Dataset folder (config key ``dataset.root``).
         image_size: Side of the square images fed to the model.
-        mos_range: (lo, hi) of the score scale in the annotation file.
-        higher_better: False for DMOS-like scores; targets are then flipped.
+        mos_range: (lo, hi) of the score scale in the annotation file; None: ``spec.mos_range``.
+        higher_better: False for DMOS-like scores; targets are then flipped. None:
+            ``spec.higher_better``.
         split: Split strategy: official, reference_disjoint, random, per_image_leaky, pyiqa or
-            column (see :mod:`.splits`).
+            column (see :mod:`.splits`); None: ``spec.split``.
         split_ratios: (train, val, test) fractions for the seeded strategies.
         seed: Seed for the split and the training shuffle.
         batch_size: Training batch size.
@@ -65,7 +69,7 @@ class IQADataModule(L.LightningDataModule, ABC):
         on_bad_image: ``"error"`` stops on a missing image in :meth:`setup` (on an
             undecodable one when it is loaded, or in :meth:`setup` with ``check_images``);
             ``"skip"`` checks every image once in :meth:`setup`, drops bad ones and lists them.
-        name: Short dataset name used in logs and run folders.
+        name: Short dataset name used in logs and run folders; None: ``spec.name``.
         cache: Resize each image once, store it (uint8) and reuse it (:mod:`.cache`).
         cache_dir: Folder of that cache; ``None``: :func:`.cache.default_cache_dir`. The
             image check keeps its verdicts in ``<cache_dir>/image_checks/`` (none are kept
@@ -86,13 +90,17 @@ class IQADataModule(L.LightningDataModule, ABC):
             image names; None: the column that matches the most image names.
     """
 
+    #: The dataset's facts; ``name``, ``mos_range``, ``higher_better`` and ``split`` left at
+    #: None take their value from it.
+    spec: ClassVar[DatasetSpec] = DatasetSpec(name="iqa")
+
     def __init__(
         self,
         root: str | os.PathLike | None = None,
         image_size: int = 224,
-        mos_range: Sequence[float] = (1.0, 5.0),
-        higher_better: bool = True,
-        split: str = "random",
+        mos_range: Sequence[float] | None = None,
+        higher_better: bool | None = None,
+        split: str | None = None,
         split_ratios: Sequence[float] = (0.7, 0.1, 0.2),
         seed: int = 0,
         batch_size: int = 8,
@@ -100,7 +108,7 @@ class IQADataModule(L.LightningDataModule, ABC):
         num_workers: int = 0,
         hflip: bool = True,
         on_bad_image: str = "error",
-        name: str = "iqa",
+        name: str | None = None,
         cache: bool = False,
         cache_dir: str | os.PathLike | None = None,
         split_file: str | os.PathLike | None = None,
@@ -110,6 +118,11 @@ class IQADataModule(L.LightningDataModule, ABC):
         resize: str = "squash",
     ):
         super().__init__()
+        spec = self.spec
+        mos_range = spec.mos_range if mos_range is None else mos_range
+        higher_better = spec.higher_better if higher_better is None else higher_better
+        split = spec.split if split is None else split
+        name = spec.name if name is None else name
         self.root = None if root is None else Path(os.path.expanduser(str(root)))
         self.image_size = positive_int(image_size, "image_size")
         self.mos_range = check_mos_range(mos_range)

@@ -54,8 +54,10 @@ OFFICIAL_SPLIT_COLUMNS = ("official_split", "split")
 class PyiqaLayoutDataModule(IQADataModule):
     """Base of data modules that read a dataset as published or in pyiqa's layout.
 
-    Subclasses set :attr:`pyiqa_meta_names` and :attr:`pyiqa_kind` and implement
-    :meth:`published_markers`, :meth:`read_published` and :meth:`pyiqa_record`.
+    Subclasses declare ``spec`` (a :class:`~.spec.DatasetSpec`: its published ``labels`` and
+    ``image_dirs``, ``pyiqa_meta_names`` and ``pyiqa_kind``) and implement
+    :meth:`read_published` and :meth:`pyiqa_record`; :meth:`published_markers` and
+    :meth:`published_folders` read the spec unless overridden.
 
     Args:
         root: Dataset folder (config key ``dataset.root``).
@@ -75,10 +77,6 @@ class PyiqaLayoutDataModule(IQADataModule):
         **kwargs: :class:`~iqa_lightning.data.base.IQADataModule` arguments.
     """
 
-    #: pyiqa's meta-info file names for this dataset, looked for with ``meta_file="auto"``.
-    pyiqa_meta_names: tuple[str, ...] = ()
-    #: ``"nr"`` or ``"fr"``: the column order of the meta-info file.
-    pyiqa_kind: str = "nr"
     #: Codes the dataset's meta-info file uses for split names in its split columns (e.g.
     #: KonIQ-10k's ``0`` / ``1`` / ``2``), mapped to ``train`` / ``val`` / ``test``.
     pyiqa_split_codes: dict[str, str] = {}
@@ -120,9 +118,10 @@ class PyiqaLayoutDataModule(IQADataModule):
         self.split_index = split_index
         self.resolved_layout: str | None = None
 
-    @abstractmethod
     def published_markers(self) -> list[Path]:
-        """Label files of the published layout; any one present means it is there."""
+        """Label files of the published layout; any one present means it is there
+        (``spec.labels`` under ``root``)."""
+        return [self.root / name for name in self.spec.labels]
 
     @abstractmethod
     def read_published(self) -> list[ImageRecord]:
@@ -133,8 +132,9 @@ class PyiqaLayoutDataModule(IQADataModule):
         """Turn one meta-info row into a record (image path, score, reference)."""
 
     def published_folders(self) -> list[Path]:
-        """Image folders of the published layout, listed when no layout is found."""
-        return []
+        """Image folders of the published layout, listed when no layout is found
+        (``spec.image_dirs`` under ``root``)."""
+        return [self.root / name for name in self.spec.image_dirs]
 
     def published_requested(self) -> bool:
         """Whether the config names a published file explicitly (layout ``auto`` then reads
@@ -232,7 +232,7 @@ class PyiqaLayoutDataModule(IQADataModule):
     def read_pyiqa(self) -> list[ImageRecord]:
         """Read pyiqa's meta-info file, with the selected pyiqa split when ``split="pyiqa"``."""
         path = self.meta_path()
-        header, rows = read_meta_info(path, self.pyiqa_kind)
+        header, rows = read_meta_info(path, self.spec.pyiqa_kind)
         rows = self.pyiqa_rows(rows)
         phases: list[str | None] | None = None
         if self.split == "pyiqa" and self.split_column:
@@ -274,7 +274,7 @@ class PyiqaLayoutDataModule(IQADataModule):
         return self.pyiqa_split_codes.get(value, value) or None
 
     def _meta_names(self) -> list[str]:
-        return list(self.pyiqa_meta_names) if self.meta_file == "auto" else [self.meta_file]
+        return list(self.spec.pyiqa_meta_names) if self.meta_file == "auto" else [self.meta_file]
 
     def _meta_dirs(self) -> list[Path]:
         return [self.root, self.root / "meta_info", self.root.parent / "meta_info"]
@@ -301,20 +301,18 @@ class PyiqaLayoutDataModule(IQADataModule):
 class LabelTableDataModule(PyiqaLayoutDataModule):
     """Base of data modules whose published layout is one label table beside one image folder.
 
-    Subclasses set :attr:`published_labels` and :attr:`labels_what` and keep two attributes:
-    ``labels_file`` (``"auto"``: the first of :attr:`published_labels` that exists; else a file
-    name under ``root``) and ``image_dir`` (the image folder under ``root``).
+    Subclasses list the label file names in ``spec.labels``, set :attr:`labels_what` and keep
+    two attributes: ``labels_file`` (``"auto"``: the first of ``spec.labels`` that exists; else
+    a file name under ``root``) and ``image_dir`` (the image folder under ``root``).
     """
 
-    #: Label file names under ``root``, in order of preference, for ``labels_file="auto"``.
-    published_labels: tuple[str, ...] = ()
     #: What the label file is, for the message when none is found.
     labels_what: str = "label file"
     labels_file: str
     image_dir: str
 
     def published_markers(self) -> list[Path]:
-        names = self.published_labels if self.labels_file == "auto" else (self.labels_file,)
+        names = self.spec.labels if self.labels_file == "auto" else (self.labels_file,)
         return [self.root / n for n in names]
 
     def published_folders(self) -> list[Path]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
 from ..records import ImageRecord, read_annotation_csv
+from ..spec import DatasetSpec
 
 __all__ = ["AGIQA3KDataModule"]
 
@@ -44,16 +45,22 @@ class AGIQA3KDataModule(PyiqaLayoutDataModule):
         image_dir: ``"auto"`` or a folder name under ``root`` (``"."`` for ``root`` itself).
         labels_file: Label file name under ``root``.
         score_column: ``mos_quality`` (perceptual quality) or ``mos_align`` (alignment).
-        mos_range: Scale of the score column.
-        higher_better: Whether a higher score means better quality.
-        split: Split strategy; seeded ``random`` by default.
-        name: Dataset name for logs.
         **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` and
             :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+
+    The dataset's name, score range, direction and default split are in :attr:`spec`.
     """
 
-    pyiqa_meta_names = ("meta_info_AGIQA-3K.csv",)
-    pyiqa_kind = "nr"
+    spec = DatasetSpec(
+        name="agiqa3k",
+        title="AGIQA-3K",
+        mos_range=(0.0, 5.0),
+        higher_better=True,
+        split="random",
+        labels=(AGIQA_LABELS,),
+        pyiqa_meta_names=("meta_info_AGIQA-3K.csv",),
+        pyiqa_kind="nr",
+    )
 
     def __init__(
         self,
@@ -61,20 +68,9 @@ class AGIQA3KDataModule(PyiqaLayoutDataModule):
         image_dir: str = "auto",
         labels_file: str = AGIQA_LABELS,
         score_column: str = "mos_quality",
-        mos_range: Sequence[float] = (0.0, 5.0),
-        higher_better: bool = True,
-        split: str = "random",
-        name: str = "agiqa3k",
         **kwargs,
     ):
-        super().__init__(
-            root=root,
-            mos_range=mos_range,
-            higher_better=higher_better,
-            split=split,
-            name=name,
-            **kwargs,
-        )
+        super().__init__(root=root, **kwargs)
         self.image_dir = image_dir
         self.labels_file = labels_file
         self.score_column = score_column

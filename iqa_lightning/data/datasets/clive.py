@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ import numpy as np
 from ..formats import load_mat, mat_strings
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
 from ..records import AnnotationError, ImageRecord
+from ..spec import DatasetSpec
 
 __all__ = ["CLIVEDataModule"]
 
@@ -45,47 +45,37 @@ class CLIVEDataModule(PyiqaLayoutDataModule):
     Args:
         root: Folder holding ``Data/`` and ``Images/``.
         exclude_training_images: Leave out the seven rater-training images ``t1``-``t7``.
-        mos_range: Scale of the MOS.
-        higher_better: Whether a higher MOS means better quality.
-        split: Split strategy; seeded ``random`` by default.
-        name: Dataset name for logs.
         **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` and
             :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+
+    The dataset's name, score range, direction and default split are in :attr:`spec`.
     """
 
-    pyiqa_meta_names = ("meta_info_LIVEChallengeDataset.csv",)
-    pyiqa_kind = "nr"
+    spec = DatasetSpec(
+        name="clive",
+        title="LIVE Challenge",
+        mos_range=(0.0, 100.0),
+        higher_better=True,
+        split="random",
+        labels=(CLIVE_MOS,),
+        image_dirs=(CLIVE_IMAGE_DIR,),
+        pyiqa_meta_names=("meta_info_LIVEChallengeDataset.csv",),
+        pyiqa_kind="nr",
+    )
 
     def __init__(
         self,
         root: str | os.PathLike | None = None,
         exclude_training_images: bool = True,
-        mos_range: Sequence[float] = (0.0, 100.0),
-        higher_better: bool = True,
-        split: str = "random",
-        name: str = "clive",
         **kwargs,
     ):
-        super().__init__(
-            root=root,
-            mos_range=mos_range,
-            higher_better=higher_better,
-            split=split,
-            name=name,
-            **kwargs,
-        )
+        super().__init__(root=root, **kwargs)
         self.exclude_training_images = bool(exclude_training_images)
-
-    def published_markers(self) -> list[Path]:
-        return [self.root / CLIVE_MOS]
-
-    def published_folders(self) -> list[Path]:
-        return [self.root / CLIVE_IMAGE_DIR]
 
     def read_published(self) -> list[ImageRecord]:
         """Read the image names and MOS from ``Data/``."""
         names_path, mos_path = self.root / CLIVE_NAMES, self.root / CLIVE_MOS
-        self.require_published("LIVE Challenge", [names_path, mos_path])
+        self.require_published(self.spec.title, [names_path, mos_path])
         variable = "AllImages_release"
         names = mat_strings(load_mat(names_path, (variable,))[variable], f"{names_path}:{variable}")
         mos = load_mat(mos_path, ("AllMOS_release",))["AllMOS_release"]

@@ -23,12 +23,12 @@ pyiqa layout: ``meta_info_CSIQDataset.csv`` (``ref_name,dist_name,dmos``, e.g.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 from ..formats import read_table
 from ..pyiqa import LabelTableDataModule, MetaRow
 from ..records import AnnotationError, ImageRecord
+from ..spec import DatasetSpec
 
 __all__ = ["CSIQ_DISTORTIONS", "CSIQDataModule"]
 
@@ -54,17 +54,22 @@ class CSIQDataModule(LabelTableDataModule):
         labels_file: ``"auto"`` (``csiq.DMOS.xlsx``, else ``csiq.DMOS.csv``) or a file name
             under ``root`` (``.xlsx``, or a ``.csv`` export of the ``all_by_image`` sheet).
         image_dir: Folder of the distorted images under ``root``.
-        mos_range: Scale of the DMOS.
-        higher_better: False: a higher DMOS means worse quality.
-        split: Split strategy; ``reference_disjoint`` by default.
-        name: Dataset name for logs.
         **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` and
             :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+
+    The dataset's name, score range, direction and default split are in :attr:`spec`.
     """
 
-    pyiqa_meta_names = ("meta_info_CSIQDataset.csv",)
-    pyiqa_kind = "fr"
-    published_labels = CSIQ_LABELS
+    spec = DatasetSpec(
+        name="csiq",
+        title="CSIQ",
+        mos_range=(0.0, 1.0),
+        higher_better=False,
+        split="reference_disjoint",
+        labels=CSIQ_LABELS,
+        pyiqa_meta_names=("meta_info_CSIQDataset.csv",),
+        pyiqa_kind="fr",
+    )
     labels_what = "CSIQ DMOS file"
 
     def __init__(
@@ -72,20 +77,9 @@ class CSIQDataModule(LabelTableDataModule):
         root: str | os.PathLike | None = None,
         labels_file: str = "auto",
         image_dir: str = "dst_imgs",
-        mos_range: Sequence[float] = (0.0, 1.0),
-        higher_better: bool = False,
-        split: str = "reference_disjoint",
-        name: str = "csiq",
         **kwargs,
     ):
-        super().__init__(
-            root=root,
-            mos_range=mos_range,
-            higher_better=higher_better,
-            split=split,
-            name=name,
-            **kwargs,
-        )
+        super().__init__(root=root, **kwargs)
         self.labels_file = labels_file
         self.image_dir = image_dir
 

@@ -16,12 +16,11 @@ pyiqa layout: ``meta_info_KADID10kDataset.csv`` (``ref_name,dist_name,dmos,std``
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from pathlib import Path
 
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
 from ..records import AnnotationError, ImageRecord, read_annotation_csv
+from ..spec import DatasetSpec
 
 __all__ = ["KADIDDataModule"]
 
@@ -34,41 +33,24 @@ class KADIDDataModule(PyiqaLayoutDataModule):
 
     Args:
         root: Folder holding ``dmos.csv`` and ``images/``.
-        mos_range: Score scale of the ``dmos`` column.
-        higher_better: Whether a higher ``dmos`` means better quality.
-        split: Split strategy; ``reference_disjoint`` by default.
-        name: Dataset name for logs.
         **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` arguments
             (layout, meta_file, split_column, ...) and
             :class:`~iqa_lightning.data.base.IQADataModule` arguments (image_size, seed, ...).
+
+    The dataset's name, score range, direction and default split are in :attr:`spec`.
     """
 
-    pyiqa_meta_names = ("meta_info_KADID10kDataset.csv",)
-    pyiqa_kind = "fr"
-
-    def __init__(
-        self,
-        root: str | os.PathLike | None = None,
-        mos_range: Sequence[float] = (1.0, 5.0),
-        higher_better: bool = True,
-        split: str = "reference_disjoint",
-        name: str = "kadid",
-        **kwargs,
-    ):
-        super().__init__(
-            root=root,
-            mos_range=mos_range,
-            higher_better=higher_better,
-            split=split,
-            name=name,
-            **kwargs,
-        )
-
-    def published_markers(self) -> list[Path]:
-        return [self.root / KADID_LABELS]
-
-    def published_folders(self) -> list[Path]:
-        return [self.root / KADID_IMAGE_DIR]
+    spec = DatasetSpec(
+        name="kadid",
+        title="KADID-10k",
+        mos_range=(1.0, 5.0),
+        higher_better=True,
+        split="reference_disjoint",
+        labels=(KADID_LABELS,),
+        image_dirs=(KADID_IMAGE_DIR,),
+        pyiqa_meta_names=("meta_info_KADID10kDataset.csv",),
+        pyiqa_kind="fr",
+    )
 
     def pyiqa_record(self, row: MetaRow) -> ImageRecord:
         path = self.root / KADID_IMAGE_DIR / row.name
@@ -79,7 +61,10 @@ class KADIDDataModule(PyiqaLayoutDataModule):
         labels = self.root / KADID_LABELS
         images = self.root / KADID_IMAGE_DIR
         self.require_published(
-            "KADID-10k", [labels, images], shown=[str(labels), f"{images}/"], present=Path.exists
+            self.spec.title,
+            [labels, images],
+            shown=[str(labels), f"{images}/"],
+            present=Path.exists,
         )
         _, rows = read_annotation_csv(
             labels,

@@ -25,11 +25,11 @@ file wrote the set names instead, and an ``official_split`` column is read the s
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
 from ..records import AnnotationError, ImageRecord, read_annotation_csv
+from ..spec import DatasetSpec
 from ..splits import SplitError
 
 __all__ = ["KonIQDataModule"]
@@ -52,16 +52,23 @@ class KonIQDataModule(PyiqaLayoutDataModule):
         labels_file: ``"auto"`` (the sets file if present, else the scores file) or a file name
             under ``root``.
         score_column: ``"auto"`` (the 1-100 score of whichever file is read) or a column name.
-        mos_range: Scale of the score column.
-        higher_better: Whether a higher score means better quality.
-        split: Split strategy; ``official`` (the file's ``set`` column) by default.
-        name: Dataset name for logs.
         **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` and
             :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+
+    The dataset's name, score range, direction and default split are in :attr:`spec`.
     """
 
-    pyiqa_meta_names = ("meta_info_KonIQ10kDataset.csv",)
-    pyiqa_kind = "nr"
+    spec = DatasetSpec(
+        name="koniq",
+        title="KonIQ-10k",
+        mos_range=(1.0, 100.0),
+        higher_better=True,
+        split="official",
+        labels=(KONIQ_SETS_FILE, KONIQ_SCORES_FILE),
+        image_dirs=KONIQ_IMAGE_DIRS,
+        pyiqa_meta_names=("meta_info_KonIQ10kDataset.csv",),
+        pyiqa_kind="nr",
+    )
     pyiqa_split_codes = KONIQ_PYIQA_SPLIT_CODES
 
     def __init__(
@@ -70,20 +77,9 @@ class KonIQDataModule(PyiqaLayoutDataModule):
         image_dir: str = "auto",
         labels_file: str = "auto",
         score_column: str = "auto",
-        mos_range: Sequence[float] = (1.0, 100.0),
-        higher_better: bool = True,
-        split: str = "official",
-        name: str = "koniq",
         **kwargs,
     ):
-        super().__init__(
-            root=root,
-            mos_range=mos_range,
-            higher_better=higher_better,
-            split=split,
-            name=name,
-            **kwargs,
-        )
+        super().__init__(root=root, **kwargs)
         self.image_dir = image_dir
         self.labels_file = labels_file
         self.score_column = score_column
@@ -93,9 +89,6 @@ class KonIQDataModule(PyiqaLayoutDataModule):
         if self.labels_file != "auto":
             return [self.root / self.labels_file]
         return [self.root / KONIQ_SETS_FILE, self.root / KONIQ_SCORES_FILE]
-
-    def published_folders(self) -> list[Path]:
-        return [self.root / d for d in KONIQ_IMAGE_DIRS]
 
     def published_requested(self) -> bool:
         return self.labels_file != "auto"

@@ -22,7 +22,6 @@ pyiqa layout: ``meta_info_LIVEIQADataset.csv`` (``ref_name,dist_name,mos``; ``re
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import numpy as np
 from ..formats import load_mat, mat_strings
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
 from ..records import AnnotationError, ImageRecord
+from ..spec import DatasetSpec
 
 __all__ = ["LIVE_FOLDERS", "LIVEDataModule"]
 
@@ -45,49 +45,41 @@ class LIVEDataModule(PyiqaLayoutDataModule):
     Args:
         root: Folder holding ``dmos.mat``, ``refnames_all.mat`` and the image folders.
         dmos_file: ``dmos.mat`` (variable ``dmos``) or ``dmos_realigned.mat`` (``dmos_new``).
-        mos_range: Scale of the DMOS.
-        higher_better: False: a higher DMOS means worse quality.
-        split: Split strategy; ``reference_disjoint`` by default.
-        name: Dataset name for logs.
         **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` arguments
             (layout, meta_file, split_column, split_file, split_index) and
             :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+
+    The dataset's name, score range, direction and default split are in :attr:`spec`.
     """
 
-    pyiqa_meta_names = ("meta_info_LIVEIQADataset.csv",)
-    pyiqa_kind = "fr"
+    spec = DatasetSpec(
+        name="live",
+        title="LIVE Release 2",
+        mos_range=(0.0, 100.0),
+        higher_better=False,
+        split="reference_disjoint",
+        image_dirs=tuple(folder for folder, _ in LIVE_FOLDERS),
+        pyiqa_meta_names=("meta_info_LIVEIQADataset.csv",),
+        pyiqa_kind="fr",
+    )
 
     def __init__(
         self,
         root: str | os.PathLike | None = None,
         dmos_file: str = "dmos.mat",
-        mos_range: Sequence[float] = (0.0, 100.0),
-        higher_better: bool = False,
-        split: str = "reference_disjoint",
-        name: str = "live",
         **kwargs,
     ):
-        super().__init__(
-            root=root,
-            mos_range=mos_range,
-            higher_better=higher_better,
-            split=split,
-            name=name,
-            **kwargs,
-        )
+        super().__init__(root=root, **kwargs)
         self.dmos_file = dmos_file
 
     def published_markers(self) -> list[Path]:
         return [self.root / self.dmos_file]
 
-    def published_folders(self) -> list[Path]:
-        return [self.root / folder for folder, _ in LIVE_FOLDERS]
-
     def read_published(self) -> list[ImageRecord]:
         """Read the DMOS and reference names; left-out reference copies are not listed."""
         scores_path = self.root / self.dmos_file
         refs_path = self.root / LIVE_REFNAMES
-        self.require_published("LIVE Release 2", [scores_path, refs_path])
+        self.require_published(self.spec.title, [scores_path, refs_path])
         data = load_mat(scores_path, ("orgs",))
         variable = next((v for v in _SCORE_VARIABLES if v in data), None)
         if variable is None:

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
 from ..records import AnnotationError, ImageRecord, _parse_number
+from ..spec import DatasetSpec
 
 __all__ = ["PIPAL_IMAGE_DIRS", "PIPALDataModule"]
 
@@ -44,44 +44,34 @@ class PIPALDataModule(PyiqaLayoutDataModule):
         root: Folder holding the label and image folders.
         image_dir: ``"auto"`` (every folder of :data:`PIPAL_IMAGE_DIRS` that exists) or one
             folder under ``root``.
-        mos_range: Scale of the Elo scores.
-        higher_better: Whether a higher score means better quality.
-        split: Split strategy; ``reference_disjoint`` by default.
-        name: Dataset name for logs.
         **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` and
             :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+
+    The dataset's name, score range, direction and default split are in :attr:`spec`.
     """
 
-    pyiqa_meta_names = ("meta_info_PIPALDataset.csv",)
-    pyiqa_kind = "fr"
+    spec = DatasetSpec(
+        name="pipal",
+        title="PIPAL",
+        mos_range=(800.0, 2000.0),
+        higher_better=True,
+        split="reference_disjoint",
+        labels=PIPAL_LABEL_DIRS,
+        image_dirs=PIPAL_IMAGE_DIRS,
+        pyiqa_meta_names=("meta_info_PIPALDataset.csv",),
+        pyiqa_kind="fr",
+    )
 
     def __init__(
         self,
         root: str | os.PathLike | None = None,
         image_dir: str = "auto",
-        mos_range: Sequence[float] = (800.0, 2000.0),
-        higher_better: bool = True,
-        split: str = "reference_disjoint",
-        name: str = "pipal",
         **kwargs,
     ):
-        super().__init__(
-            root=root,
-            mos_range=mos_range,
-            higher_better=higher_better,
-            split=split,
-            name=name,
-            **kwargs,
-        )
+        super().__init__(root=root, **kwargs)
         self.image_dir = image_dir
         self._index: dict[str, Path] | None = None
         self._default = Path()
-
-    def published_markers(self) -> list[Path]:
-        return [self.root / d for d in PIPAL_LABEL_DIRS]
-
-    def published_folders(self) -> list[Path]:
-        return [self.root / d for d in PIPAL_IMAGE_DIRS]
 
     def read_published(self) -> list[ImageRecord]:
         """Read every ``<reference>.txt`` of the label folder."""

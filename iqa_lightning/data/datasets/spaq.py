@@ -19,11 +19,11 @@ columns) with ``TestImage/``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 from ..formats import read_table
 from ..pyiqa import LabelTableDataModule, MetaRow
 from ..records import AnnotationError, ImageRecord
+from ..spec import DatasetSpec
 
 __all__ = ["SPAQDataModule"]
 
@@ -44,17 +44,22 @@ class SPAQDataModule(LabelTableDataModule):
         image_dir: Image folder under ``root``.
         score_column: ``MOS``, or an attribute (``Brightness``, ``Colorfulness``,
             ``Contrast``, ``Noisiness``, ``Sharpness``) of the published file.
-        mos_range: Scale of the score column.
-        higher_better: Whether a higher score means better quality.
-        split: Split strategy; seeded ``random`` by default.
-        name: Dataset name for logs.
         **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` and
             :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+
+    The dataset's name, score range, direction and default split are in :attr:`spec`.
     """
 
-    pyiqa_meta_names = ("meta_info_SPAQDataset.csv",)
-    pyiqa_kind = "nr"
-    published_labels = SPAQ_LABELS
+    spec = DatasetSpec(
+        name="spaq",
+        title="SPAQ",
+        mos_range=(0.0, 100.0),
+        higher_better=True,
+        split="random",
+        labels=SPAQ_LABELS,
+        pyiqa_meta_names=("meta_info_SPAQDataset.csv",),
+        pyiqa_kind="nr",
+    )
     labels_what = "SPAQ annotation file"
 
     def __init__(
@@ -63,20 +68,9 @@ class SPAQDataModule(LabelTableDataModule):
         labels_file: str = "auto",
         image_dir: str = SPAQ_IMAGE_DIR,
         score_column: str = "MOS",
-        mos_range: Sequence[float] = (0.0, 100.0),
-        higher_better: bool = True,
-        split: str = "random",
-        name: str = "spaq",
         **kwargs,
     ):
-        super().__init__(
-            root=root,
-            mos_range=mos_range,
-            higher_better=higher_better,
-            split=split,
-            name=name,
-            **kwargs,
-        )
+        super().__init__(root=root, **kwargs)
         self.labels_file = labels_file
         self.image_dir = image_dir
         self.score_column = score_column

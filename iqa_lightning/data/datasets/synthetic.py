@@ -17,6 +17,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -160,10 +161,10 @@ class SyntheticDataModule(KADIDDataModule):
         generated_size: Side of the generated images (the model input size is ``image_size``).
         levels: Severity levels per distortion type.
         generator_seed: Seed of the generation (independent of the split ``seed``).
-        split: Split strategy; ``reference_disjoint`` by default.
-        name: Dataset name for logs.
         **kwargs: Other :class:`~iqa_lightning.data.base.IQADataModule` arguments.
     """
+
+    spec = replace(KADIDDataModule.spec, name="synthetic")
 
     def __init__(
         self,
@@ -172,17 +173,13 @@ class SyntheticDataModule(KADIDDataModule):
         generated_size: int = 192,
         levels: int = 5,
         generator_seed: int = 0,
-        split: str = "reference_disjoint",
-        name: str = "synthetic",
         **kwargs,
     ):
         self.generation = generation_kwargs(n_refs, generated_size, levels, generator_seed)
         _params(**self.generation)
         cache_root = Path(os.path.expanduser(str(cache_dir)))
         root = cache_root / synthetic_dirname(**self.generation)
-        super().__init__(
-            root=root, split=split, name=name, cache_dir=cache_root / "preprocessed", **kwargs
-        )
+        super().__init__(root=root, cache_dir=cache_root / "preprocessed", **kwargs)
 
     def prepare_data(self) -> None:
         """Generate the set if it is not cached yet."""

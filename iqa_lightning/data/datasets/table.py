@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..base import IQADataModule
 from ..records import AnnotationError, ImageRecord, _check_unique, _number, read_annotation_csv
+from ..spec import DatasetSpec
 from ..splits import OFFICIAL_SPLIT_NAMES
 
 __all__ = ["IMAGE_KEYS", "SCORE_KEYS", "SPLIT_KEYS", "STD_KEYS", "TableDataModule"]
@@ -64,9 +65,10 @@ class TableDataModule(IQADataModule):
         split: ``"auto"``: ``official`` (the split column) when ``split_key`` finds one, else
             ``reference_disjoint`` with ``ref_key``, else ``random`` (seeded, ``split_ratios``);
             or any strategy of :mod:`~iqa_lightning.data.splits`.
-        name: Dataset name for logs and run folders.
         **kwargs: :class:`~iqa_lightning.data.base.IQADataModule` arguments.
     """
+
+    spec = DatasetSpec(name="table", title="score table")
 
     def __init__(
         self,
@@ -81,7 +83,6 @@ class TableDataModule(IQADataModule):
         higher_better: bool = True,
         higher_is_better: bool | None = None,
         split: str = _AUTO,
-        name: str = "table",
         **kwargs,
     ):
         if file is None or not str(file).strip():
@@ -98,7 +99,6 @@ class TableDataModule(IQADataModule):
             mos_range=(0.0, 1.0) if mos_range is None else mos_range,
             higher_better=higher_better,
             split="random" if split == _AUTO else split,
-            name=name,
             **kwargs,
         )
         self.auto_split = split == _AUTO

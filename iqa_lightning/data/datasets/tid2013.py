@@ -20,13 +20,12 @@ pyiqa layout: ``meta_info_TID2013Dataset.csv`` (``ref_name,dist_name,mos,std``) 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from pathlib import Path
 
 from ..formats import read_text_columns
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
 from ..records import AnnotationError, ImageRecord
+from ..spec import DatasetSpec
 
 __all__ = ["TID2013DataModule"]
 
@@ -39,41 +38,24 @@ class TID2013DataModule(PyiqaLayoutDataModule):
 
     Args:
         root: Folder holding ``mos_with_names.txt`` and ``distorted_images/``.
-        mos_range: Scale of the MOS.
-        higher_better: Whether a higher MOS means better quality.
-        split: Split strategy; ``reference_disjoint`` by default.
-        name: Dataset name for logs.
         **kwargs: Other :class:`~iqa_lightning.data.pyiqa.PyiqaLayoutDataModule` and
             :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+
+    The dataset's name, score range, direction and default split are in :attr:`spec`.
     """
 
-    pyiqa_meta_names = ("meta_info_TID2013Dataset.csv",)
-    pyiqa_kind = "fr"
-
-    def __init__(
-        self,
-        root: str | os.PathLike | None = None,
-        mos_range: Sequence[float] = (0.0, 9.0),
-        higher_better: bool = True,
-        split: str = "reference_disjoint",
-        name: str = "tid2013",
-        **kwargs,
-    ):
-        super().__init__(
-            root=root,
-            mos_range=mos_range,
-            higher_better=higher_better,
-            split=split,
-            name=name,
-            **kwargs,
-        )
-        self._on_disk: dict[str, Path] | None = None
-
-    def published_markers(self) -> list[Path]:
-        return [self.root / TID_LABELS]
-
-    def published_folders(self) -> list[Path]:
-        return [self.root / TID_IMAGE_DIR]
+    spec = DatasetSpec(
+        name="tid2013",
+        title="TID2013",
+        mos_range=(0.0, 9.0),
+        higher_better=True,
+        split="reference_disjoint",
+        labels=(TID_LABELS,),
+        image_dirs=(TID_IMAGE_DIR,),
+        pyiqa_meta_names=("meta_info_TID2013Dataset.csv",),
+        pyiqa_kind="fr",
+    )
+    _on_disk: dict[str, Path] | None = None
 
     def read_published(self) -> list[ImageRecord]:
         """Read ``mos_with_names.txt``."""
