@@ -36,7 +36,7 @@ from pathlib import Path
 import PIL
 from PIL import Image
 
-from .images import ImageLoadError, _describe, image_problem
+from .images import ImageLoadError, describe_error, image_problem
 from .records import ImageRecord
 
 __all__ = [
@@ -85,7 +85,7 @@ def header_problem(path: str | os.PathLike) -> str:
         with Image.open(path) as img:
             img.verify()
     except Exception as err:  # any reader failure is a verdict, naming the error
-        return _describe(err)
+        return describe_error(err)
     return ""
 
 

@@ -20,7 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import AnnotationError, AnnotationRow, _check_unique, _number, read_annotation_csv
+from .records import (
+    AnnotationError,
+    AnnotationRow,
+    check_unique_key,
+    parse_number,
+    read_annotation_csv,
+)
 
 __all__ = ["load_mat", "mat_strings", "read_table", "read_text_columns", "read_xlsx"]
 
@@ -126,9 +132,11 @@ def read_xlsx(
             continue
         values = {name: _text(cell) for name, cell in zip(header, row, strict=False) if name}
         values.update({name: _text(value) for name, value in raw.items()})
-        numbers = {name: _number(f"{where}, row {offset}", name, raw[name]) for name in numeric}
+        numbers = {
+            name: parse_number(f"{where}, row {offset}", name, raw[name]) for name in numeric
+        }
         if unique is not None:
-            _check_unique(first_seen, unique, values[unique], where, "row", offset)
+            check_unique_key(first_seen, unique, values[unique], where, "row", offset)
         rows.append(AnnotationRow(line=offset, values=values, numbers=numbers))
     if not rows:
         raise AnnotationError(f"{where}: has a header on row {header_index + 1} but no data rows")
@@ -171,7 +179,8 @@ def read_text_columns(
             )
         values = dict(zip(columns, fields, strict=True))
         numbers = {
-            name: _number(f"{path}, line {line_number}", name, values[name]) for name in numeric
+            name: parse_number(f"{path}, line {line_number}", name, values[name])
+            for name in numeric
         }
         rows.append(AnnotationRow(line=line_number, values=values, numbers=numbers))
     if not rows:

@@ -26,6 +26,7 @@ __all__ = [
     "ImageLoadError",
     "array_to_tensor",
     "collate_samples",
+    "describe_error",
     "flip_left_right",
     "image_problem",
     "image_problems",
@@ -116,7 +117,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     except ImageLoadError as err:
         raise ImageLoadError.for_path(path, err.reason or str(err)) from err
     except Exception as err:  # any decoder failure must name the file
-        raise ImageLoadError.for_path(path, _describe(err)) from err
+        raise ImageLoadError.for_path(path, describe_error(err)) from err
 
 
 def to_rgb(img: Image.Image, declared_bits: int | None = None) -> Image.Image:
@@ -382,6 +383,7 @@ def _declared_bits(img: Image.Image) -> int | None:
         return None
 
 
-def _describe(err: BaseException) -> str:
+def describe_error(err: BaseException) -> str:
+    """``"<ExceptionType>: <message>"`` (the type alone for an empty message)."""
     text = str(err).strip()
     return f"{type(err).__name__}: {text}" if text else type(err).__name__

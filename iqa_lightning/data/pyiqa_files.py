@@ -18,7 +18,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import AnnotationError, _check_unique, _parse_number, _read_csv_file
+from .records import AnnotationError, check_unique_key, parse_line_number, read_csv_rows
 
 __all__ = ["MetaRow", "read_meta_info", "read_split_pickle"]
 
@@ -66,7 +66,7 @@ def read_meta_info(path: str | os.PathLike, kind: str) -> tuple[list[str], list[
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
     path = Path(path)
-    raw = _read_csv_file(path, "pyiqa meta-info file")
+    raw = read_csv_rows(path, "pyiqa meta-info file")
     if not raw:
         raise AnnotationError(f"{path}: file is empty")
     header_line, header_cells = raw[0]
@@ -94,8 +94,8 @@ def read_meta_info(path: str | os.PathLike, kind: str) -> tuple[list[str], list[
                     f"{path}, line {line}, column '{header[col]}': value is empty"
                 )
         name = cells[name_col]
-        _check_unique(first_seen, header[name_col], name, str(path), "line", line)
-        mos = _parse_number(path, line, header[mos_col], cells[mos_col])
+        check_unique_key(first_seen, header[name_col], name, str(path), "line", line)
+        mos = parse_line_number(path, line, header[mos_col], cells[mos_col])
         ref = cells[ref_col] if ref_col is not None else None
         values = dict(zip(header, cells, strict=True))
         rows.append(MetaRow(index, line, name, ref, mos, values, path))

@@ -13,7 +13,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["AnnotationError", "AnnotationRow", "ImageRecord", "read_annotation_csv"]
+__all__ = [
+    "AnnotationError",
+    "AnnotationRow",
+    "ImageRecord",
+    "check_unique_key",
+    "parse_line_number",
+    "parse_number",
+    "read_annotation_csv",
+    "read_csv_rows",
+    "write_csv",
+]
 
 
 @dataclass(frozen=True)
@@ -94,7 +104,7 @@ def read_annotation_csv(
             value at fault.
     """
     path = Path(path)
-    raw_rows = _read_csv_file(path, "annotation file", utf8_hint="; save it as UTF-8")
+    raw_rows = read_csv_rows(path, "annotation file", utf8_hint="; save it as UTF-8")
     numeric = list(numeric)
     if not raw_rows:
         raise AnnotationError(f"{path}: file is empty; expected a header with columns {required}")
@@ -119,16 +129,18 @@ def read_annotation_csv(
                 "missing value"
             )
         values = dict(zip(header, cells, strict=True))
-        numbers = {column: _parse_number(path, line, column, values[column]) for column in numeric}
+        numbers = {
+            column: parse_line_number(path, line, column, values[column]) for column in numeric
+        }
         if unique is not None:
-            _check_unique(first_seen, unique, values[unique], str(path), "line", line)
+            check_unique_key(first_seen, unique, values[unique], str(path), "line", line)
         rows.append(AnnotationRow(line=line, values=values, numbers=numbers))
     if not rows:
         raise AnnotationError(f"{path}: has a header but no data rows")
     return header, rows
 
 
-def _read_csv_file(path: Path, what: str, utf8_hint: str = "") -> list[tuple[int, list[str]]]:
+def read_csv_rows(path: Path, what: str, utf8_hint: str = "") -> list[tuple[int, list[str]]]:
     """Every non-blank row of a CSV file as ``(first line number, cells)``.
 
     Args:
@@ -192,7 +204,7 @@ def _check_header(
         raise AnnotationError(f"{path}: numeric column(s) {unknown_numeric} not in the header")
 
 
-def _check_unique(
+def check_unique_key(
     seen: dict[str, int], column: str, key: str, where: str, unit: str, number: int
 ) -> None:
     """Record ``key`` as seen at ``number``; raise when it is empty or was seen before.
@@ -214,11 +226,12 @@ def _check_unique(
     seen[key] = number
 
 
-def _parse_number(path: Path, line: int, column: str, text: str) -> float:
-    return _number(f"{path}, line {line}", column, text, " (NaN or infinity)")
+def parse_line_number(path: Path, line: int, column: str, text: str) -> float:
+    """One cell of line ``line`` of ``path`` as a finite float (:func:`parse_number`)."""
+    return parse_number(f"{path}, line {line}", column, text, " (NaN or infinity)")
 
 
-def _number(where: str, column: str, value, non_finite_hint: str = "") -> float:
+def parse_number(where: str, column: str, value, non_finite_hint: str = "") -> float:
     """Parse one cell (text, a number or None) as a finite float.
 
     Args:

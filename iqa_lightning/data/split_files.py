@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .formats import read_table
 from .records import ImageRecord
-from .splits import OFFICIAL_SPLIT_NAMES, SplitError, _check_non_empty
+from .splits import OFFICIAL_SPLIT_NAMES, SplitError, check_non_empty
 
 __all__ = ["DEFAULT_SPLIT_COLUMN", "resolve_split_file", "split_from_file"]
 
@@ -104,7 +104,7 @@ def split_from_file(
         listed[image] = split
     _check_same_images(path, name, image_column, [r.image_id for r in records], listed)
     assignment = {r.image_id: listed[r.image_id] for r in records}
-    _check_non_empty(
+    check_non_empty(
         assignment, "column", unit="images", hint=f"the file {path} gives that split no image"
     )
     _warn_shared_references(records, assignment, path)

@@ -39,6 +39,7 @@ __all__ = [
     "OFFICIAL_SPLIT_NAMES",
     "SplitError",
     "assign_splits",
+    "check_non_empty",
     "check_ratios",
 ]
 
@@ -129,13 +130,13 @@ def assign_splits(
         raise SplitError("dataset.split=column reads a split file: use split_files.split_from_file")
     if split == "official":
         assignment = _official(records)
-        _check_non_empty(assignment, split, unit="images", hint="use dataset.split=random")
+        check_non_empty(assignment, split, unit="images", hint="use dataset.split=random")
         return assignment
 
     ratios = check_ratios(ratios)
     if split == "pyiqa":
         assignment = _pyiqa(records, ratios, seed)
-        _check_non_empty(
+        check_non_empty(
             assignment,
             split,
             unit="images",
@@ -183,7 +184,7 @@ def assign_splits(
             for image_id in groups[key]:
                 assignment[image_id] = name
         start += count
-    _check_non_empty(
+    check_non_empty(
         assignment,
         split,
         unit=unit,
@@ -290,7 +291,9 @@ def _allocate(n: int, ratios: tuple[float, float, float]) -> list[int]:
     return counts
 
 
-def _check_non_empty(assignment: dict[str, str], split: str, unit: str, hint: str) -> None:
+def check_non_empty(assignment: dict[str, str], split: str, unit: str, hint: str) -> None:
+    """Raise :class:`SplitError` when a split of ``assignment`` is empty (the message names
+    the strategy ``split``, the empty split and what is assigned, ``unit``, then ``hint``)."""
     present = set(assignment.values())
     for name in SPLIT_NAMES:
         if name not in present:

@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
-from ..records import AnnotationError, ImageRecord, _parse_number
+from ..records import AnnotationError, ImageRecord, parse_line_number
 from ..spec import DatasetSpec
 
 __all__ = ["PIPAL_IMAGE_DIRS", "PIPALDataModule"]
@@ -93,7 +93,7 @@ class PIPALDataModule(PyiqaLayoutDataModule):
                             f"{path}, line {line}: expected '<image>,<score>', got {cells}"
                         )
                     name = cells[0].strip()
-                    score = _parse_number(path, line, "score", cells[1].strip())
+                    score = parse_line_number(path, line, "score", cells[1].strip())
                     records.append(ImageRecord(name, self.image_path(name), score, path.stem))
         return records
 

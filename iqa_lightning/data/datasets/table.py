@@ -27,7 +27,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..base import IQADataModule
-from ..records import AnnotationError, ImageRecord, _check_unique, _number, read_annotation_csv
+from ..records import (
+    AnnotationError,
+    ImageRecord,
+    check_unique_key,
+    parse_number,
+    read_annotation_csv,
+)
 from ..spec import DatasetSpec
 from ..splits import OFFICIAL_SPLIT_NAMES
 
@@ -123,7 +129,7 @@ class TableDataModule(IQADataModule):
         for number, row in rows:
             where = f"{self.file}, {unit} {number}"
             image = _image(row, keys["image"], where)
-            _check_unique(first_seen, keys["image"], image, str(self.file), unit, number)
+            check_unique_key(first_seen, keys["image"], image, str(self.file), unit, number)
             records.append(
                 ImageRecord(
                     image_id=image,
@@ -131,7 +137,7 @@ class TableDataModule(IQADataModule):
                     mos_raw=self._score(row, keys["score"], where),
                     ref_id=_text(row, keys["ref"], where) if keys["ref"] else None,
                     official_split=_split(row, keys["split"], where) if keys["split"] else None,
-                    mos_std=_number(where, keys["std"], _get(row, keys["std"], where))
+                    mos_std=parse_number(where, keys["std"], _get(row, keys["std"], where))
                     if keys["std"]
                     else None,
                 )
@@ -196,14 +202,14 @@ class TableDataModule(IQADataModule):
 
     def _score(self, row: dict, key: str, where: str) -> float:
         if key != QALIGN_ID_SEPARATOR:
-            return _number(where, key, _get(row, key, where))
+            return parse_number(where, key, _get(row, key, where))
         record_id = row.get("id")
         if not isinstance(record_id, str) or QALIGN_ID_SEPARATOR not in record_id:
             raise AnnotationError(
                 f"{where}: has no score: no {list(SCORE_KEYS)} key and its 'id' {record_id!r} "
                 "is not Q-Align's '<name>-><score>'; set dataset.score_key"
             )
-        return _number(where, "id", record_id.rsplit(QALIGN_ID_SEPARATOR, 1)[1])
+        return parse_number(where, "id", record_id.rsplit(QALIGN_ID_SEPARATOR, 1)[1])
 
     def _inferred_range(self, records: Sequence[ImageRecord]) -> tuple[float, float]:
         lo = min(r.mos_raw for r in records)

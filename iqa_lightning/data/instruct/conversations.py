@@ -42,7 +42,10 @@ __all__ = [
     "MissingImageError",
     "RecordList",
     "collate_instruct",
+    "image_field",
     "read_qinstruct",
+    "record_id_or",
+    "record_where",
 ]
 
 logger = logging.getLogger("iqa_lightning.data")
@@ -124,14 +127,14 @@ def read_qinstruct(
     conversations = []
     several: list[tuple[str, str, str]] = []
     for index, record in enumerate(records):
-        where = _where(json_path, index, record)
+        where = record_where(json_path, index, record)
         images = _images(record, "image", where)
         if len(images) > 1:
             reason = f"{len(images)} images in one record (multi-image records are not supported)"
-            several.append((_record_id(record, f"record {index}"), " | ".join(images), reason))
+            several.append((record_id_or(record, f"record {index}"), " | ".join(images), reason))
             continue
         turns = _turns(record, where)
-        record_id = _record_id(record, f"{images[0]}#{index}")
+        record_id = record_id_or(record, f"{images[0]}#{index}")
         conversations.append(Conversation(record_id, join_image(image_root, images[0]), turns))
     if several:
         logger.warning(
@@ -267,13 +270,15 @@ def check_images(json_path: Path, records: list, on_bad_image: str) -> RecordLis
     return RecordList(kept, skipped)
 
 
-def _where(path: Path, index: int, record) -> str:
+def record_where(path: Path, index: int, record) -> str:
+    """``"<path>, record <index>"`` (with the record's id when it has one), for messages."""
     if isinstance(record, dict) and "id" in record:
         return f"{path}, record {index} (id {str(record['id'])!r})"
     return f"{path}, record {index}"
 
 
-def _record_id(record: dict, default: str) -> str:
+def record_id_or(record: dict, default: str) -> str:
+    """The record's ``id`` as text, or ``default`` when it has none or an empty one."""
     value = record.get("id")
     return default if value is None or str(value).strip() == "" else str(value)
 
@@ -290,10 +295,11 @@ def _images(record, key: str, where: str) -> list[str]:
                     f"{where}: '{key}'[{position}] must be a non-empty path, got {path!r}"
                 )
         return [path.strip() for path in paths]
-    return [_image_field(record, key, where)]
+    return [image_field(record, key, where)]
 
 
-def _image_field(record, key: str, where: str) -> str:
+def image_field(record, key: str, where: str) -> str:
+    """The image path of a record's ``key``, stripped; raises when it is not a non-empty text."""
     if not isinstance(record, dict):
         raise InstructFormatError(f"{where}: must be a JSON object, got {type(record).__name__}")
     if key not in record:

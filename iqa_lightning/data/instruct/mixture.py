@@ -40,7 +40,7 @@ from ..dataset import make_loader
 from ..records import write_csv
 from .conversations import InstructDataset, collate_instruct, read_qinstruct
 from .qbench import MCQDataset, collate_mcq, mcq_to_conversation, read_qbench
-from .schedule import TASKS, TaskMixtureLoader, _check_mixture
+from .schedule import TASKS, TaskMixtureLoader, check_mixture
 
 __all__ = ["TASKS", "InstructDataModule", "TaskMixtureLoader"]
 
@@ -119,7 +119,7 @@ class InstructDataModule(L.LightningDataModule):
                 f"score_datamodule must be an IQADataModule, got {type(score_datamodule).__name__}"
             )
         self.score_datamodule = score_datamodule
-        self.mixture = None if mixture is None else _check_mixture(mixture)
+        self.mixture = None if mixture is None else check_mixture(mixture)
         if self.mixture and self.mixture.get("score", 0) > 0 and score_datamodule is None:
             raise ValueError(
                 f"mixture gives the 'score' task weight {self.mixture['score']:g} but no "

@@ -35,12 +35,12 @@ from .conversations import (
     Conversation,
     InstructFormatError,
     RecordList,
-    _image_field,
-    _record_id,
-    _where,
     check_images,
+    image_field,
     join_image,
     load_json_list,
+    record_id_or,
+    record_where,
 )
 
 __all__ = [
@@ -124,8 +124,8 @@ def read_qbench(
     json_path = Path(json_path)
     questions = []
     for index, record in enumerate(load_json_list(json_path)):
-        where = _where(json_path, index, record)
-        image = _image_field(record, "img_path", where)
+        where = record_where(json_path, index, record)
+        image = image_field(record, "img_path", where)
         question = record.get("question")
         if not isinstance(question, str) or not question.strip():
             raise InstructFormatError(f"{where}: 'question' must be non-empty text")
@@ -133,7 +133,7 @@ def read_qbench(
         answer_index = _answer_index(record, candidates, where, require_answer)
         questions.append(
             MCQ(
-                record_id=_record_id(record, f"{json_path.stem}/{index}"),
+                record_id=record_id_or(record, f"{json_path.stem}/{index}"),
                 image_path=join_image(image_root, image),
                 question=question.strip(),
                 candidates=candidates,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["TASKS", "TaskMixtureLoader"]
+__all__ = ["TASKS", "TaskMixtureLoader", "check_mixture"]
 
 TASKS = ("instruct", "score")
 
@@ -87,7 +87,9 @@ class TaskMixtureLoader:
         raise RuntimeError(f"the '{task}' training loader yields no batches")
 
 
-def _check_mixture(mixture: Mapping[str, float]) -> dict[str, float]:
+def check_mixture(mixture: Mapping[str, float]) -> dict[str, float]:
+    """The task weights of ``mixture`` as ``{task: float}``, checked (known tasks, weights
+    >= 0, one > 0)."""
     weights = {str(task): weight for task, weight in dict(mixture).items()}
     unknown = sorted(set(weights) - set(TASKS))
     if unknown:
