@@ -30,7 +30,6 @@ from .instruct.qbench import (
     MCQDataset,
     collate_mcq,
     letters,
-    mcq_accuracy,
     mcq_prompt,
     read_qbench,
 )
@@ -93,7 +92,6 @@ __all__ = [
     "image_to_tensor",
     "letters",
     "load_rgb",
-    "mcq_accuracy",
     "mcq_prompt",
     "read_annotation_csv",
     "read_meta_info",

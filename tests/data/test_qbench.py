@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -10,7 +9,6 @@ from iqa_lightning.data import (
     MCQDataset,
     collate_mcq,
     letters,
-    mcq_accuracy,
     mcq_prompt,
     read_qbench,
 )
@@ -19,6 +17,7 @@ from iqa_lightning.data.instruct.qbench import (
     TYPE_NAMES,
     mcq_to_conversation,
 )
+from iqa_lightning.tasks import MCQTally
 
 from .fixtures import write_image
 
@@ -154,8 +153,6 @@ def test_hidden_answers_can_be_kept(tmp_path):
         del record["correct_ans"]
     questions = read_qbench(write_set(tmp_path, records), tmp_path / "images", require_answer=False)
     assert [q.answer_index for q in questions] == [-1] * 4
-    with pytest.raises(ValueError, match="no correct answer"):
-        mcq_accuracy([{"answer_index": -1, "prediction": 0, "type": "how", "concern": "other"}])
 
 
 def test_skip_mode_counts(tmp_path):
@@ -199,23 +196,23 @@ def test_dataset_and_collate(tmp_path):
     assert batch["type"] == ["yes-or-no", "how", "what", "how"]
 
 
-def test_accuracy_overall_by_type_and_by_concern():
-    rows = [
-        {"answer_index": 1, "prediction": 1, "type": "yes-or-no", "concern": "distortion"},
-        {"answer_index": 2, "prediction": "A", "type": "how", "concern": "other"},
-        {"answer_index": 1, "prediction": "B.", "type": "what", "concern": "distortion"},
-        {"answer_index": 0, "prediction": torch.tensor(0), "type": "how", "concern": "other"},
-        {"answer_index": 3, "prediction": np.int64(3), "type": "what", "concern": "other"},
-    ]
-    assert mcq_accuracy(rows) == {
-        "acc": 0.8,
-        "acc/concern/distortion": 1.0,
-        "acc/concern/other": 2 / 3,
-        "acc/type/how": 0.5,
-        "acc/type/what": 1.0,
-        "acc/type/yes-or-no": 1.0,
+def test_accuracy_overall_by_type_and_by_concern(tmp_path):
+    # Q-Bench accuracy is tallied by iqa_lightning.tasks.MCQTally over the batch's type and
+    # concern lists (what collate_mcq gives).
+    questions = read_qbench(write_set(tmp_path), tmp_path / "images")
+    batch = collate_mcq(list(MCQDataset(questions, image_size=8)))
+    predictions = [1, 0, 1, 1]
+    correct = [p == a for p, a in zip(predictions, batch["answer_index"].tolist(), strict=True)]
+    tally = MCQTally()
+    tally.update(correct, batch["type"], batch["concern"])
+    accuracy = {key: float(value) for key, value in tally.compute("val/").items()}
+    assert accuracy == {
+        "val/mcq_acc": 0.75,
+        "val/mcq_acc/concern/distortion": 1.0,
+        "val/mcq_acc/concern/in-context-distortion": 1.0,
+        "val/mcq_acc/concern/in-context-other": 1.0,
+        "val/mcq_acc/concern/other": 0.0,
+        "val/mcq_acc/type/how": 0.5,
+        "val/mcq_acc/type/what": 1.0,
+        "val/mcq_acc/type/yes-or-no": 1.0,
     }
-    with pytest.raises(ValueError, match="'q9'.*index or letter"):
-        mcq_accuracy([dict(rows[0], prediction="maybe", record_id="q9")])
-    with pytest.raises(ValueError, match="at least one"):
-        mcq_accuracy([])

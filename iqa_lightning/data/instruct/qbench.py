@@ -20,10 +20,8 @@ accepted too. The prompt follows LLaVA-1.5's and lmms-eval's multiple-choice con
 from __future__ import annotations
 
 import math
-import numbers
 import os
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +49,6 @@ __all__ = [
     "TYPE_NAMES",
     "collate_mcq",
     "letters",
-    "mcq_accuracy",
     "mcq_prompt",
     "mcq_to_conversation",
     "read_qbench",
@@ -211,51 +208,6 @@ def collate_mcq(items: Sequence[dict]) -> dict:
     batch["pixels"] = torch.stack([item["pixels"] for item in items])
     batch["answer_index"] = torch.tensor(batch["answer_index"], dtype=torch.long)
     return batch
-
-
-def mcq_accuracy(records_with_predictions: Iterable[Mapping]) -> dict[str, float]:
-    """Accuracy overall, per question type and per concern.
-
-    Args:
-        records_with_predictions: Mappings with ``answer_index`` (int), ``prediction`` (the
-            predicted option as an index or a letter), ``type`` and ``concern``; optionally
-            ``record_id`` for error messages. A batch row of :class:`MCQDataset` plus a
-            ``prediction`` fits.
-
-    Returns:
-        ``{"acc": ..., "acc/type/<type>": ..., "acc/concern/<concern>": ...}`` for the types
-        and concerns present.
-
-    Raises:
-        ValueError: No records, a record without a known answer, or a bad prediction.
-    """
-    hits: dict[str, list[bool]] = defaultdict(list)
-    for position, record in enumerate(records_with_predictions):
-        name = record.get("record_id", f"#{position}")
-        answer = int(record["answer_index"])
-        if answer < 0:
-            raise ValueError(f"question '{name}' has no correct answer; cannot score it")
-        correct = _prediction_index(record.get("prediction"), name) == answer
-        hits["acc"].append(correct)
-        hits[f"acc/type/{record['type']}"].append(correct)
-        hits[f"acc/concern/{record['concern']}"].append(correct)
-    if not hits:
-        raise ValueError("mcq_accuracy needs at least one record")
-    return {key: sum(values) / len(values) for key, values in sorted(hits.items())}
-
-
-def _prediction_index(prediction, name: str) -> int:
-    if isinstance(prediction, str):
-        text = prediction.strip().rstrip(".").upper()
-        if len(text) == 1 and "A" <= text <= "Z":
-            return ord(text) - ord("A")
-    elif isinstance(prediction, numbers.Integral | torch.Tensor) and not isinstance(
-        prediction, bool
-    ):
-        return int(prediction)
-    raise ValueError(
-        f"question '{name}': prediction must be an option index or letter, got {prediction!r}"
-    )
 
 
 def _candidates(value, where: str) -> list[str]:
