@@ -256,7 +256,7 @@ class PyiqaLayoutDataModule(IQADataModule):
                 continue
             record = self.pyiqa_record(row)
             official_split = self.split_name(row.values[official]) if official else None
-            records.append(replace(record, official_split=official_split, pyiqa_split=phase))
+            records.append(replace(record, official_split=official_split, source_split=phase))
         if len(records) < len(rows):
             logger.info(
                 "%s: %d of %d rows of %s are in no part of the selected pyiqa split; left out",

@@ -38,9 +38,9 @@ class ImageRecord:
             distorting references; None for authentic-distortion datasets.
         official_split: The dataset's own split name for this image (e.g. ``"training"``),
             if it publishes one.
-        pyiqa_split: The split pyiqa's files give this image (a split column of pyiqa's
-            meta-info CSV or a split pickle, as selected in the config), used by
-            ``split="pyiqa"``.
+        source_split: The split a split source selected in the config gives this image, besides
+            the dataset's own (the pyiqa reader fills it from a split column of pyiqa's
+            meta-info CSV or from a split pickle); used by ``split="pyiqa"``.
         mos_std: Standard deviation of the ratings behind ``mos_raw``, on its scale, where the
             annotation file gives one (e.g. ``dataset=table`` with ``std_key``); else None.
     """
@@ -50,7 +50,7 @@ class ImageRecord:
     mos_raw: float
     ref_id: str | None = None
     official_split: str | None = None
-    pyiqa_split: str | None = None
+    source_split: str | None = None
     mos_std: float | None = None
 
 

@@ -10,7 +10,7 @@ Strategies (the ``split`` argument, config key ``dataset.split``):
   because it would put the same content in train and test.
 - ``per_image_leaky``: the same per-image split, allowed for reference-based datasets to
   reproduce published numbers; it logs a warning that content leaks between splits.
-- ``pyiqa``: the split pyiqa's files give each image (``ImageRecord.pyiqa_split``: a split column
+- ``pyiqa``: the split pyiqa's files give each image (``ImageRecord.source_split``: a split column
   of pyiqa's meta-info CSV, or one entry of a pyiqa split pickle). pyiqa's seeded splits have
   two parts, train and one held-out part (named ``val`` or ``test``) on which pyiqa reports.
   That held-out part becomes ``test``, and ``val`` is carved out of pyiqa's train part with the
@@ -210,7 +210,8 @@ def _named_splits(records: Sequence[ImageRecord], kind: str, missing_hint: str) 
 
     Args:
         records: The images.
-        kind: ``"official"`` or ``"pyiqa"``: the field read and the ``dataset.split`` value.
+        kind: ``"official"`` (reads ``official_split``) or ``"pyiqa"`` (reads
+            ``source_split``): the ``dataset.split`` value.
         missing_hint: What the message for an image without that split adds.
 
     Raises:
@@ -218,7 +219,7 @@ def _named_splits(records: Sequence[ImageRecord], kind: str, missing_hint: str) 
     """
     assignment = {}
     for record in records:
-        given = getattr(record, f"{kind}_split")
+        given = record.official_split if kind == "official" else record.source_split
         if given is None:
             raise SplitError(
                 f"dataset.split={kind}, but image '{record.image_id}' has no {kind} split"

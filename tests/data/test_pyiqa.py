@@ -182,7 +182,7 @@ def test_two_part_split_column_held_out_part_is_test(tmp_path):
     per_split = {s: {r.ref_id for r in dm.records(s)} for s in ("train", "val", "test")}
     assert [len(per_split[s]) for s in ("train", "val", "test")] == [7, 1, 2]
     assert not (per_split["train"] & per_split["val"])
-    assert all(r.pyiqa_split in ("train", "val") for r in dm.records())
+    assert all(r.source_split in ("train", "val") for r in dm.records())
 
 
 def test_split_pickle_selection(tmp_path):

@@ -134,7 +134,7 @@ def test_unknown_strategy():
 
 
 def with_pyiqa(records, phase_of):
-    return [replace(r, pyiqa_split=phase_of(i, r)) for i, r in enumerate(records)]
+    return [replace(r, source_split=phase_of(i, r)) for i, r in enumerate(records)]
 
 
 def test_pyiqa_three_part_split_is_used_as_is():
