@@ -84,5 +84,24 @@ def add_lora(
 
 
 def lora_parameters(backbone) -> dict[str, nn.Parameter]:
-    """The LoRA parameters of a backbone, by name relative to the backbone."""
-    return {n: p for n, p in backbone.named_parameters() if ".lora_" in n}
+    """The LoRA parameters of a backbone (the ``lora`` group), by name relative to it.
+
+    Declared by ``peft`` itself: the parameters of each adapter layer's ``adapter_layer_names``
+    (``lora_A``, ``lora_B``, ...), in the backbone's parameter order.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    ids = set()
+    for module in backbone.modules():
+        if isinstance(module, LoraLayer):
+            for attr in module.adapter_layer_names:
+                ids.update(id(p) for p in getattr(module, attr).parameters())
+    return {n: p for n, p in backbone.named_parameters() if id(p) in ids}
+
+
+def projector_parameters(backbone) -> dict[str, nn.Parameter]:
+    """The projector's own parameters (the ``projector`` group; LoRA inside it left out), by
+    name relative to the backbone, as :meth:`Backbone.projector` declares the projector."""
+    ids = {id(p) for p in backbone.projector().parameters()}
+    lora = {id(p) for p in lora_parameters(backbone).values()}
+    return {n: p for n, p in backbone.named_parameters() if id(p) in ids and id(p) not in lora}

@@ -54,6 +54,10 @@ class PixelPrompt(nn.Module):
     def _param(self, *shape: int) -> nn.Parameter:
         return nn.Parameter(torch.randn(3, *shape) * self.init_scale)
 
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters this prompt trains (its ``group``), by name relative to it."""
+        return dict(self.named_parameters())
+
     def canvas(self) -> torch.Tensor:
         """The raw prompt on a ``[3, R, R]`` canvas, zero where there are no parameters."""
         raise NotImplementedError
@@ -92,6 +96,10 @@ class NoPrompt(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return pixels
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters this prompt trains (its ``group``), by name relative to it."""
+        return dict(self.named_parameters())
 
 
 class PaddingPrompt(PixelPrompt):

@@ -337,6 +337,11 @@ class QAdaptPrompt(nn.Module):
         gate = torch.sigmoid(self.gate(torch.cat([features, attended], dim=-1)))
         return self.norm((1 - gate) * features + gate * attended), gate
 
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters this prompter trains (the ``prompter`` group), by name relative to
+        it; the Q-Former weights the recipe keeps frozen are buffers and not among them."""
+        return dict(self.named_parameters())
+
     def adapt(self, features: torch.Tensor) -> torch.Tensor:
         """Adapt ``[B, N, D]`` vision features to the current instructions."""
         dtype = features.dtype
