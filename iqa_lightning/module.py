@@ -9,29 +9,35 @@ Data flow of a score step (see DESIGN.md)::
 Instruction batches train the same model with next-token cross-entropy on the answers, and
 multiple-choice batches are answered by the likelihood of each option's letter (:mod:`tasks`).
 
-Trainable parameters are an explicit contract: each part names its parameter group
-(``prompt``, ``prompter``, ``lora``, ``projector``; :meth:`IQAModule.parameter_groups`). A run is a
-list of phases (``stage.phases``), each naming the groups it trains, with its own optimiser; the
-:class:`~iqa_lightning.callbacks.StageSchedule` callback switches phases.
+Scoring goes through a :class:`~iqa_lightning.models.scorer.QualityScorer`
+(:class:`~iqa_lightning.models.scorer.LMMWordScorer` here): ``forward`` is ``scorer(pixels)``.
+
+Trainable parameters are an explicit contract: each part declares its parameter group and its
+parameters (``group`` and ``trainable_parameters()`` of prompts and prompters, LoRA through
+:func:`~iqa_lightning.models.lora.lora_parameters`, the projector through
+:meth:`Backbone.projector`); :meth:`IQAModule.parameter_groups` collects them. A run is a
+:class:`~iqa_lightning.phases.PhasePlan` (``stage.phases``), each phase naming the groups it
+trains, with its own optimiser; the :class:`~iqa_lightning.callbacks.StageSchedule` callback
+switches phases.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from iqa_lightning.metrics import correlation_metrics
-from iqa_lightning.models.lora import add_lora, lora_parameters
-from iqa_lightning.models.prompts import NoPrompt
+from iqa_lightning.models.lora import add_lora
 from iqa_lightning.models.score import WordScore
+from iqa_lightning.models.scorer import LMMWordScorer
+from iqa_lightning.phases import Phase, PhasePlan
 from iqa_lightning.tasks import MCQTally, pick_answers, task_of
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
@@ -43,6 +49,21 @@ def _unwrapped(name: str) -> str:
     for segment in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module."):
         name = name.replace(segment, "")
     return name
+
+
+def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Collect every rank's rows, keeping one row per image (DistributedSampler pads by repeats).
+
+    A collective under DDP: every rank must call it.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        parts: list[list[dict[str, Any]]] = [[] for _ in range(dist.get_world_size())]
+        dist.all_gather_object(parts, rows)
+        rows = [row for part in parts for row in part]
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row["image_id"], row)
+    return list(unique.values())
 
 
 def _plain(value: Any) -> Any:
@@ -59,14 +80,15 @@ class IQAModule(L.LightningModule):
 
     Args:
         backbone: A :class:`~iqa_lightning.models.backbones.Backbone` (frozen).
-        prompt: A pixel prompt, :class:`NoPrompt`, a feature prompter (``adapt`` method), or a
-            callable taking ``backbone=`` that builds one (Hydra ``_partial_``).
+        prompt: A pixel prompt (``group = "prompt"``), :class:`NoPrompt`, a feature prompter
+            (``group = "prompter"``), or a callable taking ``backbone=`` that builds one (Hydra
+            ``_partial_``).
         score: The :class:`~iqa_lightning.models.score.WordScore` head.
-        phases: One dict per phase: ``name``, ``trainable`` (group names; ``prompt`` also
-            selects a feature prompter), ``epochs`` (None: until the end), ``optimizer``
-            (``params -> Optimizer``), optional ``scheduler`` (``optimizer -> scheduler``; gets
-            ``num_training_steps`` / ``num_warmup_steps`` when it takes them), ``warmup_ratio``,
-            ``scheduler_interval``, ``lr`` (per-group learning rates).
+        phases: :class:`~iqa_lightning.phases.Phase` s or one dict per phase (``stage.phases``):
+            ``name``, ``trainable`` (group names; ``prompt`` also selects a feature prompter),
+            ``epochs`` (None: until the end), ``optimizer`` (``params -> Optimizer``), optional
+            ``scheduler`` (called as the :mod:`~iqa_lightning.phases` contract says),
+            ``warmup_ratio``, ``scheduler_interval``, ``lr`` (per-group learning rates).
         lora: ``add_lora`` keyword arguments, or None for no LoRA.
         task_weights: Loss weight per training task (``score``, ``instruct``).
         loss: ``mse``, ``l1`` or ``smooth_l1`` between score and target.
@@ -77,7 +99,7 @@ class IQAModule(L.LightningModule):
         backbone: nn.Module,
         prompt: nn.Module | Any,
         score: WordScore,
-        phases: Sequence[dict[str, Any]],
+        phases: Sequence[Phase | dict[str, Any]],
         lora: dict[str, Any] | None = None,
         task_weights: dict[str, float] | None = None,
         loss: str = "mse",
@@ -85,58 +107,39 @@ class IQAModule(L.LightningModule):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"module.loss={loss!r} must be one of {sorted(LOSSES)}")
-        if not phases:
-            raise ValueError("stage.phases is empty: nothing to train")
+        self.plan = PhasePlan(phases)
         self.save_hyperparameters(ignore=["backbone", "prompt", "score", "phases"])
-        self.backbone = backbone
         if lora:
             add_lora(backbone, **lora)
         if isinstance(prompt, functools.partial) or not isinstance(prompt, nn.Module):
             prompt = prompt(backbone=backbone)
-        self.prompter = prompt if hasattr(prompt, "adapt") else None
-        self.prompt = NoPrompt() if self.prompter is not None else prompt
-        self.score = score.bind(backbone)
-        self.phases = [dict(p) for p in phases]
+        scorer = LMMWordScorer(backbone, prompt, score)
+        # The parts stay attributes of the module: parameter names are backbone.*, prompt.*, ...
+        for name, part in scorer.parts().items():
+            setattr(self, name, part)
+        scorer.attach(self)
+        self.scorer = scorer
         self.loss_fn = LOSSES[loss]
         self.task_weights = {"score": 1.0, "instruct": 1.0, **(task_weights or {})}
-        self.register_buffer(
-            "input_ids", backbone.encode_prompt(score.question, score.answer_prefix), False
-        )
         self.val_metrics = correlation_metrics("val/")
         self.test_metrics = correlation_metrics("test/")
         self.mcq = {"val": MCQTally(), "test": MCQTally()}
         self.best_val = {"val/srcc_best": float("-inf")}
         self.test_rows: list[dict[str, Any]] = []
-        self._letter_ids: dict[str, int] = {}
         # Checkpoints hold the tuned parameters only; loading them leaves the rest as built.
         self.strict_loading = False
         # Tuned: every group some phase trains, plus LoRA (trained here or by an earlier run).
-        tuned = {g for p in self.phases for g in self._resolve(p["trainable"])}
+        tuned = {g for p in self.plan for g in self._resolve(p.trainable)}
         self.tuned_groups = sorted(tuned | ({"lora"} if lora else set()))
         self.lora_config = _plain(lora) if lora else None
         self.set_phase(0)
 
     # ------------------------------------------------------------ parameter groups
     def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
-        """Every tunable part's parameters by group name, each as ``{full name: parameter}``."""
-        projector = self.backbone.projector()
-        projector_ids = {id(p) for p in projector.parameters()}
-        groups = {
-            "prompt": {f"prompt.{n}": p for n, p in self.prompt.named_parameters()},
-            "prompter": {}
-            if self.prompter is None
-            else {f"prompter.{n}": p for n, p in self.prompter.named_parameters()},
-            "lora": {f"backbone.{n}": p for n, p in lora_parameters(self.backbone).items()},
-            "projector": {
-                f"backbone.{n}": p
-                for n, p in self.backbone.named_parameters()
-                if id(p) in projector_ids and ".lora_" not in n
-            },
-        }
+        """Every tunable part's declared parameters by group name, as ``{full name: parameter}``."""
         return {
             name: {_unwrapped(n): p for n, p in params.items()}
-            for name, params in groups.items()
-            if params
+            for name, params in self.scorer.parameter_groups().items()
         }
 
     def _resolve(self, names: Sequence[str]) -> list[str]:
@@ -167,20 +170,20 @@ class IQAModule(L.LightningModule):
     def set_phase(self, index: int) -> None:
         """Make phase ``index`` current: its groups train, all others are frozen."""
         self.phase_index = index
-        self.set_trainable(self.phases[index]["trainable"])
+        self.set_trainable(self.plan[index].trainable)
 
     @property
-    def phase(self) -> dict[str, Any]:
-        return self.phases[self.phase_index]
+    def phases(self) -> list[Phase]:
+        """The run's phases, in order (:attr:`plan`)."""
+        return self.plan.phases
+
+    @property
+    def phase(self) -> Phase:
+        return self.plan[self.phase_index]
 
     def phase_for_epoch(self, epoch: int) -> int:
-        """The phase an epoch belongs to (phases run in order, ``epochs`` each)."""
-        start = 0
-        for index, phase in enumerate(self.phases):
-            if phase.get("epochs") is None or epoch < start + int(phase["epochs"]):
-                return index
-            start += int(phase["epochs"])
-        return len(self.phases) - 1
+        """The phase an epoch belongs to (:meth:`PhasePlan.index_for_epoch`)."""
+        return self.plan.index_for_epoch(epoch)
 
     def state_of(self, groups: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tensors of the named groups by full name, detached on CPU."""
@@ -216,40 +219,48 @@ class IQAModule(L.LightningModule):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     # ---------------------------------------------------------------- forward
-    def _features(self, instructions: Sequence[str]) -> contextlib.AbstractContextManager:
-        """Route the vision features through the prompter, conditioned on the instructions."""
-        if self.prompter is None:
-            return contextlib.nullcontext()
-        stack = contextlib.ExitStack()
-        stack.enter_context(self.prompter.conditioned(instructions))
-        stack.enter_context(self.backbone.feature_hook(self.prompter.adapt))
-        return stack
-
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Quality scores ``[B]`` (fp32) for ``[B, 3, R, R]`` pixels in [0, 1]."""
-        with self._features([self.score.question] * pixels.shape[0]):
-            logits = self.backbone.next_token_logits(self.prompt(pixels), self.input_ids)
-        return self.score(logits)
+        return self.scorer(pixels)
+
+    def _needs(self, task: str) -> None:
+        if task not in self.scorer.tasks:
+            raise ValueError(
+                f"{type(self.scorer).__name__} serves tasks {sorted(self.scorer.tasks)}, "
+                f"not {task!r}"
+            )
 
     def instruct_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Cross-entropy on the answer tokens of a batch of conversations."""
-        encoded = [self.backbone.encode_conversation(turns) for turns in batch["turns"]]
-        ids, mask, labels = self.backbone.pad_conversations(encoded)
-        with self._features([turns[0][0] for turns in batch["turns"]]):
-            return self.backbone.lm_loss(self.prompt(batch["pixels"]), ids, mask, labels)
+        self._needs("instruct")
+        return self.scorer.instruct_loss(batch["pixels"], batch["turns"])
 
     def answer_mcq(self, batch: dict[str, Any]) -> list[int]:
         """The chosen option index per question, by the likelihood of each option's letter."""
-        ids, mask = self.backbone.encode_prompts(batch["prompt"])
-        with self._features(batch["prompt"]):
-            logits = self.backbone.next_token_logits(self.prompt(batch["pixels"]), ids, mask)
-        letter_ids = [[self._letter_id(x) for x in letters] for letters in batch["letters"]]
+        self._needs("mcq")
+        logits = self.scorer.option_logits(batch["pixels"], batch["prompt"])
+        letter_ids = [[self.scorer.letter_id(x) for x in letters] for letters in batch["letters"]]
         return pick_answers(logits, letter_ids)
 
-    def _letter_id(self, letter: str) -> int:
-        if letter not in self._letter_ids:
-            self._letter_ids[letter] = self.backbone.first_answer_token_id(letter)
-        return self._letter_ids[letter]
+    @torch.no_grad()
+    def explain(
+        self, pixels: torch.Tensor, questions: Sequence[str], max_new_tokens: int = 48
+    ) -> list[str]:
+        """Greedy answers (quality explanations) to one question per image, in eval mode.
+
+        Args:
+            pixels: ``[B, 3, R, R]`` in [0, 1], on any device (moved to the module's).
+            questions: One instruction per image.
+            max_new_tokens: Length limit of each answer.
+        """
+        self._needs("instruct")
+        was_training = self.training
+        self.eval()
+        try:
+            answers = self.scorer.generate(pixels.to(self.device), list(questions), max_new_tokens)
+        finally:
+            self.train(was_training)
+        return [a.strip() for a in answers]
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -331,38 +342,21 @@ class IQAModule(L.LightningModule):
         self.test_rows = []
 
     def on_test_epoch_end(self) -> None:
+        # Every rank's rows, one per image, before any callback's ``on_test_end`` reads them.
+        self.test_rows = gather_rows(self.test_rows)
         self.log_dict(self._epoch_metrics("test"))
 
     # -------------------------------------------------------------- optimiser
     def configure_optimizers(self):
+        """The current phase's optimiser and scheduler (:meth:`PhasePlan.configure`)."""
         phase = self.phase
         groups = self.parameter_groups()
-        lrs = dict(phase.get("lr") or {})
-        param_groups = []
-        for name in self.trainable_groups:
-            group = {"params": list(groups[name].values()), "name": name}
-            if name in lrs:
-                group["lr"] = float(lrs[name])
-            param_groups.append(group)
-        optimizer = phase["optimizer"](param_groups)
-        if phase.get("scheduler") is None:
-            return optimizer
-        factory = phase["scheduler"]
-        kwargs = {}
-        accepts = inspect.signature(getattr(factory, "func", factory)).parameters
-        if "num_training_steps" in accepts:
+        trained = {name: groups[name] for name in self.trainable_groups}
+        total = max_epochs = None
+        if phase.scheduler is not None and phase.scheduler_interval == "step":
             total = int(self.trainer.estimated_stepping_batches)
-            if phase.get("epochs") and self.trainer.max_epochs:
-                total = max(1, total * int(phase["epochs"]) // int(self.trainer.max_epochs))
-            kwargs["num_training_steps"] = total
-            if "num_warmup_steps" in accepts:
-                kwargs["num_warmup_steps"] = int(float(phase.get("warmup_ratio", 0.0)) * total)
-        scheduler = factory(optimizer, **kwargs)
-        interval = phase.get("scheduler_interval", "epoch")
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
-        }
+            max_epochs = self.trainer.max_epochs
+        return self.plan.configure(self.phase_index, trained, total, max_epochs)
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -59,16 +59,9 @@ class ExplanationWriter(L.Callback):
         if found is None:
             return
         pixels, image_ids = found
-        pixels = pixels.to(pl_module.device)
         questions = [self.question] * len(image_ids)
-        was_training = pl_module.training
-        pl_module.eval()
-        with pl_module._features(questions):
-            answers = pl_module.backbone.generate(
-                pl_module.prompt(pixels), questions, self.max_new_tokens
-            )
-        pl_module.train(was_training)
-        rows = [[i, self.question, a.strip()] for i, a in zip(image_ids, answers, strict=True)]
+        answers = pl_module.explain(pixels, questions, self.max_new_tokens)
+        rows = [[i, self.question, a] for i, a in zip(image_ids, answers, strict=True)]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)

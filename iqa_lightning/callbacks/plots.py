@@ -159,6 +159,7 @@ class PlotWriter(L.Callback):
             self._image = batch["pixels"][0].detach().float().cpu()
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The module's rows, gathered across ranks by the module itself at its test epoch end.
         if not pl_module.test_rows:
             return
         with full_parameters(trainer):  # every rank takes part: FSDP gathers the prompt

@@ -1,4 +1,9 @@
-"""Write one row per test image to ``predictions_test.csv`` in the run folder."""
+"""Write one row per test image to ``predictions_test.csv`` in the run folder.
+
+The rows are the module's: :class:`~iqa_lightning.module.IQAModule` gathers them across ranks
+at the end of its test epoch (``test_rows``), so every callback reading them after the test sees
+the same rows, whatever the order of the callbacks.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch.distributed as dist
+
+from iqa_lightning.module import gather_rows
 
 COLUMNS = ("image_id", "mos_raw", "target", "score")
-
-
-def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Collect every rank's rows, keeping one row per image (DistributedSampler pads by repeats)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        parts: list[list[dict[str, Any]]] = [[] for _ in range(dist.get_world_size())]
-        dist.all_gather_object(parts, rows)
-        rows = [row for part in parts for row in part]
-    unique: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        unique.setdefault(row["image_id"], row)
-    return list(unique.values())
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -35,6 +29,8 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 class PredictionWriter(L.Callback):
     """Writes ``predictions_test.csv`` (image_id, mos_raw, target, score) after each test.
 
+    Reads the module's gathered ``test_rows`` and changes nothing on the module.
+
     Args:
         output_dir: The run folder.
         filename: File name inside it.
@@ -43,8 +39,10 @@ class PredictionWriter(L.Callback):
     def __init__(self, output_dir: str, filename: str = "predictions_test.csv") -> None:
         self.path = Path(output_dir) / filename
 
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        rows = gather_rows(pl_module.test_rows)
-        pl_module.test_rows = rows
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            write_rows(self.path, sorted(rows, key=lambda r: r["image_id"]))
+            rows = sorted(pl_module.test_rows, key=lambda r: r["image_id"])
+            write_rows(self.path, rows)
+
+
+__all__ = ["COLUMNS", "PredictionWriter", "gather_rows", "write_rows"]

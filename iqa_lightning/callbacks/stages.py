@@ -7,10 +7,13 @@ switch this callback:
 1. writes the finished phase's trainable tensors to ``checkpoints/<phase>/trainable.safetensors``;
 2. makes the next phase current (:meth:`IQAModule.set_phase` flips ``requires_grad``);
 3. under DDP, wraps the module in a new ``DistributedDataParallel``, which broadcasts rank 0's
-   parameters and registers the newly trainable ones for gradient all-reduce. Lightning's
-   ``BaseFinetuning`` only adds parameter groups to the optimiser: parameters unfrozen after DDP
-   wrapped the model never get their gradients synchronised, and ranks drift apart;
-4. builds the new phase's optimiser and scheduler;
+   parameters and registers the newly trainable ones for gradient all-reduce
+   (:func:`~iqa_lightning.compat.rewrap_ddp`, the one place that touches Lightning's private
+   API). Lightning's ``BaseFinetuning`` only adds parameter groups to the optimiser: parameters
+   unfrozen after DDP wrapped the model never get their gradients synchronised, and ranks drift
+   apart;
+4. builds the new phase's optimiser and scheduler (the module's
+   :class:`~iqa_lightning.phases.PhasePlan`, through ``configure_optimizers``);
 5. resets checkpoint selection and early stopping, so each phase picks its own best epoch.
 """
 
@@ -21,7 +24,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy
+
+from iqa_lightning.compat import rewrap_ddp
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +51,15 @@ class StageSchedule(L.Callback):
         self.checkpoint_dir = Path(output_dir) / "checkpoints"
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        target = pl_module.phase_for_epoch(trainer.current_epoch)
+        target = pl_module.plan.index_for_epoch(trainer.current_epoch)
         if target != pl_module.phase_index:
             self.switch(trainer, pl_module, target)
 
     def switch(self, trainer: L.Trainer, pl_module: L.LightningModule, target: int) -> None:
-        finished = pl_module.phase["name"]
+        finished = pl_module.phase.name
         if isinstance(trainer.strategy, FSDPStrategy):
             raise RuntimeError(
-                f"stage.phases: switching from {finished} to {pl_module.phases[target]['name']} "
+                f"stage.phases: switching from {finished} to {pl_module.plan[target].name} "
                 "is not supported under FSDP (its units are built for one phase's trainable "
                 "parameters); run the stages as separate runs with stage.init_from"
             )
@@ -64,11 +69,8 @@ class StageSchedule(L.Callback):
                 self.checkpoint_dir / finished / "trainable.safetensors",
             )
         pl_module.set_phase(target)
-        strategy = trainer.strategy
-        if isinstance(strategy, DDPStrategy):
-            strategy.model = strategy._setup_model(strategy.lightning_module)
-            strategy._register_ddp_hooks()
-        strategy.setup_optimizers(trainer)
+        rewrap_ddp(trainer.strategy)
+        trainer.strategy.setup_optimizers(trainer)
         for callback in trainer.callbacks:
             if isinstance(callback, ModelCheckpoint):
                 callback.best_k_models = {}
@@ -83,5 +85,5 @@ class StageSchedule(L.Callback):
         pl_module.best_val["val/srcc_best"] = float("-inf")
         log.info(
             "epoch %d: phase %s done, now %s training %s",
-            trainer.current_epoch, finished, pl_module.phase["name"], pl_module.trainable_groups,
+            trainer.current_epoch, finished, pl_module.phase.name, pl_module.trainable_groups,
         )  # fmt: skip
