@@ -8,7 +8,7 @@ from iqa_lightning.data import KADIDDataModule
 from iqa_lightning.data.cache import default_cache_dir
 
 from .cache_fixtures import entries
-from .test_configs import CONF, WRITERS, compose
+from .test_configs import OPTIONS, WRITERS, compose
 
 # --- configuration ----------------------------------------------------------------------------
 
@@ -36,11 +36,9 @@ def test_bad_cache_arguments_name_the_config_key(tmp_path, kwargs, key):
         KADIDDataModule(root=tmp_path, **kwargs)
 
 
-@pytest.mark.parametrize(
-    "name", sorted(p.stem for p in CONF.glob("*.yaml") if p.stem != "synthetic")
-)
-def test_dataset_configs_declare_the_cache_off(name):
-    node = OmegaConf.load(CONF / f"{name}.yaml")
+@pytest.mark.parametrize("name", [name for name in OPTIONS if name != "synthetic"])
+def test_dataset_configs_declare_the_cache_off(tmp_path, name):
+    node = compose(name, tmp_path).dataset
     assert node.cache is False
     assert OmegaConf.to_container(node)["cache_dir"] == "${paths.cache_dir}/preprocessed"
 

@@ -1,6 +1,8 @@
 from pathlib import Path
 
 import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -38,7 +40,14 @@ PYIQA_WRITERS = {
 }
 
 
+#: The dataset options (``_``-prefixed files are bases they pull in, not options).
+OPTIONS = sorted(p.stem for p in CONF.glob("[!_]*.yaml"))
+
+
 def compose(name, tmp_path):
+    """The dataset option composed by Hydra (its ``defaults`` applied) under a tiny root."""
+    with initialize_config_dir(str(CONF.parent), version_base="1.3"):
+        dataset = hydra_compose(config_name=f"dataset/{name}").dataset
     config = OmegaConf.create(
         {
             "paths": {"data_dir": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")},
@@ -46,12 +55,21 @@ def compose(name, tmp_path):
             "seed": 5,
         }
     )
-    config.dataset = OmegaConf.load(CONF / f"{name}.yaml")
+    config.dataset = dataset
     return config
 
 
 def test_every_dataset_config_is_tested():
-    assert {p.stem for p in CONF.glob("*.yaml")} == {*WRITERS, "synthetic", "table"}
+    assert set(OPTIONS) == {*WRITERS, "synthetic", "table"}
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_every_option_pulls_in_the_shared_loader_settings(tmp_path, name):
+    own = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+    loader = OmegaConf.to_container(OmegaConf.load(CONF / "_loader.yaml"))
+    assert own.pop("defaults") == ["_loader", "_self_"]
+    composed = OmegaConf.to_container(compose(name, tmp_path).dataset)
+    assert composed == {**loader, **own}
 
 
 @pytest.mark.parametrize("name", sorted(WRITERS))
@@ -118,7 +136,7 @@ def test_config_selects_a_split_file(tmp_path, name, labels):
     assert {s for _, s in dm.split_table()} == {"train", "val", "test"}
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in CONF.glob("*.yaml")))
+@pytest.mark.parametrize("name", OPTIONS)
 def test_every_config_has_the_loader_checks(tmp_path, name):
     dataset = compose(name, tmp_path).dataset
     assert dataset.check_images == "off"  # a string: unquoted YAML `off` would be False
