@@ -37,7 +37,7 @@ class Phase:
         trainable: Parameter group names this phase trains (``prompt``, ``prompter``, ``lora``,
             ``projector``; ``prompt`` also names a feature prompter).
         optimizer: ``param_groups -> Optimizer`` (each group a dict with ``params``, ``name`` and
-            maybe ``lr``).
+            maybe ``lr``); None only for a phase that trains nothing (zero-shot scoring).
         epochs: How many epochs; None: until the end of the run.
         scheduler: A learning-rate scheduler factory (module docstring), or None.
         lr: Learning rate per group name, overriding the optimiser's.
@@ -47,7 +47,7 @@ class Phase:
 
     name: str
     trainable: tuple[str, ...]
-    optimizer: Callable[..., Any]
+    optimizer: Callable[..., Any] | None = None
     epochs: int | None = None
     scheduler: Callable[..., Any] | None = None
     lr: Mapping[str, float] = dataclasses.field(default_factory=dict)
@@ -67,7 +67,11 @@ class Phase:
                 f"stage.phases[{self.name}].scheduler_interval={self.scheduler_interval!r} "
                 f"must be one of {INTERVALS}"
             )
-        if not callable(self.optimizer):
+        if self.optimizer is None and self.trainable:
+            raise ValueError(
+                f"stage.phases[{self.name}] trains {list(self.trainable)}: give it an optimizer"
+            )
+        if self.optimizer is not None and not callable(self.optimizer):
             raise ValueError(f"stage.phases[{self.name}].optimizer must be a callable factory")
 
     @classmethod
@@ -75,14 +79,14 @@ class Phase:
         """A phase from one ``stage.phases`` entry (a dict or a Hydra ``DictConfig``).
 
         Raises:
-            ValueError: An unknown key or a missing ``name`` / ``trainable`` / ``optimizer``.
+            ValueError: An unknown key or a missing ``name`` / ``trainable``.
         """
         if isinstance(config, Phase):
             return config
         values = {str(k): config[k] for k in config}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
-        missing = sorted({"name", "trainable", "optimizer"} - set(values))
+        missing = sorted({"name", "trainable"} - set(values))
         if unknown or missing:
             raise ValueError(
                 f"stage.phases entry {values.get('name', '?')!r}: unknown keys {unknown}, "
@@ -171,6 +175,8 @@ class PhasePlan:
             The optimiser, or Lightning's ``{"optimizer", "lr_scheduler"}`` dict.
         """
         phase = self.phases[index]
+        if phase.optimizer is None:
+            raise ValueError(f"stage.phases[{phase.name}] has no optimizer: it trains nothing")
         optimizer = phase.optimizer(phase.optimizer_groups(groups))
         if phase.scheduler is None:
             return optimizer

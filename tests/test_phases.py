@@ -30,8 +30,11 @@ def test_phase_from_a_config_entry_reads_like_it():
     assert phase.scheduler_interval == "epoch"
     with pytest.raises(ValueError, match="unknown keys \\['lrs'\\]"):
         Phase.from_config({"name": "x", "trainable": ["lora"], "optimizer": sgd, "lrs": {}})
-    with pytest.raises(ValueError, match="missing keys \\['optimizer'\\]"):
+    with pytest.raises(ValueError, match="missing keys \\['trainable'\\]"):
+        Phase.from_config({"name": "x"})
+    with pytest.raises(ValueError, match="give it an optimizer"):
         Phase.from_config({"name": "x", "trainable": ["lora"]})
+    assert Phase.from_config({"name": "zero_shot", "trainable": []}).optimizer is None
     with pytest.raises(ValueError, match="scheduler_interval"):
         Phase("x", ("lora",), sgd, scheduler_interval="batch")
     with pytest.raises(ValueError, match="empty"):
