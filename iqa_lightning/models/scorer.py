@@ -28,7 +28,8 @@ PARTS = ("backbone", "prompter", "prompt", "score")
 class QualityScorer(Protocol):
     """What the module needs of a scorer.
 
-    ``forward(pixels)``: ``[B, 3, R, R]`` pixels in [0, 1] -> ``[B]`` fp32 scores.
+    ``forward(pixels)`` (and calling it): ``[B, 3, R, R]`` pixels in [0, 1] -> ``[B]`` fp32
+    scores.
     ``distribution(pixels)`` (optional): ``[B, levels]`` probabilities over quality levels.
     ``tasks``: the tasks it serves, a subset of ``{"score", "instruct", "mcq"}``.
     ``parameter_groups()``: group name -> ``{full parameter name: parameter}``.
@@ -37,6 +38,8 @@ class QualityScorer(Protocol):
     tasks: frozenset[str]
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor: ...
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor: ...
 
     def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]: ...
 

@@ -64,3 +64,22 @@ def test_explain_answers_one_question_per_image_and_keeps_the_mode():
     answers = m.explain(torch.rand(2, 3, 64, 64), ["Describe the quality."] * 2, 4)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     assert m.training
+
+
+def test_any_scorer_with_the_members_meets_the_protocol():
+    class MeanScorer(torch.nn.Module):
+        tasks = frozenset({"score"})
+
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, pixels):
+            return pixels.float().mean((1, 2, 3)) + self.bias
+
+        def parameter_groups(self):
+            return {"head": {"bias": self.bias}}
+
+    assert isinstance(MeanScorer(), QualityScorer)
+    assert MeanScorer()(torch.rand(2, 3, 8, 8)).shape == (2,)
+    assert not isinstance(torch.nn.Identity(), QualityScorer)
