@@ -18,6 +18,8 @@ PRIVATE_API = (
     ("lightning.pytorch.strategies.DDPStrategy", "_setup_model", ("self", "model")),
     ("lightning.pytorch.strategies.DDPStrategy", "_register_ddp_hooks", ("self",)),
     ("lightning.pytorch.utilities.data", "_update_dataloader", ("dataloader", "sampler", "mode")),
+    # Overridden by iqa_lightning.strategies to build the wrap policy from the current phase.
+    ("lightning.pytorch.strategies.FSDPStrategy", "_setup_model", ("self", "model")),
 )
 
 

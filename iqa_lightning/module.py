@@ -41,7 +41,6 @@ from iqa_lightning.phases import Phase, PhasePlan
 from iqa_lightning.tasks import MCQTally, pick_answers, task_of
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
-GROUPS = ("prompt", "prompter", "lora", "projector")
 
 
 def _unwrapped(name: str) -> str:

@@ -25,9 +25,9 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.strategies import DDPStrategy as _DDPStrategy
 from lightning.pytorch.strategies import FSDPStrategy as _FSDPStrategy
 from lightning.pytorch.trainer.states import RunningStage
-from lightning.pytorch.utilities.data import _update_dataloader
 from torch.utils.data import DataLoader, DistributedSampler
 
+from iqa_lightning.compat import update_dataloader
 from iqa_lightning.models.backbones.blocks import block_classes, fsdp_wrap_policy
 
 
@@ -49,7 +49,7 @@ def unpadded_eval_loader(loader: Any, num_replicas: int, rank: int) -> Any:
             "(trainer.devices x trainer.num_nodes); every process needs at least one"
         )
     shards = UnrepeatedDistributedSampler(dataset, num_replicas=num_replicas, rank=rank)
-    return _update_dataloader(loader, shards)
+    return update_dataloader(loader, shards)
 
 
 class _UnpaddedEval:
