@@ -223,3 +223,20 @@ def test_the_driver_writes_the_logit_lens_of_a_run_folder(demo_run, run_env):
     media = "wandb/offline-run-*/files/media/{}/analysis/logit_lens/logit_lens_{}_*.{}"
     assert list(run.glob(media.format("table", "table", "table.json"))), "the W&B table"
     assert list(run.glob(media.format("images", "plot", "png"))), "the W&B heatmap"
+
+
+def test_the_runs_own_dataset_is_the_default_and_keys_given_change_it():
+    from omegaconf import OmegaConf
+
+    run_cfg = OmegaConf.create({
+        "seed": 7, "model": {"image_size": 64}, "paths": {"cache_dir": "/c"},
+        "dataset": {"_target_": "D", "root": "/old", "image_size": "${model.image_size}",
+                    "seed": "${seed}", "cache_dir": "${paths.cache_dir}/pre"},
+    })  # fmt: skip
+    own = driver.dataset_config(OmegaConf.create({"dataset": None}), run_cfg)
+    assert own == {"_target_": "D", "root": "/old", "image_size": 64, "seed": 7,
+                   "cache_dir": "/c/pre"}  # fmt: skip
+    moved = driver.dataset_config(OmegaConf.create({"dataset": {"root": "/new"}}), run_cfg)
+    assert moved.root == "/new" and moved.image_size == 64
+    other = OmegaConf.create({"dataset": {"_target_": "Other", "root": "/k"}})
+    assert driver.dataset_config(other, run_cfg) == other.dataset
