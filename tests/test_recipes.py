@@ -174,6 +174,8 @@ def _run_grid(tmp_path, run_env, *selection):
     return sweep
 
 
+# Slow: the grid's composition is tested above, its data path by the resize test.
+@pytest.mark.slow
 def test_one_reference_grid_job_trains_offline(tmp_path, run_env):
     sweep = _run_grid(tmp_path, run_env, "vp_recipe=koniq", "vp_prompt=patch_topleft30_mul")
     (job,) = [p for p in sweep.iterdir() if (p / ".hydra").is_dir()]
