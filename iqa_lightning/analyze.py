@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from iqa_lightning.cli import ConfigError, error_line, report_user_errors
 from iqa_lightning.eval import given, run_settings
-from iqa_lightning.runs import load_run_config, rebuild_run, run_folder
+from iqa_lightning.runs import load_run_config, rebuild_run, resumed_wandb_run, run_folder
 from iqa_lightning.train import CONFIG_DIR
 
 log = logging.getLogger("iqa_lightning.analyze")
@@ -119,18 +119,11 @@ def log_to_wandb(run: Path, run_cfg: DictConfig, name: str, files: Sequence[Path
     """Log the files to the run's W&B run (resumed by id) when the run logged to W&B: a PNG as
     the image ``analysis/<name>/<stem>_plot``, a CSV as the table ``analysis/<name>/<stem>_table``,
     the numbers of a JSON file as ``analysis/<name>/<key>``."""
-    wandb_cfg = ((run_cfg.get("logger") or {}).get("loggers") or {}).get("wandb")
-    folders = sorted((run / "wandb").glob("*run-*")) if (run / "wandb").exists() else []
-    if wandb_cfg is None or not folders:
-        return
-    import wandb
+    with resumed_wandb_run(run, run_cfg) as wb:
+        if wb is None:
+            return
+        import wandb
 
-    run_id = folders[-1].name.rsplit("-", 1)[-1]
-    offline = bool(OmegaConf.select(run_cfg, "logger.offline", default=True))
-    with wandb.init(
-        project=wandb_cfg.get("project"), id=run_id, resume="allow", dir=str(run),
-        mode="offline" if offline else "online",
-    ) as wb:  # fmt: skip
         logged = {}
         for path in files:
             key = f"analysis/{name}/{path.stem}"

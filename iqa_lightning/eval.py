@@ -32,7 +32,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from iqa_lightning.cli import ConfigError, error_line, report_user_errors
-from iqa_lightning.runs import load_run_config, rebuild_run, run_folder
+from iqa_lightning.runs import load_run_config, rebuild_run, resumed_wandb_run, run_folder
 from iqa_lightning.train import CONFIG_DIR
 
 log = logging.getLogger("iqa_lightning.eval")
@@ -178,18 +178,11 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
 def log_to_wandb(run: Path, run_cfg: DictConfig, name: str, results: dict) -> None:
     """Add the table to the run's W&B run (resumed by id) when the run logged to W&B."""
-    wandb_cfg = ((run_cfg.get("logger") or {}).get("loggers") or {}).get("wandb")
-    folders = sorted((run / "wandb").glob("*run-*")) if (run / "wandb").exists() else []
-    if wandb_cfg is None or not folders:
-        return
-    import wandb
+    with resumed_wandb_run(run, run_cfg) as wb:
+        if wb is None:
+            return
+        import wandb
 
-    run_id = folders[-1].name.rsplit("-", 1)[-1]
-    offline = bool(OmegaConf.select(run_cfg, "logger.offline", default=True))
-    with wandb.init(
-        project=wandb_cfg.get("project"), id=run_id, resume="allow", dir=str(run),
-        mode="offline" if offline else "online",
-    ) as wb:  # fmt: skip
         table = wandb.Table(columns=["dataset", *COLUMNS])
         for dataset, figures in results.items():
             table.add_data(dataset, *[figures[c] for c in COLUMNS])

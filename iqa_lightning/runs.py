@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -138,3 +141,31 @@ def rebuild_run(run: str | Path, run_cfg=None):
     module = build_module(run_cfg, run=run)
     module.load_tuned(load_file(str(weights)))
     return module.eval()
+
+
+@contextmanager
+def resumed_wandb_run(run: str | Path, run_cfg: Any) -> Iterator[Any]:
+    """The run's own W&B run, resumed by id (offline as the run was), or ``None`` when the run
+    did not log to W&B; for drivers that add results to a finished run (eval, analyses).
+
+    Args:
+        run: The run folder.
+        run_cfg: Its config (:func:`load_run_config`).
+    """
+    from omegaconf import OmegaConf
+
+    run = Path(run)
+    wandb_cfg = ((run_cfg.get("logger") or {}).get("loggers") or {}).get("wandb")
+    folders = sorted((run / "wandb").glob("*run-*")) if (run / "wandb").exists() else []
+    if wandb_cfg is None or not folders:
+        yield None
+        return
+    import wandb
+
+    run_id = folders[-1].name.rsplit("-", 1)[-1]
+    offline = bool(OmegaConf.select(run_cfg, "logger.offline", default=True))
+    with wandb.init(
+        project=wandb_cfg.get("project"), id=run_id, resume="allow", dir=str(run),
+        mode="offline" if offline else "online",
+    ) as wb:  # fmt: skip
+        yield wb

@@ -229,11 +229,12 @@ class Scores:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def scoring_trainer(**options: Any) -> L.Trainer:
-    """A one-device Trainer for scoring: no logger, no checkpoints, a :class:`RowCollector`.
+def bare_trainer(**options: Any) -> L.Trainer:
+    """A one-device Trainer with no logger, checkpoints, summary or progress bar, for drivers
+    that only run ``predict`` (scoring, analyses).
 
     Args:
-        **options: Trainer arguments (``accelerator``, ``precision``, ``enable_progress_bar``).
+        **options: Trainer arguments (``accelerator``, ``precision``, ``callbacks``, ...).
     """
     settings = {
         "accelerator": "auto",
@@ -244,7 +245,16 @@ def scoring_trainer(**options: Any) -> L.Trainer:
         "enable_progress_bar": False,
         **options,
     }
-    return L.Trainer(callbacks=[RowCollector()], **settings)
+    return L.Trainer(**settings)
+
+
+def scoring_trainer(**options: Any) -> L.Trainer:
+    """:func:`bare_trainer` with a :class:`RowCollector`, for :func:`score_loader`.
+
+    Args:
+        **options: Trainer arguments (``accelerator``, ``precision``, ``enable_progress_bar``).
+    """
+    return bare_trainer(callbacks=[RowCollector()], **options)
 
 
 class Scorer:

@@ -60,16 +60,9 @@ def collect(
 
 def analysis_trainer(**options: Any) -> L.Trainer:
     """A one-device Trainer without logger, checkpoints or progress bar (tests, the API)."""
-    settings = {
-        "accelerator": "auto",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_model_summary": False,
-        "enable_progress_bar": False,
-        **options,
-    }
-    return L.Trainer(**settings)
+    from iqa_lightning.scorer import bare_trainer
+
+    return bare_trainer(**options)
 
 
 def concat(batches: list[dict[str, Any]], key: str) -> torch.Tensor:
