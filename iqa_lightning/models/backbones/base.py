@@ -8,26 +8,15 @@ and where the answer position is. Prompts and score heads only ever talk to this
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from iqa_lightning.models.backbones.blocks import checkpointing_blocks, set_gradient_checkpointing
-
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-
+from iqa_lightning.models.backbones.loading import DTYPES, load_pretrained, resolve_dtype
+from iqa_lightning.models.backbones.text import ChatTemplate, PromptEncoding
 
 # ImageNet statistics: what the visual-prompt reference normalises mPLUG-Owl2's input with
 # (mplug2-vp-for-nriqa src/transforms.py:6-7) although the model was trained with CLIP's.
@@ -35,71 +24,19 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("backbone", "imagenet")
 
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """Map a config string such as ``"bfloat16"`` to a torch dtype.
-
-    Raises:
-        ValueError: The name is not a known dtype; the message names ``model.dtype``.
-    """
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"model.dtype={dtype!r} is not one of {sorted(DTYPES)}")
-    return DTYPES[dtype]
+__all__ = [
+    "DTYPES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "NORMALIZATIONS",
+    "Backbone",
+    "ChatTemplate",
+    "load_pretrained",
+    "resolve_dtype",
+]
 
 
-def load_pretrained(loader, pretrained: str, what: str, **kwargs):
-    """Call ``loader.from_pretrained`` and turn a failure into an error naming the config key.
-
-    A local folder (a path starting with ``/``, ``.`` or ``~``) must exist; a hub id is fetched
-    online or read from the local cache when ``HF_HUB_OFFLINE=1`` (``huggingface_hub`` respects it).
-    """
-    if pretrained.startswith(("/", ".", "~")) and not Path(pretrained).expanduser().is_dir():
-        raise FileNotFoundError(f"model.pretrained={pretrained!r}: no such folder")
-    try:
-        return loader.from_pretrained(
-            str(Path(pretrained).expanduser()) if pretrained.startswith("~") else pretrained,
-            **kwargs,
-        )
-    except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        hint = (
-            " (HF_HUB_OFFLINE is set: the files must already be in the local cache)"
-            if offline
-            else ""
-        )
-        raise OSError(
-            f"model.pretrained={pretrained!r}: cannot load the {what}{hint}: {err}"
-        ) from err
-
-
-@dataclass(frozen=True)
-class ChatTemplate:
-    """How a family lays out a conversation around one image.
-
-    Attributes:
-        system: Text before the first user turn.
-        first_user: First user turn with ``{image}`` and ``{question}`` fields, ending where the
-            assistant's answer starts.
-        next_user: Later user turns, with a ``{question}`` field.
-        answer_lead: Text between the end of a user turn and the answer (a space for LLaVA).
-        answer_end: Text that closes an answer (the end-of-turn token).
-    """
-
-    system: str
-    first_user: str
-    next_user: str
-    answer_lead: str
-    answer_end: str
-
-    @property
-    def assistant_marker(self) -> str:
-        """The text right before an answer (end of ``first_user``)."""
-        return self.first_user.rsplit("{question}", 1)[1]
-
-
-class Backbone(nn.Module):
+class Backbone(PromptEncoding, nn.Module):
     """A frozen multimodal LM that scores the token after an answer prefix.
 
     A family is one subclass, registered with
@@ -118,6 +55,9 @@ class Backbone(nn.Module):
     - :meth:`feature_module` and :attr:`features_per_image`: where the vision features are;
     - :meth:`projector`, :meth:`vision_tower`, :meth:`language_model`, :meth:`final_norm`,
       :meth:`lm_head`: the parts LoRA, the prompter and the logit lens reach.
+
+    Prompt and conversation encoding come from :class:`~.text.PromptEncoding`, checkpoint
+    loading helpers from :mod:`.loading`.
 
     Args:
         model: The ``transformers`` model (``...ForConditionalGeneration``).
@@ -266,9 +206,10 @@ class Backbone(nn.Module):
         if enabled:
             from transformers.modeling_layers import GradientCheckpointingLayer
 
-            plain = {type(b).__name__ for b in self.blocks()}
-            plain -= {
-                type(b).__name__ for b in self.blocks() if isinstance(b, GradientCheckpointingLayer)
+            plain = {
+                type(b).__name__
+                for b in self.blocks()
+                if not isinstance(b, GradientCheckpointingLayer)
             }
             if plain:
                 raise ValueError(
@@ -340,135 +281,6 @@ class Backbone(nn.Module):
     def lm_head(self) -> nn.Module:
         """The output projection from hidden states to vocabulary logits."""
         return self.model.lm_head
-
-    # ---------------------------------------------------------------- prompts
-    def _image_placeholder(self) -> str:
-        return self.tokenizer.convert_ids_to_tokens(self.image_token_id) * self.num_placeholders
-
-    def tokenize(self, text: str) -> list[int]:
-        """Ids of a prompt text (special tokens added as the family's tokenizer does)."""
-        return self.tokenizer(text).input_ids
-
-    def build_prompt(self, question: str, answer_prefix: str = "") -> str:
-        """Prompt text for one image and one question, ending where the next token is read.
-
-        With an ``answer_prefix`` the prompt ends inside the answer (``... ASSISTANT: The quality
-        of the image is``); without, at the assistant marker.
-        """
-        t = self.template
-        text = t.system + t.first_user.format(image=self._image_placeholder(), question=question)
-        return text + (t.answer_lead + answer_prefix if answer_prefix else "")
-
-    def encode_prompt(self, question: str, answer_prefix: str = "") -> torch.Tensor:
-        """Token ids ``[1, L]`` of the prompt, checked to hold exactly one image's placeholders."""
-        ids = torch.tensor([self.tokenize(self.build_prompt(question, answer_prefix))])
-        self._check_image_tokens(ids[0])
-        return ids
-
-    def encode_prompts(
-        self, questions: Sequence[str], answer_prefix: str = ""
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded ids and mask ``[B, L]`` for one question per image."""
-        texts = [self.build_prompt(q, answer_prefix) for q in questions]
-        self.tokenizer.padding_side = "left"
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True)
-        return enc.input_ids, enc.attention_mask
-
-    def render_conversation(
-        self, turns: Sequence[tuple[str, str]]
-    ) -> tuple[str, list[tuple[int, int]]]:
-        """A conversation about one image as one string in the family's format, and the
-        character spans ``[start, end)`` of each answer (lead, answer text and end-of-turn).
-
-        Args:
-            turns: ``(question, answer)`` pairs; the image goes with the first question.
-        """
-        if not turns:
-            raise ValueError("a conversation needs at least one (question, answer) turn")
-        t = self.template
-        text, spans = t.system, []
-        for i, (question, answer) in enumerate(turns):
-            if i == 0:
-                text += t.first_user.format(image=self._image_placeholder(), question=question)
-            else:
-                text += t.next_user.format(question=question)
-            start = len(text)
-            text += t.answer_lead + answer + t.answer_end
-            spans.append((start, len(text)))
-        return text, spans
-
-    def encode_conversation(self, turns: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
-        """Ids and labels of a conversation about one image; labels are -100 except on answers.
-
-        The whole conversation is tokenised as one string, so its ids are exactly what the
-        tokenizer makes of the rendered text (a SentencePiece tokenizer does not see each answer
-        as a new text that starts with a lone ``▁``), and a token is labelled when its characters
-        lie in an answer span: each answer's tokens and its end-of-turn token.
-
-        Args:
-            turns: ``(question, answer)`` pairs; the image goes with the first question.
-        """
-        text, spans = self.render_conversation(turns)
-        if not getattr(self.tokenizer, "is_fast", False):
-            raise TypeError(
-                f"{type(self).__name__}: labelling answers needs a fast tokenizer (character "
-                f"offsets); {type(self.tokenizer).__name__} is not one"
-            )
-        enc = self.tokenizer(text, return_offsets_mapping=True)
-        ids = list(enc.input_ids)
-        labels = [
-            token if end > begin and any(s < end and begin < e for s, e in spans) else -100
-            for token, (begin, end) in zip(ids, enc.offset_mapping, strict=True)
-        ]
-        self._check_image_tokens(torch.tensor(ids))
-        return ids, labels
-
-    def pad_conversations(
-        self, encoded: Sequence[tuple[list[int], list[int]]]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Right-pad encoded conversations to ``(ids, mask, labels)`` tensors ``[B, L]``."""
-        length = max(len(ids) for ids, _ in encoded)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(encoded), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(encoded), length), dtype=torch.long)
-        labels = torch.full((len(encoded), length), -100, dtype=torch.long)
-        for row, (seq, lab) in enumerate(encoded):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-            labels[row, : len(lab)] = torch.tensor(lab)
-        return ids, mask, labels
-
-    def _check_image_tokens(self, ids: torch.Tensor) -> None:
-        found = int((ids == self.image_token_id).sum())
-        if found != self.num_placeholders:
-            raise ValueError(
-                f"{type(self).__name__}: the prompt holds {found} image tokens, the family "
-                f"expects {self.num_placeholders}; check the tokenizer's image token"
-            )
-
-    def answer_token_id(self, answer_prefix: str, word: str, sep: str = " ") -> int:
-        """The single token id that ``word`` becomes right after ``answer_prefix``.
-
-        Encodes the prefix with and without ``sep + word`` and takes the difference, so the
-        word is looked up in the form the model really sees (leading-space form included).
-
-        Raises:
-            ValueError: The word is not exactly one token of this tokenizer; names the word.
-        """
-        base = self.tokenizer(answer_prefix, add_special_tokens=False).input_ids
-        full = self.tokenizer(f"{answer_prefix}{sep}{word}", add_special_tokens=False).input_ids
-        extra = full[len(base) :]
-        if full[: len(base)] != base or len(extra) != 1:
-            pieces = self.tokenizer.convert_ids_to_tokens(extra or full)
-            raise ValueError(
-                f"word {word!r} is not a single token of the {self.family} tokenizer after "
-                f"{answer_prefix!r} (it becomes {pieces}); choose another word"
-            )
-        return extra[0]
-
-    def first_answer_token_id(self, word: str) -> int:
-        """Token id of ``word`` as the first token of an answer (e.g. an option letter)."""
-        return self.answer_token_id(self.template.assistant_marker, word, self.template.answer_lead)
 
     # ---------------------------------------------------------------- forward
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
