@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from iqa_lightning.models.backbones.attention import AttentionReadout
 from iqa_lightning.models.backbones.blocks import checkpointing_blocks, set_gradient_checkpointing
 from iqa_lightning.models.backbones.loading import DTYPES, load_pretrained, resolve_dtype
 from iqa_lightning.models.backbones.text import ChatTemplate, PromptEncoding
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-class Backbone(PromptEncoding, nn.Module):
+class Backbone(PromptEncoding, AttentionReadout, nn.Module):
     """A frozen multimodal LM that scores the token after an answer prefix.
 
     A family is one subclass, registered with
@@ -56,8 +57,10 @@ class Backbone(PromptEncoding, nn.Module):
     - :meth:`projector`, :meth:`vision_tower`, :meth:`language_model`, :meth:`final_norm`,
       :meth:`lm_head`: the parts LoRA, the prompter and the logit lens reach.
 
-    Prompt and conversation encoding come from :class:`~.text.PromptEncoding`, checkpoint
-    loading helpers from :mod:`.loading`.
+    Prompt and conversation encoding come from :class:`~.text.PromptEncoding`, the attention
+    read-out at the answer position from :class:`~.attention.AttentionReadout`
+    (:meth:`attention_modules` is its extension point), checkpoint loading helpers from
+    :mod:`.loading`.
 
     Args:
         model: The ``transformers`` model (``...ForConditionalGeneration``).
