@@ -296,19 +296,23 @@ class Backbone(PromptEncoding, AttentionReadout, nn.Module):
         return (pixels.float() - self.image_mean) / self.image_std
 
     def _forward(self, pixels, input_ids, attention_mask=None, **kwargs):
-        batch = pixels.shape[0]
-        input_ids = input_ids.to(pixels.device)
+        # pixels=None: a text-only forward; the prompt must then hold no image token.
+        if pixels is None:
+            device, batch = self.lm_head().weight.device, input_ids.shape[0]
+        else:
+            device, batch = pixels.device, pixels.shape[0]
+        input_ids = input_ids.to(device)
         if input_ids.shape[0] == 1 and batch > 1:
             input_ids = input_ids.expand(batch, -1)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        attention_mask = attention_mask.to(pixels.device).expand_as(input_ids)
+        attention_mask = attention_mask.to(device).expand_as(input_ids)
         return self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             use_cache=False,
             **self.text_inputs(input_ids, attention_mask),
-            **self.pixel_inputs(pixels),
+            **(self.pixel_inputs(pixels) if pixels is not None else {}),
             **kwargs,
         )
 
@@ -348,7 +352,9 @@ class Backbone(PromptEncoding, AttentionReadout, nn.Module):
         """Logits of the token that follows the prompt, one row per image, in fp32.
 
         Args:
-            pixels: ``[B, 3, H, W]`` in [0, 1] at ``image_size`` (after any pixel prompt).
+            pixels: ``[B, 3, H, W]`` in [0, 1] at ``image_size`` (after any pixel prompt), or
+                None for a text-only prompt (no image token in ``input_ids``; every method
+                that runs the model takes None the same way).
             input_ids: ``[1, L]`` (one prompt for all) or ``[B, L]`` left-padded prompt ids.
             attention_mask: ``[B, L]`` for left-padded prompts; all ones when None.
 
