@@ -4,8 +4,8 @@ Each analysis is one module with the same parts:
 
 - ``check(options)``: the options are usable (a :class:`~iqa_lightning.cli.ConfigError` if not);
 
-- ``compute(scorer, pixels, options)``: what one batch gives, a dict of CPU tensors whose first
-  dimension is the image (run inside ``Trainer.predict``, so the scorer's own forward path is
+- ``compute(scorer, pixels, options, batch=None)``: what one batch gives, a dict of CPU tensors
+  whose first dimension is the image (run inside ``Trainer.predict``, so the scorer's own forward path is
   used: pixel prompt, feature prompter hook, precision and device of the ``trainer`` preset);
 - ``summarise(batches, scorer, options)``: the per-batch outputs (with ``image_id``) -> a result;
 - ``write(result, folder)``: the result's files under ``folder``; returns their paths.
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iqa_lightning.analysis import instability, logit_lens
+from iqa_lightning.analysis import attention, instability, logit_lens
 from iqa_lightning.analysis.common import (
     AnalysisStep,
     analysis_trainer,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import lightning as L
     import torch
 
-ANALYSES = {"logit_lens": logit_lens, "instability": instability}
+ANALYSES = {"logit_lens": logit_lens, "instability": instability, "attention": attention}
 
 
 def run_analysis(

@@ -11,8 +11,9 @@ import torch
 
 
 class AnalysisStep(L.LightningModule):
-    """The predict step of an analysis: ``compute(scorer, batch["pixels"], options)`` plus the
-    batch's ``image_id``.
+    """The predict step of an analysis: ``compute(scorer, batch["pixels"], options, batch)``
+    plus the batch's ``image_id`` (the whole batch goes along for what an analysis reads besides
+    the pixels, e.g. a given description).
 
     Args:
         model: The :class:`~iqa_lightning.module.IQAModule` (a rebuilt run).
@@ -27,7 +28,7 @@ class AnalysisStep(L.LightningModule):
         self.options = options
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
-        out = self.compute(self.model.scorer, batch["pixels"], self.options)
+        out = self.compute(self.model.scorer, batch["pixels"], self.options, batch)
         out = {k: v.detach().cpu() for k, v in out.items()}
         ids = batch.get("image_id", batch.get("image"))
         if ids is None:

@@ -80,7 +80,7 @@ def check(options: Mapping) -> None:
     Sampling.of(options)
 
 
-def compute(scorer, pixels: torch.Tensor, options: Mapping) -> dict[str, torch.Tensor]:
+def compute(scorer, pixels: torch.Tensor, options: Mapping, batch=None) -> dict[str, torch.Tensor]:
     """One batch: ``level_logits`` ``[B, words]`` (fp32), read through the scorer's own forward
     path (:meth:`~iqa_lightning.models.scorer.LMMWordScorer.logits`)."""
     logits = scorer.logits(pixels)

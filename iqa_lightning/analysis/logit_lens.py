@@ -68,7 +68,7 @@ def _top_k(options: Mapping) -> int:
     return k
 
 
-def compute(scorer, pixels: torch.Tensor, options: Mapping) -> dict[str, torch.Tensor]:
+def compute(scorer, pixels: torch.Tensor, options: Mapping, batch=None) -> dict[str, torch.Tensor]:
     """One batch: ``probability`` / ``renormalised`` ``[B, layers, words]``, ``top_ids`` /
     ``top_probs`` ``[B, layers, top_k]`` and ``prob_sum`` ``[1, layers, vocab]`` (the batch's
     sum of the full-vocabulary distributions)."""

@@ -74,7 +74,7 @@ class AttentionReadout:
 
     def last_token_attention(
         self,
-        pixels: torch.Tensor,
+        pixels: torch.Tensor | None,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -85,7 +85,8 @@ class AttentionReadout:
         ``query x key`` maps are never held for all layers at once.
 
         Args:
-            pixels: ``[B, 3, H, W]`` in [0, 1] (after any pixel prompt).
+            pixels: ``[B, 3, H, W]`` in [0, 1] (after any pixel prompt), or None for a
+                text-only prompt.
             input_ids: ``[1, L]`` or ``[B, L]`` left-padded prompt ids.
             attention_mask: ``[B, L]``; all ones when None.
 
