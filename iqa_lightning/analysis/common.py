@@ -13,7 +13,8 @@ import torch
 class AnalysisStep(L.LightningModule):
     """The predict step of an analysis: ``compute(scorer, batch["pixels"], options, batch)``
     plus the batch's ``image_id`` (the whole batch goes along for what an analysis reads besides
-    the pixels, e.g. a given description).
+    the pixels, e.g. a given description). Tensors come back on the CPU; other values (lists
+    of texts) as they are.
 
     Args:
         model: The :class:`~iqa_lightning.module.IQAModule` (a rebuilt run).
@@ -29,7 +30,7 @@ class AnalysisStep(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
         out = self.compute(self.model.scorer, batch["pixels"], self.options, batch)
-        out = {k: v.detach().cpu() for k, v in out.items()}
+        out = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in out.items()}
         ids = batch.get("image_id", batch.get("image"))
         if ids is None:
             first = batch_idx * len(batch["pixels"])
