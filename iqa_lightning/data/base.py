@@ -9,6 +9,10 @@ Batches are dicts:
     ``target``   float32 [B] quality in [0, 1], higher is better
     ``mos_raw``  float32 [B] the score as the annotation file gives it
     ``image_id`` list[str]
+    ``target_std``  float32 [B] rating std in target units (``mos_std / (hi - lo)``), where
+                    every image of the dataset has one
+    ``target_hist`` float32 [B, L] rating histogram, worst level first, with
+                    ``target=histogram``
 
 The torch dataset of one split and the loader settings live in :mod:`.dataset`.
 """
@@ -44,7 +48,10 @@ from .spec import DatasetSpec
 from .split_files import DEFAULT_SPLIT_COLUMN, resolve_split_file, split_from_file
 from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios
 
-__all__ = ["IQADataModule", "IQAImageDataset", "LabelledImage"]
+__all__ = ["TARGETS", "IQADataModule", "IQAImageDataset", "LabelledImage", "check_histograms"]
+
+#: ``dataset.target``: what batches carry besides the score.
+TARGETS = ("mos", "histogram")
 
 logger = logging.getLogger("iqa_lightning.data")
 
@@ -88,6 +95,9 @@ class IQADataModule(L.LightningDataModule, ABC):
             (default ``split``). (With ``split="pyiqa"``: a split column of pyiqa's file.)
         split_image_column: With ``split="column"``: the column of ``split_file`` holding the
             image names; None: the column that matches the most image names.
+        target: ``"mos"``: batches carry the score (and its rating std where the dataset has
+            one); ``"histogram"``: they also carry each image's rating histogram
+            (``target_hist``), which ``module.loss=soft_label`` then trains towards.
     """
 
     #: The dataset's facts; ``name``, ``mos_range``, ``higher_better`` and ``split`` left at
@@ -116,6 +126,7 @@ class IQADataModule(L.LightningDataModule, ABC):
         split_image_column: str | None = None,
         check_images: str = "off",
         resize: str = "squash",
+        target: str = "mos",
     ):
         super().__init__()
         spec = self.spec
@@ -159,6 +170,9 @@ class IQADataModule(L.LightningDataModule, ABC):
             )
         self.check_images = check_images
         self.name = str(name)
+        if target not in TARGETS:
+            raise ValueError(f"dataset.target must be one of {list(TARGETS)}, got {target!r}")
+        self.target = target
         self.resize = check_resize(resize)
         self.cache = make_image_cache(cache, cache_dir, self.image_size, self.resize)
         self.cache_dir = None if cache_dir is None else Path(os.path.expanduser(str(cache_dir)))
@@ -213,6 +227,8 @@ class IQADataModule(L.LightningDataModule, ABC):
                     f"{self.name}: after skipping {len(skipped)} bad image(s) the '{name}' split "
                     "is empty; fix or restore the listed files"
                 )
+        if self.target == "histogram":
+            check_histograms(kept, self.name)
         self._skipped = skipped
         self._assignment = {r.image_id: assignment[r.image_id] for r in kept}
         self._records = kept
@@ -269,6 +285,16 @@ class IQADataModule(L.LightningDataModule, ABC):
         value = min(max((mos - lo) / (hi - lo), 0.0), 1.0)
         return value if self.higher_better else 1.0 - value
 
+    def target_bounds(self) -> tuple[float, float]:
+        """The lowest and highest target over every image of the dataset (all splits): the
+        range Q-Align and DeQA-Score cut into levels (``module.levels.range=observed``)."""
+        targets = [self.to_target(r.mos_raw) for r in self._require_setup()]
+        return min(targets), max(targets)
+
+    def has_std(self) -> bool:
+        """Whether every image has a rating std (batches then carry ``target_std``)."""
+        return all(r.mos_std is not None for r in self._require_setup())
+
     def records(self, split: str | None = None) -> list[ImageRecord]:
         """Records in file order, optionally only those of one split."""
         kept = self._require_setup()
@@ -309,8 +335,17 @@ class IQADataModule(L.LightningDataModule, ABC):
         """The torch dataset of one split, or of every image for ``"all"`` (flips only in train)."""
         if split != "all":
             check_split_name(split)
+        lo, hi = self.mos_range
+        with_std, with_hist = self.has_std(), self.target == "histogram"
         items = [
-            LabelledImage(r.image_id, str(r.path), float(r.mos_raw), self.to_target(r.mos_raw))
+            LabelledImage(
+                r.image_id,
+                str(r.path),
+                float(r.mos_raw),
+                self.to_target(r.mos_raw),
+                target_std=float(r.mos_std) / (hi - lo) if with_std else None,
+                histogram=tuple(r.rating_counts) if with_hist else None,
+            )
             for r in self.records(None if split == "all" else split)
         ]
         hflip = self.hflip and split == "train"
@@ -346,3 +381,29 @@ class IQADataModule(L.LightningDataModule, ABC):
         if self._records is None:
             raise RuntimeError(f"{self.name}: call setup() before using the data module")
         return self._records
+
+
+def check_histograms(records: Sequence[ImageRecord], name: str) -> None:
+    """Raise unless every record has a rating histogram of the same length, none negative or
+    empty (``dataset.target=histogram``).
+
+    Raises:
+        AnnotationError: Naming the dataset and the first image at fault.
+    """
+    sizes = set()
+    for record in records:
+        counts = record.rating_counts
+        if counts is None:
+            raise AnnotationError(
+                f"{name}: dataset.target=histogram needs each image's rating histogram, but "
+                f"'{record.image_id}' has none; only KonIQ-10k's label files (columns c1..c5) "
+                "give one here; use dataset.target=mos"
+            )
+        if any(c < 0 for c in counts) or sum(counts) <= 0:
+            raise AnnotationError(
+                f"{name}: the rating histogram of '{record.image_id}' ({list(counts)}) has a "
+                "negative count or no ratings"
+            )
+        sizes.add(len(counts))
+    if len(sizes) > 1:
+        raise AnnotationError(f"{name}: rating histograms of different lengths {sorted(sizes)}")

@@ -5,6 +5,8 @@ Samples are dicts:
     ``target``   float32 [] quality in [0, 1], higher is better
     ``mos_raw``  float32 [] the score as the annotation file gives it
     ``image_id`` str
+    ``target_std``  float32 [] (where the dataset gives rating stds) their std in target units
+    ``target_hist`` float32 [L] (``dataset.target=histogram``) the rating histogram, worst first
 
 :func:`make_loader` batches them (or any dict samples) with the package's loader settings.
 """
@@ -25,12 +27,15 @@ __all__ = ["IQAImageDataset", "LabelledImage", "make_loader"]
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """What the dataset needs to produce one sample."""
+    """What the dataset needs to produce one sample (``target_std`` and ``histogram`` become
+    the sample's ``target_std`` and ``target_hist`` when set)."""
 
     image_id: str
     path: str
     mos_raw: float
     target: float
+    target_std: float | None = None
+    histogram: tuple[float, ...] | None = None
 
 
 class IQAImageDataset(Dataset):
@@ -70,12 +75,17 @@ class IQAImageDataset(Dataset):
             array = resize_to_array(load_rgb(item.path), self.image_size, resize=self.resize)
         if self.hflip and torch.rand(()) < 0.5:
             array = flip_left_right(array)
-        return {
+        sample = {
             "pixels": array_to_tensor(array),
             "target": torch.tensor(item.target, dtype=torch.float32),
             "mos_raw": torch.tensor(item.mos_raw, dtype=torch.float32),
             "image_id": item.image_id,
         }
+        if item.target_std is not None:
+            sample["target_std"] = torch.tensor(item.target_std, dtype=torch.float32)
+        if item.histogram is not None:
+            sample["target_hist"] = torch.tensor(item.histogram, dtype=torch.float32)
+        return sample
 
 
 def make_loader(

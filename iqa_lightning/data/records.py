@@ -43,6 +43,8 @@ class ImageRecord:
             meta-info CSV or from a split pickle); used by ``split="pyiqa"``.
         mos_std: Standard deviation of the ratings behind ``mos_raw``, on its scale, where the
             annotation file gives one (e.g. ``dataset=table`` with ``std_key``); else None.
+        rating_counts: The histogram of the ratings over the rating scale's levels, worst
+            first (KonIQ-10k's ``c1 .. c5``: counts or fractions), where the file gives one.
     """
 
     image_id: str
@@ -52,6 +54,7 @@ class ImageRecord:
     official_split: str | None = None
     source_split: str | None = None
     mos_std: float | None = None
+    rating_counts: tuple[float, ...] | None = None
 
 
 class AnnotationError(ValueError):

@@ -48,6 +48,9 @@ from .fixtures_more import (
 CONF = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 IMAGE_SIZE = 16
 BATCH_KEYS = {"pixels", "target", "mos_raw", "image_id"}
+#: Keys a batch has where the dataset gives them: the rating std (KonIQ-10k, KADID-10k, tables
+#: with a std column).
+OPTIONAL_KEYS = {"target_std"}
 
 
 def _table(tmp_path: Path) -> dict:
@@ -191,7 +194,11 @@ def test_batches_have_the_documented_keys_dtypes_and_shapes(module, split):
     loader = {"train": dm.train_dataloader, "val": dm.val_dataloader, "test": dm.test_dataloader}
     batch = next(iter(loader[split]()))
     size = min(3, counts[split])
-    assert set(batch) == BATCH_KEYS
+    assert BATCH_KEYS <= set(batch) <= BATCH_KEYS | OPTIONAL_KEYS
+    assert ("target_std" in batch) == dm.has_std()
+    if "target_std" in batch:
+        assert batch["target_std"].shape == (size,) and batch["target_std"].dtype == torch.float32
+        assert float(batch["target_std"].min()) > 0.0
     assert batch["pixels"].shape == (size, 3, IMAGE_SIZE, IMAGE_SIZE)
     assert batch["pixels"].dtype == torch.float32
     assert 0.0 <= float(batch["pixels"].min()) and float(batch["pixels"].max()) <= 1.0

@@ -15,6 +15,12 @@ By default (``score_column="auto"``) the module reads the 1-100 score from eithe
 ``mos_range`` is (1, 100) in both cases; pass ``score_column="MOS"`` together with
 ``mos_range=(1, 5)`` to train on the raw 1-5 mean of the scores file.
 
+Both files (and pyiqa's) also give ``SD``, the std of an image's ratings on the 1-5 rating
+scale, and its rating histogram ``c1 .. c5`` (fractions in the sets file, counts in the scores
+file). ``SD`` becomes ``ImageRecord.mos_std`` on the score's own scale (``SD * (hi - lo) / 4``
+for ``mos_range=(lo, hi)``), so batches carry ``target_std = SD / 4``; ``c1 .. c5`` become
+``ImageRecord.rating_counts``, read (and required) with ``dataset.target=histogram``.
+
 pyiqa layout: ``meta_info_KonIQ10kDataset.csv`` (``img_name,mos,std,split,c1,...,c5,c_total``,
 ``mos`` on the 1-100 scale) with an image folder as above. pyiqa's ``split`` column codes the
 official sets: ``0`` training (7058 images), ``1`` validation (1000), ``2`` test (2015), as its
@@ -28,7 +34,7 @@ import os
 from pathlib import Path
 
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
-from ..records import AnnotationError, ImageRecord, read_annotation_csv
+from ..records import AnnotationError, ImageRecord, parse_line_number, read_annotation_csv
 from ..spec import DatasetSpec
 from ..splits import SplitError
 
@@ -40,6 +46,10 @@ KONIQ_IMAGE_DIRS = ("512x384", "1024x768")
 #: pyiqa's codes for the official sets in the ``split`` column of its meta-info file.
 KONIQ_PYIQA_SPLIT_CODES = {"0": "train", "1": "val", "2": "test"}
 _AUTO_SCORE_COLUMN = {KONIQ_SETS_FILE: "MOS", KONIQ_SCORES_FILE: "MOS_zscore"}
+#: The rating histogram's columns, worst rating first.
+KONIQ_HISTOGRAM = ("c1", "c2", "c3", "c4", "c5")
+#: The rating std's column (1-5 rating scale) in the published files and in pyiqa's.
+KONIQ_STD = {"published": "SD", "pyiqa": "std"}
 
 
 class KonIQDataModule(PyiqaLayoutDataModule):
@@ -104,7 +114,28 @@ class KonIQDataModule(PyiqaLayoutDataModule):
         return super().read_pyiqa()
 
     def pyiqa_record(self, row: MetaRow) -> ImageRecord:
-        return ImageRecord(row.name, self._images / row.name, row.mos)
+        std, counts = self._std_and_histogram(row.source, row.line, row.values, KONIQ_STD["pyiqa"])
+        return ImageRecord(
+            row.name, self._images / row.name, row.mos, mos_std=std, rating_counts=counts
+        )
+
+    def _std_and_histogram(self, path: Path, line: int, values: dict[str, str], std_column: str):
+        """The rating std on the score's scale and the histogram of one row (None where the
+        file has no such column; the histogram only with ``target=histogram``)."""
+        std = None
+        if std_column in values:
+            lo, hi = self.mos_range
+            std = parse_line_number(path, line, std_column, values[std_column]) * (hi - lo) / 4
+        counts = None
+        if self.target == "histogram":
+            missing = [c for c in KONIQ_HISTOGRAM if c not in values]
+            if missing:
+                raise AnnotationError(
+                    f"{path}: dataset.target=histogram needs the rating histogram columns "
+                    f"{list(KONIQ_HISTOGRAM)}; missing {missing}"
+                )
+            counts = tuple(parse_line_number(path, line, c, values[c]) for c in KONIQ_HISTOGRAM)
+        return std, counts
 
     def resolve_image_dir(self) -> Path:
         """The image folder in use."""
@@ -139,8 +170,12 @@ class KonIQDataModule(PyiqaLayoutDataModule):
         column = self.score_column
         if column == "auto":
             column = _AUTO_SCORE_COLUMN.get(labels.name, "MOS")
+        histogram = KONIQ_HISTOGRAM if self.target == "histogram" else ()
         header, rows = read_annotation_csv(
-            labels, required=("image_name", column), numeric=(column,), unique="image_name"
+            labels,
+            required=("image_name", column, *histogram),
+            numeric=(column,),
+            unique="image_name",
         )
         has_sets = "set" in header
         if self.split == "official" and not has_sets:
@@ -149,12 +184,19 @@ class KonIQDataModule(PyiqaLayoutDataModule):
                 f"{KONIQ_SETS_FILE}, but {labels} has none; put that file in '{self.root}' or "
                 "use dataset.split=random"
             )
-        return [
-            ImageRecord(
-                image_id=row["image_name"],
-                path=images / row["image_name"],
-                mos_raw=row.numbers[column],
-                official_split=row["set"] if has_sets else None,
+        records = []
+        for row in rows:
+            std, counts = self._std_and_histogram(
+                labels, row.line, row.values, KONIQ_STD["published"]
             )
-            for row in rows
-        ]
+            records.append(
+                ImageRecord(
+                    image_id=row["image_name"],
+                    path=images / row["image_name"],
+                    mos_raw=row.numbers[column],
+                    official_split=row["set"] if has_sets else None,
+                    mos_std=std,
+                    rating_counts=counts,
+                )
+            )
+        return records
