@@ -381,17 +381,30 @@ class Backbone(PromptEncoding, AttentionReadout, nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, pixels: torch.Tensor, questions: Sequence[str], max_new_tokens: int = 48
+        self,
+        pixels: torch.Tensor,
+        questions: Sequence[str],
+        max_new_tokens: int = 48,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
     ) -> list[str]:
-        """Greedy answers to one question per image (for explanations; scoring never generates)."""
+        """Answers to one question per image (for explanations; scoring never generates).
+
+        Greedy at ``temperature=0`` (default); otherwise sampled from the softmax of the logits
+        divided by ``temperature`` within the ``top_p`` nucleus, from torch's global generator
+        (seed it for repeatable draws)."""
         ids, mask = self.encode_prompts(questions)
         ids, mask = ids.to(pixels.device), mask.to(pixels.device)
         extra = {k: v for k, v in self.text_inputs(ids, mask).items() if k != "position_ids"}
+        sampling: dict = {"do_sample": False}
+        if temperature > 0:
+            sampling = {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p),
+                        "top_k": 0}  # fmt: skip
         out = self.model.generate(
             input_ids=ids,
             attention_mask=mask,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
+            **sampling,
             pad_token_id=self.tokenizer.pad_token_id,
             **extra,
             **self.pixel_inputs(pixels),
