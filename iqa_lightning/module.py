@@ -34,6 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from iqa_lightning.metrics import correlation_metrics
+from iqa_lightning.models.levels import (
+    LEVEL_LOSSES,
+    LevelTargets,
+    check_level_words,
+    histogram_labels,
+)
 from iqa_lightning.models.lora import add_lora
 from iqa_lightning.models.score import WordScore
 from iqa_lightning.models.scorer import LMMWordScorer
@@ -90,8 +96,21 @@ class IQAModule(L.LightningModule):
             ``warmup_ratio``, ``scheduler_interval``, ``lr`` (per-group learning rates).
         lora: ``add_lora`` keyword arguments, or None for no LoRA.
         task_weights: Loss weight per training task (``score``, ``instruct``).
-        loss: ``mse``, ``l1`` or ``smooth_l1`` between score and target.
+        loss: ``mse``, ``l1`` or ``smooth_l1`` between score and target; ``level_ce``
+            (Q-Align: cross-entropy on each image's level word) or ``soft_label`` (DeQA-Score:
+            KL to the level distribution of its score and rating std, or of its rating
+            histogram), which need a score head of 5 level words, best first
+            (:mod:`~iqa_lightning.models.levels`).
+        levels: :class:`~iqa_lightning.models.levels.LevelTargets` keyword arguments
+            (``module.levels``): ``range``, ``density``, ``min_std``, ``max_shift``, ``std``,
+            ``softmax``.
+        scorer: ``(backbone, prompt, score) -> scorer`` (e.g. a ``functools.partial`` of a
+            :class:`~iqa_lightning.models.scorer.LMMWordScorer` subclass); None: an
+            :class:`~iqa_lightning.models.scorer.LMMWordScorer`.
     """
+
+    #: Constructor arguments kept out of ``hparams`` (modules and objects, not plain values).
+    hparams_ignore: tuple[str, ...] = ("backbone", "prompt", "score", "phases", "scorer")
 
     def __init__(
         self,
@@ -102,23 +121,36 @@ class IQAModule(L.LightningModule):
         lora: dict[str, Any] | None = None,
         task_weights: dict[str, float] | None = None,
         loss: str = "mse",
+        levels: dict[str, Any] | None = None,
+        scorer: Any = None,
     ) -> None:
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"module.loss={loss!r} must be one of {sorted(LOSSES)}")
+        if loss not in LOSSES and loss not in LEVEL_LOSSES:
+            raise ValueError(
+                f"module.loss={loss!r} must be one of {sorted(LOSSES) + list(LEVEL_LOSSES)}"
+            )
+        if loss in LEVEL_LOSSES:
+            check_level_words(loss, score.words, score.weights.tolist(), score.name)
+        self.levels = LevelTargets(**(levels or {}))
         self.plan = PhasePlan(phases)
-        self.save_hyperparameters(ignore=["backbone", "prompt", "score", "phases"])
+        self.save_hyperparameters(ignore=list(self.hparams_ignore))
         if lora:
             add_lora(backbone, **lora)
         if isinstance(prompt, functools.partial) or not isinstance(prompt, nn.Module):
             prompt = prompt(backbone=backbone)
-        scorer = LMMWordScorer(backbone, prompt, score)
+        scorer = (scorer or LMMWordScorer)(backbone, prompt, score)
         # The parts stay attributes of the module: parameter names are backbone.*, prompt.*, ...
         for name, part in scorer.parts().items():
             setattr(self, name, part)
         scorer.attach(self)
         self.scorer = scorer
-        self.loss_fn = LOSSES[loss]
+        self.loss_name = loss
+        self.loss_fn = LOSSES.get(loss)
+        if loss in LEVEL_LOSSES and not hasattr(scorer, "logits"):
+            raise ValueError(
+                f"module.loss={loss} trains the level words' logits; "
+                f"{type(scorer).__name__} gives none"
+            )
         self.task_weights = {"score": 1.0, "instruct": 1.0, **(task_weights or {})}
         self.val_metrics = correlation_metrics("val/")
         self.test_metrics = correlation_metrics("test/")
@@ -222,6 +254,12 @@ class IQAModule(L.LightningModule):
         """Quality scores ``[B]`` (fp32) for ``[B, 3, R, R]`` pixels in [0, 1]."""
         return self.scorer(pixels)
 
+    def score_batch(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Scores ``[B]`` of a score batch: the scorer's ``score_batch`` when it reads more of
+        the batch than the pixels (e.g. image ids), else :meth:`forward` on ``pixels``."""
+        read = getattr(self.scorer, "score_batch", None)
+        return read(batch) if read is not None else self(batch["pixels"])
+
     def _needs(self, task: str) -> None:
         if task not in self.scorer.tasks:
             raise ValueError(
@@ -265,8 +303,7 @@ class IQAModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         task = task_of(batch)
         if task == "score":
-            scores = self(batch["pixels"])
-            loss = self.loss_fn(scores, batch["target"].float())
+            _, loss, _ = self.score_step(batch)
         elif task == "instruct":
             loss = self.instruct_loss(batch)
         else:
@@ -292,16 +329,13 @@ class IQAModule(L.LightningModule):
                 add_dataloader_idx=False,
             )  # fmt: skip
             return
-        scores = self(batch["pixels"])
+        scores, loss, probs = self.score_step(batch, with_loss=stage == "val")
         target = batch["target"].float()
         # fp64 figures whatever the precision, and whatever the sharding across DDP ranks.
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(scores.double(), target.double())
         if stage == "val":
-            self.log(
-                "val/loss", self.loss_fn(scores, target), batch_size=len(scores),
-                add_dataloader_idx=False,
-            )  # fmt: skip
+            self.log("val/loss", loss, batch_size=len(scores), add_dataloader_idx=False)
             return
         for image_id, mos, tgt, score in zip(
             batch["image_id"], batch["mos_raw"].tolist(), target.tolist(), scores.tolist(),
@@ -310,6 +344,66 @@ class IQAModule(L.LightningModule):
             self.test_rows.append(
                 {"image_id": image_id, "mos_raw": mos, "target": tgt, "score": score}
             )
+        if probs is not None:
+            self._add_distributions(self.test_rows[-len(scores) :], batch, probs)
+
+    def score_step(
+        self, batch: dict[str, Any], with_loss: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Scores ``[B]`` of a score batch, the loss against its targets (``module.loss``;
+        None without ``with_loss``) and the score words' probabilities ``[B, words]`` (None for
+        a scorer without word logits)."""
+        level_loss = self.loss_name in LEVEL_LOSSES
+        reads_batch = getattr(self.scorer, "score_batch", None) is not None
+        if not level_loss and (reads_batch or not hasattr(self.scorer, "logits")):
+            scores = self.score_batch(batch)
+            loss = self.loss_fn(scores, batch["target"].float()) if with_loss else None
+            return scores, loss, None
+        logits = self.scorer.logits(batch["pixels"])
+        scores = self.score(logits)
+        with torch.autocast(logits.device.type, enabled=False):
+            probs = self.score.probabilities(logits)
+        loss = None
+        if with_loss and level_loss:
+            loss = self.levels.loss(self.loss_name, logits, self.score.token_ids, batch)
+        elif with_loss:
+            loss = self.loss_fn(scores, batch["target"].float())
+        return scores, loss, probs
+
+    def target_distribution(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """``[B, 5]`` level distribution each image is trained towards, best first: its rating
+        histogram where the batch has one, else the ``soft_label`` or (one-hot) ``level_ce``
+        target; None for other losses or before the level range is known."""
+        if "target_hist" in batch:
+            return histogram_labels(batch["target_hist"])
+        if self.loss_name not in LEVEL_LOSSES or not self.levels.ready:
+            return None
+        if self.loss_name == "soft_label":
+            return self.levels.soft_labels(batch)
+        index = self.levels.level_index(batch["target"])
+        return F.one_hot(index, len(self.score.words)).double()
+
+    def _add_distributions(self, rows, batch, probs) -> None:
+        """Per-level columns of test rows: ``p_<word>`` predicted, ``target_<word>`` target."""
+        words = self.score.words
+        targets = self.target_distribution(batch)
+        if targets is not None and targets.shape[-1] != len(words):
+            targets = None
+        for i, row in enumerate(rows):
+            row.update({f"p_{w}": float(p) for w, p in zip(words, probs[i].tolist(), strict=True)})
+            if targets is not None:
+                values = targets[i].tolist()
+                row.update({f"target_{w}": float(t) for w, t in zip(words, values, strict=True)})
+
+    def setup(self, stage: str) -> None:
+        """Level losses: take the dataset's observed target range from the data module."""
+        if self.loss_name not in LEVEL_LOSSES:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule = getattr(datamodule, "score_datamodule", datamodule)
+        bounds = getattr(datamodule, "target_bounds", None)
+        if bounds is not None:
+            self.levels.set_bounds(bounds())
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
         self._eval_step(batch, "val")

@@ -41,8 +41,9 @@ log = logging.getLogger("iqa_lightning.score")
 
 
 class ScoringStep(L.LightningModule):
-    """The predict step of an :class:`~iqa_lightning.module.IQAModule`: scores ``[B]`` of
-    ``batch["pixels"]``.
+    """The predict step of an :class:`~iqa_lightning.module.IQAModule`: scores ``[B]`` of a
+    batch (:meth:`~iqa_lightning.module.IQAModule.score_batch`: its pixels, and its image ids
+    for a scorer that reads them).
 
     Args:
         model: The module (a rebuilt run or a zero-shot model).
@@ -60,7 +61,8 @@ class ScoringStep(L.LightningModule):
         return self.model.backbone
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
-        return self.model(batch["pixels"])
+        read = getattr(self.model, "score_batch", None)
+        return read(batch) if read is not None else self.model(batch["pixels"])
 
 
 def _item(value: Any, i: int) -> Any:

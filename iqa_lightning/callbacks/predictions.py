@@ -2,7 +2,9 @@
 
 The rows are the module's: :class:`~iqa_lightning.module.IQAModule` gathers them across ranks
 at the end of its test epoch (``test_rows``), so every callback reading them after the test sees
-the same rows, whatever the order of the callbacks.
+the same rows, whatever the order of the callbacks. Rows that carry the description the score
+was read after (perception-then-inference runs) also go to ``descriptions_test.csv``
+(image_id, score, description).
 """
 
 from __future__ import annotations
@@ -16,18 +18,29 @@ import lightning as L
 from iqa_lightning.module import gather_rows
 
 COLUMNS = ("image_id", "mos_raw", "target", "score")
+DESCRIPTION_COLUMNS = ("image_id", "score", "description")
+DESCRIPTIONS_FILE = "descriptions_test.csv"
 
 
-def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_rows(path: Path, rows: list[dict[str, Any]], columns=COLUMNS) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
 
+def prediction_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """:data:`COLUMNS`, then the per-level columns the rows carry: ``p_<word>`` (the predicted
+    probability of each score word) and ``target_<word>`` (the level distribution the image is
+    trained towards, or its rating histogram), in the score head's word order."""
+    extra = [k for k in (rows[0] if rows else {}) if k.startswith(("p_", "target_"))]
+    return [*COLUMNS, *(k for k in extra if k not in COLUMNS)]
+
+
 class PredictionWriter(L.Callback):
-    """Writes ``predictions_test.csv`` (image_id, mos_raw, target, score) after each test.
+    """Writes ``predictions_test.csv`` (image_id, mos_raw, target, score, then the per-level
+    ``p_<word>`` / ``target_<word>`` columns where the rows have them) after each test.
 
     Reads the module's gathered ``test_rows`` and changes nothing on the module.
 
@@ -42,7 +55,9 @@ class PredictionWriter(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             rows = sorted(pl_module.test_rows, key=lambda r: r["image_id"])
-            write_rows(self.path, rows)
+            write_rows(self.path, rows, prediction_columns(rows))
+            if rows and "description" in rows[0]:
+                write_rows(self.path.parent / DESCRIPTIONS_FILE, rows, DESCRIPTION_COLUMNS)
 
 
-__all__ = ["COLUMNS", "PredictionWriter", "gather_rows", "write_rows"]
+__all__ = ["COLUMNS", "PredictionWriter", "gather_rows", "prediction_columns", "write_rows"]

@@ -12,6 +12,10 @@ templated data in the two real formats, so the instruction-tuning path runs offl
 - ``qbench_{train,val,test}.json`` (Q-Bench multiple choice): per distorted image a yes-or-no,
   a what and two how questions (2-4 candidates; concern distortion or other), plus one which-half
   question per composite.
+- ``descriptions.json`` (Q-Instruct format): per distorted image, one conversation answering
+  :data:`~.descriptions.PERCEPTION_QUESTION` with the description of its basic visual features
+  built from its true distortion and level (:func:`~.descriptions.synthetic_description`; the
+  perception stage's training text).
 
 References are split into train / val / test (seeded, or as given, e.g. the score data module's
 reference-disjoint split); conversations are written for train references only, so no
@@ -43,6 +47,7 @@ from ..datasets.synthetic import (
 from ..generated import GeneratedSet
 from ..images import load_rgb
 from ..records import AnnotationError, read_annotation_csv
+from .descriptions import PERCEPTION_QUESTION, describe_features, reference_content
 from .mixture import QBENCH_SPLIT_FILES, InstructDataModule
 from .templates import (
     PAIR_QUESTION,
@@ -55,6 +60,7 @@ from .templates import (
 )
 
 __all__ = [
+    "DESCRIPTIONS_FILE",
     "QBENCH_FILES",
     "QINSTRUCT_FILE",
     "SyntheticInstructDataModule",
@@ -64,9 +70,10 @@ __all__ = [
 
 logger = logging.getLogger("iqa_lightning.data")
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = "synthetic_instruct.json"
 QINSTRUCT_FILE = "q_instruct.json"
+DESCRIPTIONS_FILE = "descriptions.json"
 QBENCH_FILES = QBENCH_SPLIT_FILES
 COMPOSITE_DIR = "composites"
 _NAME = re.compile(r"I(\d+)_(\d+)_(\d+)\.png")
@@ -74,8 +81,9 @@ _SET = GeneratedSet("synthetic instruction set", MARKER, QINSTRUCT_FILE)
 
 
 def instruct_dirname(kadid_root: str | os.PathLike, seed: int = 0, splits=None) -> str:
-    """Folder name ``<kadid folder>_instruct_<hash of seed and splits>``."""
-    key = json.dumps({"seed": int(seed), "splits": _sorted(splits)}, sort_keys=True)
+    """Folder name ``<kadid folder>_instruct_<hash of version, seed and splits>``."""
+    key = {"seed": int(seed), "splits": _sorted(splits), "version": GENERATOR_VERSION}
+    key = json.dumps(key, sort_keys=True)
     return f"{Path(kadid_root).name}_instruct_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
@@ -154,6 +162,7 @@ def _read_kadid(root: Path) -> list[dict]:
                 "kind": DISTORTIONS[kind - 1][0],
                 "level": level,
                 "mos": row.numbers["dmos"],
+                "content": reference_content(int(match[1])),
             }
         )
     levels = max(image["level"] for image in images)
@@ -196,6 +205,7 @@ def _write(tmp, out_dir, kadid_root, images, assignment, seed) -> None:
         return Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
 
     conversations: list[dict] = []
+    descriptions: list[dict] = []
     questions: dict[str, list[dict]] = {name: [] for name in QBENCH_FILES}
     for image in images:
         split = assignment[image["ref"]]
@@ -204,6 +214,10 @@ def _write(tmp, out_dir, kadid_root, images, assignment, seed) -> None:
         stem = image["file"][: -len(".png")]
         if split == "train":
             conversations += image_conversations(stem, path, image, rng)
+            text = describe_features(image["content"], image["kind"], image["strength"])
+            descriptions.append(
+                conversation_record(f"{stem}-description", path, [(PERCEPTION_QUESTION, text)])
+            )
         questions[split] += image_questions(stem, path, image, rng)
     (tmp / COMPOSITE_DIR).mkdir()
     for pair in blur_pairs(images, image_dir, seed):
@@ -229,6 +243,7 @@ def _write(tmp, out_dir, kadid_root, images, assignment, seed) -> None:
             )
         )
     _dump(tmp / QINSTRUCT_FILE, conversations)
+    _dump(tmp / DESCRIPTIONS_FILE, descriptions)
     for name, file in QBENCH_FILES.items():
         _dump(tmp / file, questions[name])
 
