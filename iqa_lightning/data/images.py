@@ -23,6 +23,7 @@ __all__ = [
     "INTERPOLATIONS",
     "RESIZES",
     "check_resize",
+    "pad_square",
     "ImageLoadError",
     "array_to_tensor",
     "collate_samples",
@@ -188,7 +189,12 @@ def image_to_tensor(
 # - short_side_crop: resize the short side to the target keeping the aspect ratio, then take the
 #   centre square, as torchvision's ``Resize(size)`` + ``CenterCrop(size)`` do (the long side
 #   becomes ``int(size * long / short)``, the crop offset ``int(round((long - size) / 2))``).
-RESIZES = ("squash", "short_side_crop")
+# - pad_square: pad the short side to a square with PAD_COLOR, image centred (mPLUG-Owl2's
+#   expand2square), then resize both sides to the target: the default of the mPLUG-Owl2 presets.
+RESIZES = ("squash", "short_side_crop", "pad_square")
+#: The colour of ``pad_square``: CLIP's mean times 255, truncated, as mPLUG-Owl2 pads
+#: (``tuple(int(x * 255) for x in image_mean)``, Q-Align q_align/evaluate/scorer.py:47).
+PAD_COLOR = (122, 116, 104)
 
 
 def check_resize(resize: str) -> str:
@@ -207,7 +213,7 @@ def resize_to_array(
         img: PIL image; converted with :func:`to_rgb` when it is not RGB already.
         size: Output height and width in pixels.
         interpolation: A key of :data:`INTERPOLATIONS`.
-        resize: A key of :data:`RESIZES`: ``squash`` or ``short_side_crop``.
+        resize: A key of :data:`RESIZES`: ``squash``, ``short_side_crop`` or ``pad_square``.
 
     Returns:
         C-contiguous uint8 array of shape ``[size, size, 3]``.
@@ -223,9 +229,28 @@ def resize_to_array(
         img = to_rgb(img)
     if resize == "short_side_crop":
         img = _short_side_crop(img, size, INTERPOLATIONS[interpolation])
-    elif img.size != (size, size):
+        return np.array(img, dtype=np.uint8)
+    if resize == "pad_square":
+        img = pad_square(img)
+    if img.size != (size, size):
         img = img.resize((size, size), INTERPOLATIONS[interpolation])
     return np.array(img, dtype=np.uint8)
+
+
+def pad_square(img: Image.Image, color: tuple[int, int, int] = PAD_COLOR) -> Image.Image:
+    """Pad the short side to make a square, the image centred (offset rounded down).
+
+    Args:
+        img: RGB image.
+        color: Fill colour of the padding.
+    """
+    width, height = img.size
+    if width == height:
+        return img
+    side = max(width, height)
+    square = Image.new(img.mode, (side, side), color)
+    square.paste(img, ((side - width) // 2, (side - height) // 2))
+    return square
 
 
 def _short_side_crop(img: Image.Image, size: int, resample) -> Image.Image:

@@ -35,8 +35,9 @@ class ChatTemplate:
 
     @property
     def assistant_marker(self) -> str:
-        """The text right before an answer (end of ``first_user``)."""
-        return self.first_user.rsplit("{question}", 1)[1]
+        """The text right before an answer (end of ``first_user``, after the question and any
+        image that follows it)."""
+        return self.first_user.rsplit("{question}", 1)[1].rsplit("{image}", 1)[-1]
 
 
 class PromptEncoding:
@@ -111,19 +112,24 @@ class PromptEncoding:
             turns: ``(question, answer)`` pairs; the image goes with the first question.
         """
         text, spans = self.render_conversation(turns)
+        ids, offsets = self.encode_with_offsets(text)
+        labels = [
+            token if end > begin and any(s < end and begin < e for s, e in spans) else -100
+            for token, (begin, end) in zip(ids, offsets, strict=True)
+        ]
+        self._check_image_tokens(torch.tensor(ids))
+        return ids, labels
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids of a whole text and the character span ``[begin, end)`` of each id (a family
+        that splices an image id overrides it; the spliced id spans its placeholder text)."""
         if not getattr(self.tokenizer, "is_fast", False):
             raise TypeError(
                 f"{type(self).__name__}: labelling answers needs a fast tokenizer (character "
                 f"offsets); {type(self.tokenizer).__name__} is not one"
             )
         enc = self.tokenizer(text, return_offsets_mapping=True)
-        ids = list(enc.input_ids)
-        labels = [
-            token if end > begin and any(s < end and begin < e for s, e in spans) else -100
-            for token, (begin, end) in zip(ids, enc.offset_mapping, strict=True)
-        ]
-        self._check_image_tokens(torch.tensor(ids))
-        return ids, labels
+        return list(enc.input_ids), [tuple(span) for span in enc.offset_mapping]
 
     def pad_conversations(
         self, encoded: Sequence[tuple[list[int], list[int]]]
