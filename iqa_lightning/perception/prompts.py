@@ -12,9 +12,11 @@ placeholder tokens at the template's usual place (the family's first user turn);
 ``image=False`` uses the template's text-only turn (``next_user`` after ``system``), so the
 prompt holds no image token at all and the model reads the description alone.
 
-The spans are token positions ``[start, end)`` in the returned ids (for LLaVA and Qwen2-VL the
-same positions in the language model's sequence; a family that splices the image in maps them
-with :meth:`~iqa_lightning.models.backbones.attention.AttentionReadout.sequence_positions`).
+The ids come from the backbone's own ``encode_with_offsets`` (mPLUG-Owl2 splices its image id
+there). The spans are token positions ``[start, end)`` in the returned ids (for LLaVA and
+Qwen2-VL the same positions in the language model's sequence; a family that splices the image in
+maps them with
+:meth:`~iqa_lightning.models.backbones.attention.AttentionReadout.sequence_positions`).
 """
 
 from __future__ import annotations
@@ -131,8 +133,7 @@ def inference_prompt(
         turn = t.next_user.format(question=user)
     text = t.system + turn + (t.answer_lead + answer_prefix if answer_prefix else "")
     shift = len(head)
-    enc = backbone.tokenizer(text, return_offsets_mapping=True)
-    ids, offsets = list(enc.input_ids), list(enc.offset_mapping)
+    ids, offsets = backbone.encode_with_offsets(text)
     found = [i for i, token in enumerate(ids) if token == backbone.image_token_id]
     if image:
         backbone._check_image_tokens(torch.tensor(ids))
