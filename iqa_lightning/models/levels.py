@@ -213,20 +213,39 @@ class LevelTargets:
         self.max_shift = float(max_shift)
         self.std = None if std is None else float(std)
         self.softmax = softmax
-        self.bounds: tuple[float, float] = (0.0, 1.0)
+        self._bounds: tuple[float, float] | None = (0.0, 1.0) if range == "declared" else None
 
-    def set_bounds(self, observed: tuple[float, float] | None) -> None:
-        """The target range cut into levels: the observed ``(min, max)`` target of the dataset
-        for ``range=observed``, else ``[0, 1]`` (the declared ``mos_range``)."""
+    def set_bounds(self, observed: tuple[float, float]) -> None:
+        """Give the observed ``(min, max)`` target of the dataset's images (all splits); it is
+        the range cut into levels with ``range=observed`` and ignored with ``declared``."""
         if self.range == "observed":
-            if observed is None:
+            low, high = float(observed[0]), float(observed[1])
+            if not high > low:
                 raise ValueError(
-                    "module.levels.range=observed needs the dataset's scores (a data module with "
-                    "target_bounds()); use module.levels.range=declared"
+                    f"module.levels.range=observed: every image of the dataset has the score "
+                    f"{low} (target units), so there is no range to cut into levels"
                 )
-            self.bounds = (float(observed[0]), float(observed[1]))
-        else:
-            self.bounds = (0.0, 1.0)
+            self._bounds = (low, high)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the level range is known (always for ``declared``)."""
+        return self._bounds is not None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The target range cut into levels: the dataset's observed ``(min, max)`` for
+        ``range=observed``, ``(0, 1)`` (its declared ``mos_range``) for ``declared``.
+
+        Raises:
+            ValueError: ``range=observed`` before :meth:`set_bounds`.
+        """
+        if self._bounds is None:
+            raise ValueError(
+                "module.levels.range=observed needs the dataset's lowest and highest score: train "
+                "with a data module (it gives target_bounds()), or use module.levels.range=declared"
+            )
+        return self._bounds
 
     def level_index(self, target: torch.Tensor) -> torch.Tensor:
         """``[B]`` Q-Align level indices (0 = best) of ``[B]`` targets in [0, 1]."""

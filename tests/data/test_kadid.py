@@ -53,7 +53,9 @@ def test_labels_direction_and_range(tmp_path):
 def test_batch_contents(tmp_path):
     dm = make(write_kadid(tmp_path / "k"), image_size=20, hflip=False)
     batch = next(iter(dm.val_dataloader()))
-    assert set(batch) == {"pixels", "target", "mos_raw", "image_id"}
+    assert set(batch) == {"pixels", "target", "mos_raw", "image_id", "target_std"}
+    # dmos.csv's var 0.25 on the 1-5 scale: std 0.5, a quarter of that in target units
+    assert torch.allclose(batch["target_std"], torch.full((4,), 0.125))
     assert batch["pixels"].shape == (4, 3, 20, 20) and batch["pixels"].dtype == torch.float32
     assert 0.0 <= batch["pixels"].min() and batch["pixels"].max() <= 1.0
     assert batch["target"].shape == (4,) and batch["target"].dtype == torch.float32

@@ -189,7 +189,7 @@ def test_eval_loaders_follow_eval_tasks(files):
     assert mcq["pixels"].shape == (3, 3, 16, 16) and len(val[0].dataset) == 4
     assert len(test[0].dataset) == 3
     score = next(iter(val[1]))
-    assert set(score) == {"pixels", "target", "mos_raw", "image_id"}
+    assert set(score) == {"pixels", "target", "mos_raw", "image_id", "target_std"}  # KADID's var
     alone = make(files, score=False)
     alone.setup("validate")
     assert alone.eval_tasks == ["mcq"] and len(alone.val_dataloader()) == 1

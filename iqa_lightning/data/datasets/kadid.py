@@ -12,14 +12,18 @@ default ``reference_disjoint`` split keeps each reference in one split.
 
 pyiqa layout: ``meta_info_KADID10kDataset.csv`` (``ref_name,dist_name,dmos,std``) with
 ``images/``.
+
+``var`` (the variance of an image's ratings) gives ``ImageRecord.mos_std = sqrt(var)``, and
+pyiqa's ``std`` column the std itself, so batches carry ``target_std``.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
-from ..records import AnnotationError, ImageRecord, read_annotation_csv
+from ..records import AnnotationError, ImageRecord, parse_line_number, read_annotation_csv
 from ..spec import DatasetSpec
 
 __all__ = ["KADIDDataModule"]
@@ -54,7 +58,10 @@ class KADIDDataModule(PyiqaLayoutDataModule):
 
     def pyiqa_record(self, row: MetaRow) -> ImageRecord:
         path = self.root / KADID_IMAGE_DIR / row.name
-        return ImageRecord(row.name, path, row.mos, row.ref_name)
+        std = None
+        if "std" in row.values:
+            std = parse_line_number(row.source, row.line, "std", row.values["std"])
+        return ImageRecord(row.name, path, row.mos, row.ref_name, mos_std=std)
 
     def read_published(self) -> list[ImageRecord]:
         """Read ``dmos.csv``; image paths point into ``images/``."""
@@ -66,7 +73,7 @@ class KADIDDataModule(PyiqaLayoutDataModule):
             shown=[str(labels), f"{images}/"],
             present=Path.exists,
         )
-        _, rows = read_annotation_csv(
+        header, rows = read_annotation_csv(
             labels,
             required=("dist_img", "ref_img", "dmos"),
             numeric=("dmos",),
@@ -83,6 +90,15 @@ class KADIDDataModule(PyiqaLayoutDataModule):
                 path=images / row["dist_img"],
                 mos_raw=row.numbers["dmos"],
                 ref_id=row["ref_img"],
+                mos_std=_std(labels, row) if "var" in header else None,
             )
             for row in rows
         ]
+
+
+def _std(labels: Path, row) -> float:
+    """The rating std of a ``dmos.csv`` row: the square root of its ``var``."""
+    var = parse_line_number(labels, row.line, "var", row["var"])
+    if var < 0:
+        raise AnnotationError(f"{labels}, line {row.line}, column 'var': {var} is negative")
+    return math.sqrt(var)
