@@ -52,6 +52,7 @@ def load_mplug_owl2(pretrained: str, dtype: str = "bfloat16", attn_implementatio
         dtype=resolve_dtype(dtype),
         attn_implementation=attn_implementation,
         output_loading_info=True,
+        weights_only=True,  # pytorch_model*.bin: tensors only, no pickled code
     )
     missing = [k for k in info.get("missing_keys", ()) if not k.endswith("_pos_embed")]
     if missing:
