@@ -383,7 +383,7 @@ def time_forward(folder: Path, pixels_file: Path, prompt: str, reps: int, rounds
     if logits_out is not None:
         save_file({"logits": logits.contiguous()}, str(logits_out))
     print(json.dumps({"seconds": seconds, "median": statistics.median(seconds),
-                      "threads": torch.get_num_threads(), "input_ids": ids[0].tolist()}))  # fmt: skip
+                      "threads": torch.get_num_threads(), "torch": torch.__version__, "input_ids": ids[0].tolist()}))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
