@@ -19,6 +19,8 @@ __all__ = [
     "AGIQA_HEADER",
     "KADID_HEADER",
     "kadid_score",
+    "koniq_counts_of",
+    "koniq_sd_of",
     "koniq_set_of",
     "write_agiqa",
     "write_image",
@@ -120,7 +122,10 @@ def write_koniq(
 
     ``koniq10k_distributions_sets.csv`` holds the 1-100 ``MOS`` and the official ``set``;
     ``koniq10k_scores_and_distributions.csv`` holds the 1-5 ``MOS`` and the 1-100
-    ``MOS_zscore``. The i-th image has 1-100 score ``10 + 80 * i / (n_images - 1)``.
+    ``MOS_zscore``. The i-th image has 1-100 score ``10 + 80 * i / (n_images - 1)``. As in the
+    real files, the rating histogram ``c1 .. c5`` holds fractions in the sets file and counts
+    (summing to ``c_total``) in the scores file, and ``SD`` is on the 1-5 rating scale in both
+    (:func:`koniq_counts_of` and :func:`koniq_sd_of` give them).
 
     Args:
         root: Dataset root.
@@ -141,10 +146,14 @@ def write_koniq(
         write_image(root / image_dir / name, seed=i, size=size)
         score100 = 10.0 + 80.0 * i / max(1, n_images - 1)
         score5 = 1.0 + 4.0 * (score100 - 1.0) / 99.0
-        dist = _rating_distribution(score5)
-        counts = [f"{p:.4f}" for p in dist]
-        sets_rows.append([name, *counts, "100", f"{score100:.4f}", "0.55", koniq_set_of(i)])
-        score_rows.append([name, *counts, "100", f"{score5:.4f}", "0.55", f"{score100:.4f}"])
+        counts = koniq_counts_of(i, n_images)
+        total = sum(counts)
+        fractions = [f"{c / total:.12g}" for c in counts]
+        sd = f"{koniq_sd_of(i):.6f}"
+        sets_rows.append([name, *fractions, str(total), f"{score100:.4f}", sd, koniq_set_of(i)])
+        score_rows.append(
+            [name, *map(str, counts), str(total), f"{score5:.4f}", sd, f"{score100:.4f}"]
+        )
     if with_sets:
         _write_csv(root / "koniq10k_distributions_sets.csv", KONIQ_SETS_HEADER, sets_rows)
     if with_scores:
@@ -180,9 +189,17 @@ def write_agiqa(
     return root
 
 
-def _rating_distribution(score5: float) -> list[float]:
+def koniq_counts_of(index: int, n_images: int) -> list[int]:
+    """The rating counts ``c1 .. c5`` :func:`write_koniq` gives its ``index``-th image: about
+    100-120 ratings around its 1-5 score."""
+    score5 = 1.0 + 4.0 * (10.0 + 80.0 * index / max(1, n_images - 1) - 1.0) / 99.0
     weights = np.exp(-0.5 * ((np.arange(1, 6) - score5) / 0.7) ** 2)
-    return list(weights / weights.sum())
+    return [int(c) for c in np.round(weights / weights.sum() * (100 + index % 20))]
+
+
+def koniq_sd_of(index: int) -> float:
+    """The ``SD`` (1-5 rating scale) :func:`write_koniq` gives its ``index``-th image."""
+    return 0.4 + 0.05 * (index % 7)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
