@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iqa_lightning.analysis import attention, instability, logit_lens
+from iqa_lightning.analysis import attention, grounding, instability, logit_lens
 from iqa_lightning.analysis.common import (
     AnalysisStep,
     analysis_trainer,
@@ -33,7 +33,12 @@ if TYPE_CHECKING:
     import lightning as L
     import torch
 
-ANALYSES = {"logit_lens": logit_lens, "instability": instability, "attention": attention}
+ANALYSES = {
+    "logit_lens": logit_lens,
+    "instability": instability,
+    "attention": attention,
+    "grounding": grounding,
+}
 
 
 def run_analysis(
