@@ -1,7 +1,8 @@
 """CLIP encoders for RALI's scorer (arXiv 2510.11369, https://arxiv.org/abs/2510.11369).
 
 :class:`CLIPEncoder` holds a ``transformers`` ``CLIPModel`` (image AND text towers: the scorer
-runs the image tower, distillation embeds teacher texts with the text tower), its tokenizer and
+runs the image tower, distillation embeds teacher texts with the text tower,
+:class:`~iqa_lightning.models.rali.text.TextEmbedder`), its tokenizer and
 the image statistics its processor uses. Two presets build one (``conf/rali_encoder/``):
 
 * :func:`build_tiny_clip` (``tiny_clip``): a random CLIP from a config, tens of channels, a
@@ -56,24 +57,6 @@ class CLIPEncoder:
     def vision(self) -> CLIPVisionModelWithProjection:
         """The image tower and projection as one model (weights shared with :attr:`model`)."""
         return vision_tower(self.model)
-
-    @torch.no_grad()
-    def text_features(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """``[N, projection_dim]`` fp32 CLIP text embeddings (truncated at the model's length)."""
-        device = next(self.model.parameters()).device
-        length = self.model.config.text_config.max_position_embeddings
-        out = []
-        for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(
-                texts[start : start + batch_size], padding=True, truncation=True,
-                max_length=length, return_tensors="pt",
-            )  # fmt: skip
-            text = self.model.text_model(
-                input_ids=tokens["input_ids"].to(device),
-                attention_mask=tokens["attention_mask"].to(device),
-            )
-            out.append(self.model.text_projection(text.pooler_output).float())
-        return torch.cat(out) if out else torch.empty(0, self.model.config.projection_dim)
 
 
 def vision_tower(clip: CLIPModel | CLIPVisionModelWithProjection) -> CLIPVisionModelWithProjection:
