@@ -230,3 +230,26 @@ def test_test_rows_carry_predicted_and_target_distributions(backbone):
     assert sum(rows[0][f"p_{w}"] for w in words) == pytest.approx(1.0, abs=1e-5)
     labels = module.levels.soft_labels(batch_of(backbone.image_size))
     assert [rows[3][f"target_{w}"] for w in words] == pytest.approx(labels[3].tolist())
+
+
+def test_distribution_panel_shows_predicted_beside_target(tmp_path):
+    from iqa_lightning.callbacks.plots import distribution_figure, pick_spread
+
+    words = list(QALIGN_LEVELS)
+    rows = []
+    for i in range(10):
+        predicted = torch.softmax(torch.arange(5.0) * (i - 5) / 5, 0).tolist()
+        row = {"image_id": f"im{i}", "mos_raw": 1 + 0.4 * i, "target": i / 9, "score": i / 9}
+        row.update({f"p_{w}": p for w, p in zip(words, predicted, strict=True)})
+        row.update({f"target_{w}": float(w == "fair") for w in words})
+        rows.append(row)
+    picked = pick_spread(rows, 4)
+    assert [r["image_id"] for r in picked] == ["im0", "im3", "im6", "im9"]
+    fig = distribution_figure(rows, "demo run", count=4)
+    assert len(fig.axes) == 4 and "predicted vs target" in fig._suptitle.get_text()
+    bars = fig.axes[0].patches
+    assert len(bars) == 10  # 5 predicted + 5 target bars
+    assert [b.get_height() for b in bars[:5]] == pytest.approx([rows[0][f"p_{w}"] for w in words])
+    assert [b.get_height() for b in bars[5:]] == [0, 0, 1, 0, 0]
+    plain = [{k: v for k, v in r.items() if not k.startswith("p_")} for r in rows]
+    assert distribution_figure(plain) is None

@@ -1,4 +1,6 @@
-"""Plots for the run folder (and W&B): predicted-vs-MOS scatter and the learned prompt.
+"""Plots for the run folder (and W&B): predicted-vs-MOS scatter, the learned prompt and, for
+score heads over quality levels, the predicted level distribution of a few test images beside
+the distribution they were trained towards (their rating histogram or soft label).
 
 Both name the run in their title, so a plot copied out of its folder (or shown in a W&B
 panel beside others) still says where it comes from.
@@ -116,6 +118,58 @@ def prompt_figure(prompt, image: torch.Tensor | None = None, run_name: str = "")
     return fig
 
 
+def level_words(rows: list[dict]) -> list[str]:
+    """The score words whose predicted probabilities the rows carry (``p_<word>`` columns)."""
+    return [key[2:] for key in (rows[0] if rows else {}) if key.startswith("p_")]
+
+
+def pick_spread(rows: list[dict], count: int) -> list[dict]:
+    """``count`` rows spread evenly over the MOS order, lowest and highest included."""
+    ordered = sorted(rows, key=lambda r: (r["mos_raw"], r["image_id"]))
+    if len(ordered) <= count:
+        return ordered
+    picks = np.linspace(0, len(ordered) - 1, count).round().astype(int)
+    return [ordered[i] for i in dict.fromkeys(picks.tolist())]
+
+
+def distribution_figure(rows: list[dict], run_name: str = "", count: int = 6):
+    """Predicted level distribution (``p_<word>``) of ``count`` test images spread over the MOS
+    range, each beside its target distribution (``target_<word>``) where the rows carry one.
+
+    Args:
+        rows: ``predictions_test.csv`` rows with ``p_<word>`` columns.
+        run_name: The run, as the title shows it.
+        count: Images shown, one panel each.
+
+    Returns:
+        The matplotlib figure, or None when the rows carry no level probabilities.
+    """
+    words = level_words(rows)
+    if not words:
+        return None
+    picked = pick_spread(rows, count)
+    with_target = all(f"target_{w}" in picked[0] for w in words)
+    fig, axes = plt.subplots(
+        1, len(picked), figsize=(2.6 * len(picked), 3.2), sharey=True, layout="constrained",
+        squeeze=False,
+    )  # fmt: skip
+    x = np.arange(len(words))
+    width = 0.4 if with_target else 0.8
+    for ax, row in zip(axes[0], picked, strict=True):
+        ax.bar(x - width / 2 if with_target else x, [row[f"p_{w}"] for w in words], width,
+               label="predicted")  # fmt: skip
+        if with_target:
+            ax.bar(x + width / 2, [row[f"target_{w}"] for w in words], width, label="target")
+        ax.set_xticks(x, words, rotation=45, fontsize=7)
+        ax.set_title(f"{row['image_id']}\nMOS {row['mos_raw']:.3g}, score {row['score']:.3f}",
+                     fontsize=8)  # fmt: skip
+    axes[0][0].set_ylabel("probability")
+    axes[0][0].legend(fontsize=7)
+    detail = "level distributions: predicted" + (" vs target" if with_target else "")
+    fig.suptitle(_titled(run_name, detail, 110), fontsize=9)
+    return fig
+
+
 def save_figure(fig, path: Path) -> Path:
     """Save ``fig`` as ``path`` (folders made) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +192,9 @@ def prompt_image(
 
 
 class PlotWriter(L.Callback):
-    """After testing, writes ``plots/scatter_test.png`` and ``plots/prompt.png``; logs both to W&B.
+    """After testing, writes ``plots/scatter_test.png``, ``plots/prompt.png`` and, where the test
+    rows carry level probabilities, ``plots/distributions_test.png``; logs them to W&B
+    (``test/scatter``, ``prompt/image``, ``test/distributions``).
 
     Args:
         output_dir: The run folder.
@@ -177,10 +233,22 @@ class PlotWriter(L.Callback):
         }
         if prompt is not None:
             images["prompt/image"] = prompt
+        levels = distribution_figure(pl_module.test_rows, self.run_name)
+        if levels is not None:
+            images["test/distributions"] = save_figure(
+                levels, self.plot_dir / "distributions_test.png"
+            )
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 for key, path in images.items():
                     logger.log_image(key=key, images=[str(path)])
 
 
-__all__ = ["PlotWriter", "prompt_figure", "prompt_image", "save_figure", "scatter_figure"]
+__all__ = [
+    "PlotWriter",
+    "distribution_figure",
+    "prompt_figure",
+    "prompt_image",
+    "save_figure",
+    "scatter_figure",
+]
