@@ -18,7 +18,7 @@ read; also printed) and, with MOS, ``<out stem>_metrics.json`` (SRCC, PLCC, KRCC
 4- and 5-parameter logistic fits, ``n``). With ``run=`` the run's model, prompt and tuned tensors
 are rebuilt as ``python -m iqa_lightning.eval`` does; without it ``model``/``score``/``prompt``
 presets score zero-shot. Images are decoded and resized as the datasets do (``resize=auto``:
-the run's ``dataset.resize``, zero-shot ``squash``; or ``squash`` / ``short_side_crop``).
+the run's ``dataset.resize``, zero-shot the model's own ``model.resize`` or ``squash``; or ``squash`` / ``short_side_crop`` / ``pad_square``).
 ``trainer=`` takes the training presets (``ddp``, ``ddp_sim``, ``gpu``);
 under DDP each process scores its own share and only rank 0 writes.
 """
@@ -266,6 +266,8 @@ def build_scorer(cfg: DictConfig):
             resize = OmegaConf.select(run_cfg, "dataset.resize", default="squash")
     else:
         module, image_size = zero_shot_module(cfg), int(cfg.model.image_size)
+        if resize == "auto":  # the model's own pre-processing where it declares one
+            resize = OmegaConf.select(cfg, "model.resize", default="squash")
     resize = "squash" if resize == "auto" else resize
     trainer = build_trainer(cfg, callbacks=[RowCollector()], loggers=[])
     return Scorer(module, image_size, cfg.batch_size, cfg.num_workers, resize, trainer=trainer)
