@@ -141,15 +141,22 @@ def stage_one_from(run: str | Path) -> tuple[dict, dict]:
     return lora, load_file(str(tensors_file))
 
 
-def build_module(cfg: DictConfig, run: Path | None = None):
+def build_module(cfg: DictConfig, run: Path | None = None, datamodule=None):
     """Backbone, prompt, score head and module from the config.
 
     Args:
         cfg: A train config.
         run: A finished run folder to rebuild: its ``checkpoints/lora.json`` gives the LoRA
             settings and ``stage.init_from`` is not read again (``tuned.safetensors`` holds all).
+        datamodule: The run's data, set up (``stage.scorer=rali`` prepares its scorer on the
+            training split: :func:`iqa_lightning.distill.build.build_rali_module`).
     """
     from hydra.utils import instantiate
+
+    if cfg.stage.get("scorer") == "rali":  # an LLM-free CLIP scorer distilled from a teacher
+        from iqa_lightning.distill.build import build_rali_module
+
+        return build_rali_module(cfg, run=run, datamodule=datamodule)
 
     parts = {
         "backbone": instantiate(cfg.model),
@@ -262,7 +269,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     log.info("building model <%s>", cfg.model._target_)
-    module = build_module(cfg)
+    module = build_module(cfg, datamodule=datamodule)
     log.info(
         "trainable parameters: %d in groups %s", module.num_trainable(), module.trainable_groups
     )
