@@ -5,7 +5,9 @@
 Method of arXiv 2512.09555 (https://arxiv.org/abs/2512.09555), whose protocol is not published;
 the definition here is ours. Each image goes through the run's scoring path exactly as scoring
 does (pixel prompt, or the feature prompter's hook conditioned on the question; for a run whose
-prompt holds a description, the prompt with that description: see :func:`run_prompts`), with
+prompt holds a description, its inference prompt after the description that
+``analysis.description`` names, :mod:`~iqa_lightning.analysis.describing`: see
+:func:`run_prompts`), with
 the language model switched to eager attention for the read-out
 (:meth:`~iqa_lightning.models.backbones.attention.AttentionReadout.last_token_attention`). At
 the answer position (the last prompt token, where the score head reads the level words) layer
@@ -34,9 +36,9 @@ from typing import Any
 
 import torch
 
+from iqa_lightning.analysis import describing
 from iqa_lightning.analysis.common import concat, image_ids
 from iqa_lightning.analysis.segments import (
-    PromptSegments,
     pad_segments,
     score_prompt_segments,
     segment_mass,
@@ -48,48 +50,58 @@ COLUMNS = ("layer", "part", "mean_mass", "mean_per_token", "mean_positions")
 
 
 def check(options: Mapping) -> None:
-    """Nothing to check: the analysis has no options of its own."""
+    """Check the description options (used by a described run) before any image is read."""
+    describing.check_source(options)
 
 
-def run_prompts(scorer, pixels: torch.Tensor, batch: Mapping | None = None):
-    """What the run's model reads for each image: ``(pixels or None, prompts, instructions)``.
+def run_prompts(scorer, pixels: torch.Tensor, batch: Mapping | None, options: Mapping):
+    """What the run's model reads for each image: ``(pixels or None, ids, mask, spans,
+    instructions)``, ``ids`` / ``mask`` ``[B, L]`` left-padded, ``spans`` per row.
 
-    A scorer that builds its own prompts per image (one with a description) provides
-    ``prompt_segments(pixels, batch)`` returning the same triple; otherwise every image gets
-    the score prompt (:func:`~iqa_lightning.analysis.segments.score_prompt_segments`) and the
-    score question conditions the prompter.
+    A described run reads its inference prompt
+    (:meth:`~iqa_lightning.perception.scorer.DescriptionScorer.inference_inputs`) after each
+    image's description (:func:`~iqa_lightning.analysis.describing.descriptions`), with the
+    image only when its ``inference.image`` is ``visible``; any other run reads the score
+    prompt (:func:`~iqa_lightning.analysis.segments.score_prompt_segments`). The score
+    question conditions the prompter either way.
     """
-    own = getattr(scorer, "prompt_segments", None)
-    if own is not None:
-        return own(pixels, batch)
+    n = pixels.shape[0]
+    instructions = [scorer.score.question] * n
+    if describing.is_described(scorer):
+        texts = describing.descriptions(scorer, pixels, batch, options)
+        inputs = scorer.inference_inputs(texts)
+        spans = [
+            {part: getattr(p, part) or (0, 0) for part in PARTS} for p in inputs.prompts
+        ]  # fmt: skip
+        return scorer.image_input(pixels), inputs.ids, inputs.mask, spans, instructions
     score = scorer.score
     segments = score_prompt_segments(scorer.backbone, score.question, score.answer_prefix)
     if segments.ids != scorer.input_ids[0].tolist():
         raise ValueError("the score prompt's segments do not match the scorer's prompt ids")
-    n = pixels.shape[0]
-    return scorer.prompt(pixels), [segments] * n, [score.question] * n
+    ids, mask, spans = pad_segments([segments] * n, scorer.backbone.tokenizer.pad_token_id)
+    return scorer.prompt(pixels), ids, mask, spans, instructions
 
 
-def part_mass(scorer, pixels: torch.Tensor | None, prompts: list[PromptSegments], instructions):
-    """``(mass [B, layers, parts], positions [B, parts])`` for the prompts (parts as
+def part_mass(scorer, pixels, ids: torch.Tensor, mask: torch.Tensor, spans, instructions):
+    """``(mass [B, layers, parts], positions [B, parts])`` of the padded prompts (parts as
     :data:`PARTS`)."""
     backbone = scorer.backbone
-    ids, mask, spans = pad_segments(prompts, backbone.tokenizer.pad_token_id)
+    device = pixels.device if pixels is not None else backbone.lm_head().weight.device
+    ids, mask = ids.to(device), mask.to(device)
     with scorer.features(list(instructions)):
         weights = backbone.last_token_attention(pixels, ids, mask)
-    positions = backbone.sequence_positions(ids)
+    positions = backbone.sequence_positions(ids.cpu())
     if positions[0, -1] != weights.shape[-1]:
         raise ValueError(
             f"{backbone.family}: the prompt maps to {int(positions[0, -1])} sequence positions "
             f"but the model attended over {weights.shape[-1]}"
         )
-    return segment_mass(weights, positions, spans, PARTS)
+    return segment_mass(weights.cpu(), positions, spans, PARTS)
 
 
 def compute(scorer, pixels: torch.Tensor, options: Mapping, batch=None) -> dict[str, torch.Tensor]:
     """One batch: ``mass`` ``[B, layers, parts]`` and ``positions`` ``[B, parts]``."""
-    model_pixels, prompts, instructions = run_prompts(scorer, pixels, batch)
-    mass, positions = part_mass(scorer, model_pixels, prompts, instructions)
+    mass, positions = part_mass(scorer, *run_prompts(scorer, pixels, batch, options))
     return {"mass": mass, "positions": positions}
 
 

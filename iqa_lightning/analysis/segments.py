@@ -44,38 +44,33 @@ def image_span(backbone, ids: Sequence[int]) -> tuple[int, int]:
     return (where[0], where[-1] + 1)
 
 
-def char_span_tokens(backbone, text: str, ids: Sequence[int], start: int, end: int):
-    """The token span of the characters ``[start, end)`` of ``text`` (tokens that overlap them).
-
-    Raises:
-        TypeError: The tokenizer gives no character offsets (not a fast tokenizer).
-        ValueError: ``text`` tokenised as one string does not give ``ids``.
-    """
-    tokenizer = backbone.tokenizer
-    if not getattr(tokenizer, "is_fast", False):
-        raise TypeError(
-            f"{backbone.family}: prompt segments need a fast tokenizer (character offsets); "
-            f"{type(tokenizer).__name__} is not one"
-        )
-    enc = tokenizer(text, return_offsets_mapping=True)
-    if list(enc.input_ids) != list(ids):
-        raise ValueError(f"{backbone.family}: the prompt's ids are not its text tokenised")
-    hits = [i for i, (b, e) in enumerate(enc.offset_mapping) if e > b and b < end and start < e]
+def char_span_tokens(offsets: Sequence[tuple[int, int]], start: int, end: int):
+    """The token span of the characters ``[start, end)`` (tokens that overlap them), given each
+    token's character span; ``(0, 0)`` when no token does."""
+    hits = [i for i, (b, e) in enumerate(offsets) if e > b and b < end and start < e]
     return (hits[0], hits[-1] + 1) if hits else (0, 0)
 
 
 def score_prompt_segments(backbone, question: str, answer_prefix: str = "") -> PromptSegments:
     """The score prompt (``backbone.encode_prompt(question, answer_prefix)``) with the spans of
-    its ``image`` placeholders and its ``question``."""
+    its ``image`` placeholders and its ``question`` (character offsets from the backbone's
+    ``encode_with_offsets``).
+
+    Raises:
+        TypeError: The tokenizer gives no character offsets (not a fast tokenizer).
+    """
     ids = backbone.encode_prompt(question, answer_prefix)[0].tolist()
     text = backbone.build_prompt(question, answer_prefix)
+    encoded, offsets = backbone.encode_with_offsets(text)
+    if list(encoded) != ids:
+        raise ValueError(f"{backbone.family}: the score prompt's ids are not its text tokenised")
     t = backbone.template
     marker = "\x00"
     head = t.system + t.first_user.format(image=backbone._image_placeholder(), question=marker)
     start = head.index(marker)
     spans = {
         "image": image_span(backbone, ids),
-        "question": char_span_tokens(backbone, text, ids, start, start + len(question)),
+        "question": char_span_tokens(offsets, start, start + len(question)),
     }
     return PromptSegments(ids, spans)
 
