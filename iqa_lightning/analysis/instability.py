@@ -20,10 +20,28 @@ deviation (population: divided by ``samples``) of the sampled scores. Over the i
 ``instability`` = the fraction of images whose answers are not all equal (``agreement < 1``), in
 [0, 1]; ``mean_score_std`` = the mean of the per-image standard deviations.
 
+Described runs (perception-then-inference, arXiv 2512.09555: the scorer reads a description
+before the quality word, :mod:`~iqa_lightning.analysis.describing`): an answer is a description
+sampled from the model (its answer to the perception question, ``temperature`` and ``top_p`` as
+above over the whole vocabulary, at most ``analysis.max_new_tokens`` tokens; sample ``s`` of
+every batch drawn with torch's generator seeded with ``seed * 100003 + s``) and then the level
+word, the argmax over the level words at the score position after that description (first on
+ties). ``temperature = 0`` gives the greedy description every time. The rest is as above, and
+each answer is checked for a contradiction: the description's polarity
+(:func:`~iqa_lightning.analysis.wording.polarity`: -1 when it states an impaired feature or a
+negative word without a mild qualifier, +1 when it states none and a positive word, else 0)
+against the rating's polarity (a level word's weight rescaled to [0, 1] over the score head's
+words: above 0.5 is +1, below -1, exactly 0.5 is 0; Q-Align's excellent/good are +1, fair 0,
+poor/bad -1). An answer contradicts when the two have opposite signs; ``contradiction_rate`` =
+contradicting answers / all answers, in [0, 1] (``null`` for a run without descriptions).
+
 Written under ``<run>/analysis/``: ``instability.json`` (``instability``, ``mean_score_std``,
-``samples``, ``temperature``, ``top_p``, ``seed``, ``n_images``), ``instability.csv`` (one row
-per image: ``image_id, levels`` (the sampled words, ``;``-joined, in draw order), ``majority,
-agreement, score_mean, score_std``) and ``instability.png`` (histogram of the agreements).
+``contradiction_rate``, ``described``, ``samples``, ``temperature``, ``top_p``, ``seed``,
+``n_images``), ``instability.csv`` (one row per image: ``image_id, levels`` (the sampled words,
+``;``-joined, in draw order), ``majority, agreement, score_mean, score_std, contradictions``
+(count; empty without descriptions)), ``instability.png`` (histogram of the agreements) and,
+for a described run, ``instability_answers.csv`` (one row per answer: ``image_id, sample,
+level, rating_polarity, description_polarity, contradicts, description``).
 """
 
 from __future__ import annotations
@@ -37,9 +55,12 @@ from typing import Any
 
 import torch
 
+from iqa_lightning.analysis import describing
 from iqa_lightning.analysis.common import concat, image_ids
+from iqa_lightning.analysis.wording import polarity
 
 FILES = ("instability.json", "instability.csv", "instability.png")
+ANSWERS = "instability_answers.csv"
 
 
 @dataclass(frozen=True)
@@ -82,10 +103,34 @@ def check(options: Mapping) -> None:
 
 def compute(scorer, pixels: torch.Tensor, options: Mapping, batch=None) -> dict[str, torch.Tensor]:
     """One batch: ``level_logits`` ``[B, words]`` (fp32), read through the scorer's own forward
-    path (:meth:`~iqa_lightning.models.scorer.LMMWordScorer.logits`)."""
+    path (:meth:`~iqa_lightning.models.scorer.LMMWordScorer.logits`); for a described run
+    ``[B, samples, words]`` after each sampled description, and the ``descriptions``."""
+    ids = scorer.score.token_ids.to(pixels.device)
+    if describing.is_described(scorer):
+        return described_answers(scorer, pixels, options, ids)
     logits = scorer.logits(pixels)
-    ids = scorer.score.token_ids.to(logits.device)
     return {"level_logits": logits.float().index_select(-1, ids)}
+
+
+def described_answers(scorer, pixels: torch.Tensor, options: Mapping, ids: torch.Tensor):
+    """The answers of a described run: per sample ``s`` a description sampled for every image
+    of the batch (torch's generator seeded with ``seed * 100003 + s``), then the level-word
+    logits at the score position after it."""
+    sampling = Sampling.of(options)
+    question = describing.question(scorer, options)
+    length = describing.max_new_tokens(scorer, options)
+    logits, texts = [], []
+    for s in range(sampling.samples):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sampling.seed * 100003 + s)
+            drawn = describing.generate(scorer, pixels, question, length, sampling.temperature,
+                                        sampling.top_p)  # fmt: skip
+        with torch.no_grad():
+            z = scorer.inference_logits(pixels, drawn).float().index_select(-1, ids)
+        logits.append(z)
+        texts.append(drawn)
+    per_image = [[texts[s][b] for s in range(sampling.samples)] for b in range(pixels.shape[0])]
+    return {"level_logits": torch.stack(logits, dim=1), "descriptions": per_image}
 
 
 def level_probabilities(level_logits: torch.Tensor, temperature: float, top_p: float = 1.0):
@@ -131,6 +176,35 @@ class Instability:
     image_ids: list[str]
     levels: torch.Tensor
     sampling: Sampling
+    descriptions: list[list[str]] | None = None
+
+    @property
+    def rating_polarity(self) -> torch.Tensor:
+        """``[W]`` +1 / 0 / -1 per level word: its weight rescaled to [0, 1] over the words
+        (``(w - min) / (max - min)``) above, at or below 0.5."""
+        w = torch.tensor(self.weights, dtype=torch.float64)
+        span = float(w.max() - w.min())
+        if span == 0:
+            return torch.zeros_like(w, dtype=torch.long)
+        r = (w - w.min()) / span
+        return (r > 0.5).long() - (r < 0.5).long()
+
+    @property
+    def description_polarity(self) -> torch.Tensor | None:
+        """``[N, samples]`` :func:`~iqa_lightning.analysis.wording.polarity` of each sampled
+        description (None for a run without descriptions)."""
+        if self.descriptions is None:
+            return None
+        return torch.tensor([[polarity(t) for t in row] for row in self.descriptions],
+                            dtype=torch.long).reshape(self.levels.shape)  # fmt: skip
+
+    @property
+    def contradicts(self) -> torch.Tensor | None:
+        """``[N, samples]`` whether each answer's description and rating have opposite signs."""
+        described = self.description_polarity
+        if described is None:
+            return None
+        return described * self.rating_polarity[self.levels] < 0
 
     @property
     def scores(self) -> torch.Tensor:
@@ -163,6 +237,10 @@ class Instability:
         return {
             "instability": float((self.agreement < 1).double().mean()) if n else 0.0,
             "mean_score_std": float(self.score_std.mean()) if n else 0.0,
+            "contradiction_rate": None
+            if self.contradicts is None or not n
+            else float(self.contradicts.double().mean()),
+            "described": self.descriptions is not None,
             "samples": self.sampling.samples,
             "temperature": self.sampling.temperature,
             "top_p": self.sampling.top_p,
@@ -174,6 +252,7 @@ class Instability:
     def rows(self) -> list[dict[str, Any]]:
         """One row per image, as ``instability.csv`` holds them."""
         scores, majority, agreement = self.scores, self.majority, self.agreement
+        contradicts = self.contradicts
         return [
             {
                 "image_id": image_id,
@@ -182,6 +261,7 @@ class Instability:
                 "agreement": float(agreement[n]),
                 "score_mean": float(scores[n].mean()),
                 "score_std": float(scores[n].std(correction=0)),
+                "contradictions": "" if contradicts is None else int(contradicts[n].sum()),
             }
             for n, image_id in enumerate(self.image_ids)
         ]
@@ -195,7 +275,16 @@ def summarise(batches: list[dict[str, Any]], scorer, options: Mapping) -> Instab
 
         raise ConfigError("instability got no image: the dataset split is empty")
     logits = concat(batches, "level_logits")
-    return from_logits(logits, scorer.score, image_ids(batches), sampling)
+    if "descriptions" not in batches[0]:
+        return from_logits(logits, scorer.score, image_ids(batches), sampling)
+    return Instability(
+        words=list(scorer.score.words),
+        weights=[float(w) for w in scorer.score.weights.tolist()],
+        image_ids=image_ids(batches),
+        levels=logits.argmax(-1),
+        sampling=sampling,
+        descriptions=[row for b in batches for row in b["descriptions"]],
+    )
 
 
 def from_logits(level_logits: torch.Tensor, score, ids: list[str], sampling: Sampling):
@@ -216,13 +305,32 @@ def write(result: Instability, folder: Path) -> list[Path]:
     paths[0].write_text(json.dumps(result.summary(), indent=2) + "\n")
     rows = result.rows()
     with open(paths[1], "w", newline="", encoding="utf-8") as f:
-        columns = ["image_id", "levels", "majority", "agreement", "score_mean", "score_std"]
+        columns = ["image_id", "levels", "majority", "agreement", "score_mean", "score_std",
+                   "contradictions"]  # fmt: skip
         out = csv.DictWriter(f, fieldnames=columns)
         out.writeheader()
         for row in rows:
             out.writerow({k: f"{v:.8g}" if isinstance(v, float) else v for k, v in row.items()})
     histogram(result).savefig(paths[2], dpi=120)
+    if result.descriptions is not None:
+        paths.append(write_answers(result, folder / ANSWERS))
     return paths
+
+
+def write_answers(result: Instability, path: Path) -> Path:
+    """``instability_answers.csv``: one row per answer of a described run."""
+    described, rated = result.description_polarity, result.rating_polarity[result.levels]
+    contradicts = result.contradicts
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["image_id", "sample", "level", "rating_polarity", "description_polarity",
+                      "contradicts", "description"])  # fmt: skip
+        for n, image_id in enumerate(result.image_ids):
+            for s, text in enumerate(result.descriptions[n]):
+                out.writerow([image_id, s, result.words[int(result.levels[n, s])],
+                              int(rated[n, s]), int(described[n, s]),
+                              int(contradicts[n, s]), text])  # fmt: skip
+    return path
 
 
 def histogram(result: Instability):
