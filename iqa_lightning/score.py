@@ -253,7 +253,23 @@ def build_scorer(cfg: DictConfig):
 
     resize = cfg.get("resize") or "auto"
 
-    if cfg.get("run"):
+    if cfg.get("scorer") is not None:  # RALI's LLM-free scorer (scorer=rali)
+        from hydra.errors import InstantiationException
+        from hydra.utils import instantiate
+
+        from iqa_lightning.scorer import rali_module
+
+        if cfg.get("run"):
+            raise ConfigError("scorer= scores with its own folder (scorer.pretrained); drop run=")
+        if OmegaConf.is_missing(cfg.scorer, "pretrained"):
+            raise ConfigError("scorer=rali needs scorer.pretrained=<scorer folder or RALI release>")
+        try:
+            rali = instantiate(cfg.scorer)
+        except InstantiationException as err:  # the loader's own one-line error
+            raise (err.__cause__ or err) from None
+        module, image_size = rali_module(rali), rali.image_size
+        resize = "short_side_crop" if resize == "auto" else resize  # as CLIP's processor
+    elif cfg.get("run"):
         clash = run_clashes(_task_overrides())
         if clash:
             raise ConfigError(

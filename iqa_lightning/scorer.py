@@ -160,6 +160,15 @@ def zero_shot_module(cfg: DictConfig) -> torch.nn.Module:
     return build_module(cfg).eval()
 
 
+def rali_module(rali: torch.nn.Module) -> torch.nn.Module:
+    """A frozen module scoring with a :class:`~iqa_lightning.models.rali.RALIScorer` (one phase
+    that trains nothing), for the scoring loop."""
+    from iqa_lightning.distill.module import RALIModule
+
+    phases = [{"name": "zero_shot", "trainable": []}]
+    return RALIModule(rali, phases=phases, contrastive_phases=()).eval()
+
+
 class ImageInputs(Dataset):
     """Images (paths or PIL images) as samples ``pixels`` / ``image`` / ``error`` (/ ``mos``).
 
@@ -309,6 +318,30 @@ class Scorer:
         module = rebuild_run(run, run_cfg)
         kwargs.setdefault("resize", OmegaConf.select(run_cfg, "dataset.resize", default="squash"))
         return cls(module, int(run_cfg.model.image_size), **kwargs)
+
+    @classmethod
+    def from_rali(
+        cls,
+        pretrained: str | Path,
+        dtype: str = "float32",
+        score_range: Sequence[float] | None = None,
+        **kwargs: Any,
+    ) -> Scorer:
+        """RALI's LLM-free scorer from a scorer folder (``scorer.json``) or RALI's release
+        (``ckpt.pt``, ``pca.pkl``, ``basis.npz``, ``best/``); images are resized on the short
+        side and centre-cropped, as CLIP's processor does, unless ``resize=`` says otherwise.
+
+        Args:
+            pretrained: The folder.
+            dtype: The CLIP encoder's dtype.
+            score_range: ``[lo, hi]`` of a release's basis scores (default [0, 1]).
+            **kwargs: :class:`Scorer` arguments.
+        """
+        from iqa_lightning.models.rali import load_scorer
+
+        rali = load_scorer(pretrained, dtype=dtype, score_range=score_range)
+        kwargs.setdefault("resize", "short_side_crop")
+        return cls(rali_module(rali), rali.image_size, **kwargs)
 
     @classmethod
     def from_config(
