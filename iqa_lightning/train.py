@@ -195,6 +195,7 @@ def check_config(cfg: DictConfig) -> None:
             ``trainer.max_steps``), or a ``stage.phases`` schedule whose fixed-length phases use
             up every epoch, so that a later phase never trains.
     """
+    check_loss(cfg)
     trainer = cfg.get("trainer") or {}
     if trainer.get("fast_dev_run"):
         return
@@ -224,6 +225,25 @@ def check_config(cfg: DictConfig) -> None:
                 f"{start} epoch(s) (stage.phases[..].epochs), so {', '.join(later)} would never "
                 f"train; set trainer.max_epochs above {start}"
             )
+
+
+def check_loss(cfg: DictConfig) -> None:
+    """Refuse ``module.loss=level_ce|soft_label`` with a score head that is not 5 level words
+    best first (``score=qalign``), before the model is loaded.
+
+    Raises:
+        ConfigError: Naming the loss and the score head's words.
+    """
+    loss = OmegaConf.select(cfg, "module.loss", default=None)
+    score = cfg.get("score") or {}
+    if loss not in ("level_ce", "soft_label") or "words" not in score:
+        return
+    from iqa_lightning.models.levels import check_level_words
+
+    try:
+        check_level_words(loss, list(score.words), list(score.weights), score.get("name", "?"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_data(datamodule) -> None:

@@ -253,3 +253,43 @@ def test_distribution_panel_shows_predicted_beside_target(tmp_path):
     assert [b.get_height() for b in bars[5:]] == [0, 0, 1, 0, 0]
     plain = [{k: v for k, v in r.items() if not k.startswith("p_")} for r in rows]
     assert distribution_figure(plain) is None
+
+
+def compose(*overrides):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from iqa_lightning.train import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose(config_name="train", overrides=["experiment=demo", *overrides])
+
+
+def test_configs_compose_and_a_wrong_score_head_fails_before_the_model_loads():
+    from iqa_lightning.cli import ConfigError
+    from iqa_lightning.train import check_config
+
+    cfg = compose("score=qalign", "module.loss=soft_label", "dataset.target=histogram")
+    assert cfg.module.levels.range == "observed" and cfg.dataset.target == "histogram"
+    check_config(cfg)
+    with pytest.raises(ConfigError, match=r"module.loss=level_ce .* score=good_fine_vs_poor_bad"):
+        check_config(compose("module.loss=level_ce"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["level_ce", "soft_label"])
+def test_train_cli_with_a_level_loss_writes_distributions(loss, run_env, tmp_path):
+    import csv
+
+    from .conftest import FAST, run_train
+
+    run_train([*FAST, "score=qalign", f"module.loss={loss}", f"hydra.run.dir={tmp_path}"], run_env)
+    rows = list(csv.DictReader((tmp_path / "predictions_test.csv").open()))
+    assert {f"p_{w}" for w in QALIGN_LEVELS} | {f"target_{w}" for w in QALIGN_LEVELS} <= set(
+        rows[0]
+    )
+    for row in rows:
+        assert sum(float(row[f"p_{w}"]) for w in QALIGN_LEVELS) == pytest.approx(1, abs=1e-5)
+        if loss == "level_ce":
+            assert sorted(float(row[f"target_{w}"]) for w in QALIGN_LEVELS) == [0, 0, 0, 0, 1]
+    assert (tmp_path / "plots" / "distributions_test.png").stat().st_size > 0
