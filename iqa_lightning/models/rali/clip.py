@@ -180,12 +180,19 @@ def preprocessor_settings(folder: str | Path) -> dict[str, Any]:
     return settings
 
 
-def load_clip(pretrained: str, dtype: str = "float32") -> CLIPEncoder:
+def load_clip(
+    pretrained: str, dtype: str = "float32", image_size: int | None = None
+) -> CLIPEncoder:
     """A pretrained CLIP (``openai/clip-vit-large-patch14-336`` or a local folder).
 
     Args:
         pretrained: Hub name or folder with ``config.json``, weights, tokenizer and processor.
         dtype: ``float32``, ``bfloat16`` or ``float16``.
+        image_size: The crop size the preset declares (what the data loaders resize to);
+            None: not checked.
+
+    Raises:
+        ValueError: ``image_size`` is not the processor's crop size.
     """
     from transformers import AutoTokenizer, CLIPImageProcessor
 
@@ -193,6 +200,10 @@ def load_clip(pretrained: str, dtype: str = "float32") -> CLIPEncoder:
     processor = CLIPImageProcessor.from_pretrained(pretrained)
     crop = processor.crop_size
     size = int(crop["height"] if isinstance(crop, dict) else crop)
+    if image_size is not None and int(image_size) != size:
+        raise ValueError(
+            f"rali_encoder.image_size={image_size}, but {pretrained} crops to {size} px"
+        )
     return CLIPEncoder(
         model.eval(),
         AutoTokenizer.from_pretrained(pretrained),
