@@ -39,6 +39,12 @@ def test_reference_preset_is_the_reference_recipe(option, dataset, tmp_path):
     assert cfg["score"]["answer_prefix"] == ""  # the token right after ASSISTANT:
     assert cfg["score"]["words"] == ["good", "fine", "poor", "bad"]
     assert cfg["score"]["question"] == "Rate the technical quality of the image."
+    model = cfg["model"]  # mPLUG-Owl2-7B (src/vlms.py:15), 448 px, the image before the question
+    assert model["_target_"].endswith("MplugOwl2Backbone.from_pretrained")
+    assert (model["pretrained"], model["image_size"], model["template"]) == (
+        "MAGAer13/mplug-owl2-llama2-7b", 448, "owl2",
+    )  # fmt: skip
+    assert cfg["dataset"]["resize"] == "short_side_crop"  # the recipe's, not the model's pad_square
     batch, epochs, divisor = REFERENCE[dataset]
     data = cfg["dataset"]
     assert (data["name"], data["batch_size"], data["eval_batch_size"]) == (dataset, batch, 32)
