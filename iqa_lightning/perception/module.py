@@ -39,8 +39,7 @@ class PerceptionInferenceModule(IQAModule):
     """Perception (describe) and inference (rate from the description) phases.
 
     Args:
-        backbone, prompt, score, phases, lora, task_weights, loss: As
-            :class:`~iqa_lightning.module.IQAModule`.
+        backbone, prompt, score, phases: As :class:`~iqa_lightning.module.IQAModule`.
         descriptions: Ground truth by image id (``perception.descriptions``).
         question: The perception question (``perception.question``).
         perception_phases: Names of the phases trained on descriptions
@@ -51,6 +50,9 @@ class PerceptionInferenceModule(IQAModule):
         description: ``generated`` or ``given`` (``inference.description``).
         max_new_tokens: Length limit of generated descriptions (``inference.max_new_tokens``).
         lead: Text before the description (``inference.description_lead``).
+        **kwargs: Other :class:`~iqa_lightning.module.IQAModule` arguments (``lora``,
+            ``task_weights``, ``loss``, ``levels``, ...); a level loss (``level_ce``,
+            ``soft_label``) is read from the level words' logits after the description.
     """
 
     hparams_ignore = (*IQAModule.hparams_ignore, "descriptions")
@@ -69,9 +71,7 @@ class PerceptionInferenceModule(IQAModule):
         description: str = "generated",
         max_new_tokens: int = 64,
         lead: str = DESCRIPTION_LEAD,
-        lora: dict[str, Any] | None = None,
-        task_weights: dict[str, float] | None = None,
-        loss: str = "mse",
+        **kwargs: Any,
     ) -> None:
         if float(keep_weight) < 0:
             raise ValueError(f"perception.keep_weight={keep_weight} must be >= 0")
@@ -79,7 +79,7 @@ class PerceptionInferenceModule(IQAModule):
             DescriptionScorer, descriptions=descriptions, question=question, image=image,
             description=description, max_new_tokens=max_new_tokens, lead=lead,
         )  # fmt: skip
-        super().__init__(backbone, prompt, score, phases, lora, task_weights, loss, scorer=scorer)
+        super().__init__(backbone, prompt, score, phases, scorer=scorer, **kwargs)
         names = [p.name for p in self.phases]
         unknown = [p for p in perception_phases if p not in names]
         if unknown:
@@ -93,6 +93,18 @@ class PerceptionInferenceModule(IQAModule):
         """Whether the current phase trains on descriptions (a perception phase)."""
         return self.phase.name in self.perception_phases
 
+    def _score_and_loss(
+        self, batch: dict[str, Any], descriptions: Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores ``[B]`` read after ``descriptions`` and their ``module.loss`` to the targets."""
+        logits = self.scorer.inference_logits(batch["pixels"], descriptions)
+        scores = self.score(logits)
+        if self.loss_fn is None:  # a level loss on the level words' logits
+            loss = self.levels.loss(self.loss_name, logits, self.score.token_ids, batch)
+        else:
+            loss = self.loss_fn(scores, batch["target"].float())
+        return scores, loss
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if task_of(batch) != "score":
             return super().training_step(batch, batch_idx)
@@ -101,9 +113,7 @@ class PerceptionInferenceModule(IQAModule):
             loss = self.scorer.describe_loss(pixels, ids)
             self.log("train/loss_describe", loss, batch_size=size)
         else:
-            truth = self.scorer.ground_truth(ids)
-            scores = self.scorer.scores_from(pixels, truth)
-            loss = self.loss_fn(scores, batch["target"].float())
+            _, loss = self._score_and_loss(batch, self.scorer.ground_truth(ids))
             self.log("train/loss_score", loss, batch_size=size)
             if self.keep_weight > 0:
                 kept = self.scorer.describe_loss(pixels, ids)
@@ -117,13 +127,13 @@ class PerceptionInferenceModule(IQAModule):
             return super()._eval_step(batch, stage)
         pixels, ids = batch["pixels"], batch["image_id"]
         descriptions = self.scorer.descriptions_for(pixels, ids)
-        scores = self.scorer.scores_from(pixels, descriptions)
+        scores, loss = self._score_and_loss(batch, descriptions)
         target = batch["target"].float()
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(scores.double(), target.double())
         if stage == "val":
             size = len(scores)
-            self.log("val/loss", self.loss_fn(scores, target), batch_size=size)
+            self.log("val/loss", loss, batch_size=size)
             describe = self.scorer.describe_loss(pixels, ids)
             self.log("val/loss_describe", describe, batch_size=size)
             return
