@@ -11,7 +11,12 @@ from iqa_lightning.data import (
     read_qbench,
     read_qinstruct,
 )
-from iqa_lightning.data.instruct.synthetic import MARKER, QBENCH_FILES, QINSTRUCT_FILE
+from iqa_lightning.data.instruct.synthetic import (
+    DESCRIPTIONS_FILE,
+    MARKER,
+    QBENCH_FILES,
+    QINSTRUCT_FILE,
+)
 from iqa_lightning.data.instruct.templates import QUALITY_WORDS, quality_word
 
 from .fixtures import write_kadid
@@ -39,7 +44,8 @@ def ref_of(path):
 
 def test_layout_and_real_formats(instruct):
     names = sorted(p.name for p in instruct.iterdir())
-    assert names == sorted([MARKER, QINSTRUCT_FILE, "composites", *QBENCH_FILES.values()])
+    expected = [MARKER, QINSTRUCT_FILE, DESCRIPTIONS_FILE, "composites", *QBENCH_FILES.values()]
+    assert names == sorted(expected)
     conversations = read_qinstruct(instruct / QINSTRUCT_FILE, instruct)
     kinds = {c.record_id.rsplit("-", 1)[1].rstrip("0123456789") for c in conversations}
     assert kinds == {"perception", "quality", "pair"}
