@@ -46,7 +46,11 @@ def test_every_group_has_options():
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_composes_and_resolves(group, option, tmp_path):
     cfg, resolved = compose_train([f"{group}={option}"], tmp_path)
-    assert resolved["module"]["_target_"] == "iqa_lightning.module.IQAModule"
+    from hydra.utils import get_class
+
+    from iqa_lightning.module import IQAModule
+
+    assert issubclass(get_class(resolved["module"]["_target_"]), IQAModule)
     assert resolved["dataset"]["image_size"] == resolved["model"]["image_size"]
     if not resolved["prompt"].get("_partial_"):
         assert resolved["prompt"]["image_size"] == resolved["model"]["image_size"]
