@@ -290,7 +290,7 @@ def check_recipe(cfg, epochs):
     assert list(cfg.stage.tasks) == ["instruct"]
     assert dict(cfg.instruct.mixture) == {"instruct": 1.0, "score": 0.0}  # next-token loss only
     assert cfg.instruct.name == "qinstruct"
-    assert cfg.model.pretrained == "llava-hf/llava-1.5-7b-hf"  # the stand-in for Bunny-v1.0-3B
+    assert cfg.model.pretrained == "BAAI/Bunny-v1_0-3B"  # the paper's base
 
 
 def test_qadapt_stage2_preset_cfg_job():

@@ -216,7 +216,9 @@ class QAdaptPrompt(nn.Module):
         if drop_first_token is None:
             vision_config = getattr(getattr(backbone, "model", None), "config", None)
             select = getattr(vision_config, "vision_feature_select_strategy", None)
-            drop_first_token = select == "full"
+            # A family may say itself whether its features open with a class token (SigLIP's
+            # Bunny reads every patch with strategy "full" and has none).
+            drop_first_token = getattr(backbone, "features_have_class_token", select == "full")
         self.drop_first_token = bool(drop_first_token)
 
         # V-T Generator around the Q-Former (bunny_arch_qformer.py:41, 43, 46).
