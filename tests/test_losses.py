@@ -191,11 +191,11 @@ def test_loss_values_are_the_references_formulas(backbone):
     log_p = torch.log_softmax(logits, -1)[:, ids]  # over the vocabulary, as DeQA-Score
     labels = module.levels.soft_labels(batch).float()
     kl = (torch.xlogy(labels, labels) - labels * log_p).sum() / 4
-    assert float(module.score_step(batch)[1]) == pytest.approx(float(kl), rel=1e-5)
+    assert module.score_step(batch)[1].item() == pytest.approx(float(kl), rel=1e-5)
     ce = make(backbone, "level_ce", softmax="words")
     words = torch.log_softmax(logits[:, ids], -1)
     expected = -words[torch.arange(4), torch.tensor([4, 3, 1, 0])].mean()  # bad, poor, good, exc.
-    assert float(ce.score_step(batch)[1]) == pytest.approx(float(expected), rel=1e-5)
+    assert ce.score_step(batch)[1].item() == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_config_errors_are_named(backbone):
