@@ -21,7 +21,7 @@ def test_the_loader_resizes_as_the_model_declares():
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         chosen = {
             m: compose("train", overrides=[f"model={m}"]).dataset.resize
-            for m in ("tiny_mplug_owl2", "one_align", "deqa_score", "tiny_llava")
+            for m in ("tiny_mplug_owl2", "one_align", "deqa_score", "tiny_llava", "tiny_bunny")
         }
         forced = compose("train", overrides=["model=one_align", "dataset.resize=squash"])
         scoring = compose("scoring", overrides=["model=q_align_koniq", "images=x"])
@@ -30,6 +30,7 @@ def test_the_loader_resizes_as_the_model_declares():
         "one_align": "pad_square",
         "deqa_score": "pad_square",
         "tiny_llava": "squash",
+        "tiny_bunny": "pad_square_siglip",
     }
     assert forced.dataset.resize == "squash" and scoring.model.resize == "pad_square"
     assert scoring.model.template == "qalign"

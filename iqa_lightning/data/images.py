@@ -191,10 +191,15 @@ def image_to_tensor(
 #   becomes ``int(size * long / short)``, the crop offset ``int(round((long - size) / 2))``).
 # - pad_square: pad the short side to a square with PAD_COLOR, image centred (mPLUG-Owl2's
 #   expand2square), then resize both sides to the target: the default of the mPLUG-Owl2 presets.
-RESIZES = ("squash", "short_side_crop", "pad_square")
+# - pad_square_siglip: the same with SigLIP's mean colour (Bunny's expand2square): the default of
+#   the Bunny presets.
+RESIZES = ("squash", "short_side_crop", "pad_square", "pad_square_siglip")
 #: The colour of ``pad_square``: CLIP's mean times 255, truncated, as mPLUG-Owl2 pads
 #: (``tuple(int(x * 255) for x in image_mean)``, Q-Align q_align/evaluate/scorer.py:47).
 PAD_COLOR = (122, 116, 104)
+#: The padding colour of each ``pad_square*`` mode (SigLIP's mean 0.5 times 255, truncated, for
+#: Bunny, as its pre-processing computes it from the image processor's mean).
+PAD_COLORS = {"pad_square": PAD_COLOR, "pad_square_siglip": (127, 127, 127)}
 
 
 def check_resize(resize: str) -> str:
@@ -213,7 +218,8 @@ def resize_to_array(
         img: PIL image; converted with :func:`to_rgb` when it is not RGB already.
         size: Output height and width in pixels.
         interpolation: A key of :data:`INTERPOLATIONS`.
-        resize: A key of :data:`RESIZES`: ``squash``, ``short_side_crop`` or ``pad_square``.
+        resize: A key of :data:`RESIZES`: ``squash``, ``short_side_crop``, ``pad_square`` or
+            ``pad_square_siglip``.
 
     Returns:
         C-contiguous uint8 array of shape ``[size, size, 3]``.
@@ -230,8 +236,8 @@ def resize_to_array(
     if resize == "short_side_crop":
         img = _short_side_crop(img, size, INTERPOLATIONS[interpolation])
         return np.array(img, dtype=np.uint8)
-    if resize == "pad_square":
-        img = pad_square(img)
+    if resize in PAD_COLORS:
+        img = pad_square(img, PAD_COLORS[resize])
     if img.size != (size, size):
         img = img.resize((size, size), INTERPOLATIONS[interpolation])
     return np.array(img, dtype=np.uint8)

@@ -97,3 +97,19 @@ def test_tiny_bunny_is_a_siglip_phi_llava():
     assert type(tiny.language_model()).__name__ == "PhiModel"
     assert type(tiny.final_norm()).__name__ == "LayerNorm"
     assert tiny.num_image_tokens == 64 and tiny.features_have_class_token is False
+
+
+def test_pad_square_siglip_gives_the_original_pixel_values(bunny):
+    # load_rgb -> expand2square with SigLIP's mean colour (127) -> bicubic resize -> [0, 1] ->
+    # SigLIP normalisation: the pixel_values the original pre-processing recorded.
+    from iqa_lightning.data.images import array_to_tensor, load_rgb, resize_to_array
+
+    pixels = []
+    for name in GOLDEN["images"]:
+        image = load_rgb(FIXTURE / "images" / name)
+        assert image.size[0] != image.size[1]  # the padding is exercised
+        array = resize_to_array(image, bunny.image_size, "bicubic", resize="pad_square_siglip")
+        pixels.append(array_to_tensor(array))
+    ours = bunny.pixel_inputs(torch.stack(pixels))["pixel_values"]
+    torch.testing.assert_close(ours, TENSORS["pixel_values"], atol=1e-5, rtol=0)
+    assert bunny.resize == "pad_square_siglip"

@@ -36,6 +36,9 @@ BUNNY_SYSTEM = (
 )
 
 # conv_bunny: sep " " after the system sentence and the user turn, sep2 "<|endoftext|>".
+#: The loader's default for Bunny: expand2square with SigLIP's mean colour, then the resize.
+RESIZE = "pad_square_siglip"
+
 BUNNY_TEMPLATE = ChatTemplate(
     system=BUNNY_SYSTEM + " ",
     first_user="USER: {image}\n{question} ASSISTANT:",
@@ -56,6 +59,9 @@ class BunnyBackbone(LlavaBackbone):
         image_mean: SigLIP's normalisation mean (0.5).
         image_std: SigLIP's normalisation std (0.5).
         normalization: ``backbone`` or ``imagenet``.
+        resize: How images become square before this backbone, the loader's default
+            (``dataset.resize``): ``pad_square_siglip``, Bunny's expand2square with SigLIP's
+            mean colour.
     """
 
     family = "bunny"
@@ -76,8 +82,12 @@ class BunnyBackbone(LlavaBackbone):
         image_mean,
         image_std,
         normalization: str = "backbone",
+        resize: str = RESIZE,
     ) -> None:
+        from iqa_lightning.data.images import check_resize
+
         super().__init__(model, tokenizer, image_size, image_mean, image_std, normalization)
+        self.resize = check_resize(resize)
         # An <image> row appended past Bunny's vocabulary (bunny_checkpoint.add_image_token)
         # is no word: the logits stop before it, as the original's do.
         vocab = model.config.text_config.vocab_size
@@ -98,6 +108,7 @@ class BunnyBackbone(LlavaBackbone):
         trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
         normalization: str = "backbone",
+        resize: str = RESIZE,
     ) -> BunnyBackbone:
         """Load a published Bunny (``model_type: bunny-phi``, e.g. ``BAAI/Bunny-v1_0-3B``) or
         a converted LLaVA folder; no remote code runs either way.
@@ -111,6 +122,7 @@ class BunnyBackbone(LlavaBackbone):
                 every family takes the same keys.
             gradient_checkpointing: Recompute block activations in the backward pass.
             normalization: ``backbone`` (SigLIP's statistics) or ``imagenet``.
+            resize: The loader's default square-making for this backbone.
 
         Raises:
             ValueError: The folder is neither a Bunny nor a LLaVA checkpoint (names its
@@ -146,7 +158,7 @@ class BunnyBackbone(LlavaBackbone):
             )
         if image_size is None:
             image_size = model.config.vision_config.image_size
-        backbone = cls(model, tokenizer, image_size, mean, std, normalization)
+        backbone = cls(model, tokenizer, image_size, mean, std, normalization, resize)
         return backbone.set_gradient_checkpointing(gradient_checkpointing)
 
     @property
@@ -168,6 +180,7 @@ def build_tiny_bunny(
     gradient_checkpointing: bool = False,
     tokenizer: str = "byte_level",
     normalization: str = "backbone",
+    resize: str = RESIZE,
 ) -> BunnyBackbone:
     """A random Bunny (SigLIP tower + mlp2x_gelu + Phi) a few MB in size.
 
@@ -181,6 +194,7 @@ def build_tiny_bunny(
         gradient_checkpointing: Recompute block activations in the backward pass.
         tokenizer: ``byte_level`` (Phi-2's GPT-2 style) or ``sentencepiece``.
         normalization: ``backbone`` (SigLIP statistics) or ``imagenet``.
+        resize: The loader's default square-making (``pad_square_siglip``).
     """
     from transformers import LlavaForConditionalGeneration
 
@@ -215,7 +229,9 @@ def build_tiny_bunny(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlavaForConditionalGeneration(config)
-    backbone = BunnyBackbone(model, tokenizer, image_size, SIGLIP_MEAN, SIGLIP_STD, normalization)
+    backbone = BunnyBackbone(
+        model, tokenizer, image_size, SIGLIP_MEAN, SIGLIP_STD, normalization, resize
+    )
     return backbone.set_gradient_checkpointing(gradient_checkpointing)
 
 
