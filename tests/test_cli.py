@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from safetensors.torch import load_file
 
 from tests.conftest import FAST, REPO, run_train
@@ -39,7 +40,12 @@ def test_run_folder_contract(demo_run):
 
     with open(out / "predictions_test.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["image_id", "mos_raw", "target", "score"]
+    # the contract's four columns, then the score head's distribution: p_<word> per level word
+    columns = list(rows[0])
+    assert columns[:4] == ["image_id", "mos_raw", "target", "score"]
+    assert columns[4:] and all(c.startswith("p_") for c in columns[4:])
+    probs = [sum(float(row[c]) for c in columns[4:]) for row in rows]
+    assert probs == pytest.approx([1.0] * len(rows), abs=1e-4)
     assert {row["image_id"] for row in rows} == test_ids and len(rows) == len(test_ids)
     for row in rows:
         assert 1 <= float(row["mos_raw"]) <= 5

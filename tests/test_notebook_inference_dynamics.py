@@ -47,12 +47,13 @@ def test_notebook_is_stripped_and_its_cells_run_on_analysis_files(tmp_path, monk
     write_analyses(two, described=True, seed=1)
     monkeypatch.setenv("IQA_ONE_STAGE", str(one))
     monkeypatch.setenv("IQA_TWO_STAGE", str(two))
+    import matplotlib.pyplot as plt
+
+    plt.close("all")  # figures other tests left open are not the notebook's
     printed = []
     namespace = {"print": lambda *a, **k: printed.append(" ".join(map(str, a)))}
     for cell in code:
         exec(compile(cell.source, str(NOTEBOOK), "exec"), namespace)
-    import matplotlib.pyplot as plt
-
     assert len(plt.get_fignums()) == 3
     plt.close("all")
     rates = namespace["summary"]

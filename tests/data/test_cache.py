@@ -80,8 +80,9 @@ def test_main_process_collate_equals_default_collate(tmp_path):
     dataset = koniq(write_koniq(tmp_path / "koniq", n_images=10), None).dataset("train")
     samples = [dataset[i] for i in range(4)]
     batch, expected = collate_samples(samples), default_collate(samples)
-    assert list(batch) == list(expected) == ["pixels", "target", "mos_raw", "image_id"]
-    assert all(torch.equal(batch[k], expected[k]) for k in ("pixels", "target", "mos_raw"))
+    keys = ["pixels", "target", "mos_raw", "image_id", "target_std"]  # KonIQ carries its SD
+    assert list(batch) == list(expected) == keys
+    assert all(torch.equal(batch[k], expected[k]) for k in keys if k != "image_id")
     assert batch["image_id"] == expected["image_id"]
 
 
