@@ -112,7 +112,9 @@ def _official_conversation(backbone, turns):
     image *= backbone.num_image_tokens
     if backbone.family == "bunny":  # conv_bunny (TWO): system, sep " ", sep2 "<|endoftext|>"
         system = "A chat between a curious user and an artificial intelligence assistant. "
-        system += "The assistant gives helpful, detailed, and polite answers to the user's questions."
+        system += (
+            "The assistant gives helpful, detailed, and polite answers to the user's questions."
+        )
         text = f"{system} USER: {image}\n{turns[0][0]} ASSISTANT: {turns[0][1]}<|endoftext|>"
         return text + "".join(f"USER: {q} ASSISTANT: {a}<|endoftext|>" for q, a in turns[1:])
     if backbone.family == "llava":  # LLaVA-1.5 (vicuna_v1): sep " ", sep2 "</s>"
