@@ -5,6 +5,8 @@
         analysis.temperature=1.0 analysis.seed=0
     python -m iqa_lightning.analyze run=<run> analysis=logit_lens dataset=koniq \\
         dataset.root=/data/koniq10k analysis.split=all analysis.max_images=500
+    python -m iqa_lightning.analyze run=<run> analysis=attention
+    python -m iqa_lightning.analyze run=<run> analysis=grounding analysis.description=given
 
 The run's backbone, prompt and score head are rebuilt from its ``.hydra/config.yaml`` and
 ``checkpoints/tuned.safetensors`` (:func:`~iqa_lightning.runs.rebuild_run`). The images are the
@@ -15,7 +17,7 @@ the run's own (e.g. ``dataset.root`` of moved data). ``analysis.split=test`` (de
 test split, ``all`` every image; ``analysis.max_images`` keeps the first ones. Each batch goes
 through the run's scoring path in ``Trainer.predict`` (one process; ``trainer=`` takes the
 one-device presets) and the analysis (:data:`~iqa_lightning.analysis.ANALYSES`: ``logit_lens``,
-``instability``; see their modules for the exact definitions) writes its files under
+``instability``, ``attention``, ``grounding``; see their modules for the exact definitions) writes its files under
 ``<run>/analysis/``; when the run logged to W&B they are logged to that W&B run as well.
 """
 

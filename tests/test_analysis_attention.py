@@ -173,3 +173,19 @@ def test_files_hold_the_per_layer_means(module, tmp_path):  # noqa: F811
     torch.testing.assert_close(torch.tensor(image_rows, dtype=torch.float64), expected)
     assert summary["image_mass"] == pytest.approx(float(expected.mean()), abs=1e-9)
     assert summary["mass"]["image"] == pytest.approx(image_rows, abs=1e-7)
+
+
+@pytest.mark.parametrize("image", ["visible", "none"])
+def test_logit_lens_of_a_described_run_ends_at_its_own_inference_logits(llava, image):
+    from iqa_lightning.analysis import logit_lens
+
+    scorer = described(llava, image)
+    pixels = pixels_of(llava, 3)
+    batch = {"pixels": pixels, "image_id": IDS}
+    lens = logit_lens.layer_logits(scorer, pixels, batch, {})
+    with torch.no_grad():
+        own = scorer.inference_logits(pixels, scorer.ground_truth(IDS))
+    torch.testing.assert_close(lens[-1], own, atol=1e-4, rtol=1e-4)
+    plain = LMMWordScorer(llava, NoPrompt(), qalign())
+    bare = logit_lens.layer_logits(plain, pixels)
+    assert (bare[-1] - own).abs().max() > 1e-3, "the described prompt is not the image prompt"

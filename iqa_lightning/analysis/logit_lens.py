@@ -37,18 +37,28 @@ from typing import Any
 
 import torch
 
+from iqa_lightning.analysis import describing
+from iqa_lightning.analysis.attention import run_prompts
 from iqa_lightning.analysis.common import concat, image_ids
 
 FILES = ("logit_lens.csv", "logit_lens_top.csv", "logit_lens_examples.csv", "logit_lens.png")
 
 
-def layer_logits(scorer, pixels: torch.Tensor) -> torch.Tensor:
-    """``[layers, B, vocab]`` fp32 logit-lens logits of the scorer's score prompt.
+def layer_logits(
+    scorer, pixels: torch.Tensor, batch: Mapping | None = None, options: Mapping | None = None
+) -> torch.Tensor:
+    """``[layers, B, vocab]`` fp32 logit-lens logits of what the run reads at the answer.
 
-    The same path as :meth:`~iqa_lightning.models.scorer.LMMWordScorer.logits` (prompt, the
-    prompter's feature hook conditioned on the score question, the score prompt's ids), read
-    from every layer; the last row equals ``scorer.logits(pixels)``.
+    The same path as the scorer's (prompt, the prompter's feature hook conditioned on the score
+    question, the score prompt's ids), read from every layer; the last row equals
+    ``scorer.logits(pixels)``. A described run (perception-then-inference) reads its inference
+    prompt after each image's description, as :func:`.attention.run_prompts` builds it.
     """
+    if describing.is_described(scorer):
+        image, ids, mask, _, instructions = run_prompts(scorer, pixels, batch, options or {})
+        device = pixels.device
+        with scorer.features(list(instructions)):
+            return scorer.backbone.layer_logits(image, ids.to(device), mask.to(device))
     with scorer.features([scorer.score.question] * pixels.shape[0]):
         ids = scorer.input_ids.to(pixels.device)
         return scorer.backbone.layer_logits(scorer.prompt(pixels), ids)
@@ -73,7 +83,7 @@ def compute(scorer, pixels: torch.Tensor, options: Mapping, batch=None) -> dict[
     ``top_probs`` ``[B, layers, top_k]`` and ``prob_sum`` ``[1, layers, vocab]`` (the batch's
     sum of the full-vocabulary distributions)."""
     k = _top_k(options)
-    logits = layer_logits(scorer, pixels)
+    logits = layer_logits(scorer, pixels, batch, options)
     with torch.autocast(logits.device.type, enabled=False):
         logits = logits.float()
         probs = torch.softmax(logits, dim=-1)
