@@ -80,6 +80,15 @@ def test_demo_trains_a_pixel_prompt_on_mplug_owl2(run_env, tmp_path):
 
 
 @pytest.mark.slow
+def test_demo_trains_a_pixel_prompt_on_bunny(run_env, tmp_path):
+    run_train([*FAST, "model=tiny_bunny", "logger=csv", f"hydra.run.dir={tmp_path}"], run_env)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert -1 <= metrics["test/srcc"] <= 1 and metrics["trainable_parameters"] > 0
+    config = (tmp_path / ".hydra" / "config.yaml").read_text()
+    assert "resize: pad_square_siglip" in config
+
+
+@pytest.mark.slow
 def test_lora_and_qadapt_progressive_on_mplug_owl2(run_env, tmp_path):
     args = [
         "experiment=demo", "model=tiny_mplug_owl2", "prompt=qadapt_tiny", "prompt.num_layers=1",
