@@ -13,8 +13,12 @@ through a Lightning Trainer built from ``trainer`` (the training presets: ``defa
 ``ddp``, ``ddp_sim``, ...) and :func:`~iqa_lightning.scorer.score_loader`; under DDP each
 process scores an unpadded share, so every image is scored once and the figures equal a
 single process's. Rank 0 writes to the run folder ``eval_<name>.json`` (SRCC / PLCC / KRCC and
-logistic-fitted PLCC per dataset), ``eval_<name>.md`` (the same as a markdown table) and
+logistic-fitted PLCC per dataset, with 95% bootstrap intervals of SRCC and PLCC:
+``srcc_lo``, ``srcc_hi``, ``plcc_lo``, ``plcc_hi``), ``eval_<name>.md`` (the same as a markdown
+table, an interval shown after its figure: ``0.8123 [0.7710, 0.8501]``) and
 ``predictions_eval_<dataset>.csv``; when the run logged to W&B the table goes there too.
+``eval.bootstrap`` sets the resamples (0: no intervals) and ``eval.bootstrap_seed`` their seed
+(:func:`~iqa_lightning.bootstrap.bootstrap_intervals`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from iqa_lightning.train import CONFIG_DIR
 log = logging.getLogger("iqa_lightning.eval")
 
 COLUMNS = ("srcc", "plcc", "krcc", "plcc_logistic4", "plcc_logistic5", "n")
+# Bootstrap interval bounds of a figure of COLUMNS, where the figures have them.
+INTERVALS = {"srcc": ("srcc_lo", "srcc_hi"), "plcc": ("plcc_lo", "plcc_hi")}
 RUN_REQUIRED = "run=<run folder> is required: the train.py run folder to evaluate"
 RANK_ENV = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 
@@ -85,12 +91,22 @@ def dataset_configs(cfg: DictConfig) -> dict[str, DictConfig]:
     return out
 
 
-def correlations(scores: Sequence[float], targets: Sequence[float]) -> dict[str, float]:
+def correlations(
+    scores: Sequence[float], targets: Sequence[float], bootstrap: int = 0, seed: int = 0
+) -> dict[str, float]:
     """SRCC / PLCC / KRCC (torchmetrics, fp64) and PLCC after 4- and 5-parameter logistic fits,
     and ``n``; NaN where a figure is undefined (constant scores, too few images to fit).
 
     Functional torchmetrics: the rows are already gathered, so nothing syncs across DDP ranks
     (a rank may call this alone).
+
+    Args:
+        scores: One predicted score per image.
+        targets: The images' targets, in the same order.
+        bootstrap: Resamples of the 95% bootstrap intervals ``srcc_lo``, ``srcc_hi``,
+            ``plcc_lo``, ``plcc_hi`` (:func:`~iqa_lightning.bootstrap.bootstrap_intervals`);
+            0: no interval keys.
+        seed: Seed of the resampling (the same seed gives the same intervals on every rank).
     """
     import torch
     from torchmetrics.functional import kendall_rank_corrcoef, pearson_corrcoef, spearman_corrcoef
@@ -107,15 +123,42 @@ def correlations(scores: Sequence[float], targets: Sequence[float]) -> dict[str,
     out["plcc_logistic4"] = plcc_logistic(scores.numpy(), targets.numpy(), params=4)
     out["plcc_logistic5"] = plcc_logistic(scores.numpy(), targets.numpy(), params=5)
     out["n"] = len(scores)
+    if bootstrap:
+        from iqa_lightning.bootstrap import INTERVAL_KEYS, bootstrap_intervals
+
+        finite = bool(torch.isfinite(scores).all() and torch.isfinite(targets).all())
+        bounds = (
+            bootstrap_intervals(scores.numpy(), targets.numpy(), n=bootstrap, seed=seed)
+            if finite
+            else {}  # a NaN score: the figures are NaN, and so are their intervals
+        )
+        out.update({key: bounds.get(key, float("nan")) for key in INTERVAL_KEYS})
     return out
 
 
+def _with_interval(figures: dict[str, float], column: str) -> str:
+    """``0.8123``, or ``0.8123 [0.7710, 0.8501]`` where the figures carry its interval."""
+    cell = f"{figures[column]:.4f}"
+    if column in INTERVALS:
+        lo, hi = (figures.get(key) for key in INTERVALS[column])
+        if lo is not None and hi is not None:
+            cell += f" [{lo:.4f}, {hi:.4f}]"
+    return cell
+
+
+def interval_columns(results: dict[str, dict[str, float]]) -> list[str]:
+    """The interval bounds any dataset's figures carry, in :data:`INTERVALS` order."""
+    keys = [key for pair in INTERVALS.values() for key in pair]
+    return [key for key in keys if any(key in figures for figures in results.values())]
+
+
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    """One row per dataset, one column per figure."""
+    """One row per dataset, one column per figure; SRCC and PLCC followed by their bootstrap
+    interval where the figures have one (``0.8123 [0.7710, 0.8501]``)."""
     lines = ["| dataset | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for name, figures in results.items():
         cells = [
-            str(figures[c]) if c == "n" else f"{figures[c]:.4f}" for c in COLUMNS
+            str(figures[c]) if c == "n" else _with_interval(figures, c) for c in COLUMNS
         ]  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -144,6 +187,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     split = cfg.eval.split
     if split not in ("all", "test"):
         raise ConfigError(f"eval.split={split!r} must be 'all' or 'test'")
+    bootstrap = cfg.eval.get("bootstrap") or 0
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        raise ConfigError(f"eval.bootstrap={bootstrap!r} must be a number of resamples >= 0")
     run = run_folder(cfg.run)
     run_cfg = load_run_config(run)
     module = rebuild_run(run, run_cfg)
@@ -160,7 +206,12 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         datamodule.prepare_data()
         datamodule.setup("test")
         rows = score_loader(trainer, module, datamodule.eval_dataloader(split))
-        results[name] = correlations([r["score"] for r in rows], [r["target"] for r in rows])
+        results[name] = correlations(
+            [r["score"] for r in rows],
+            [r["target"] for r in rows],
+            bootstrap=bootstrap,
+            seed=int(cfg.eval.get("bootstrap_seed") or 0),
+        )
         if trainer.is_global_zero:
             write_rows(run / f"predictions_eval_{name}.csv", rows)
             log.info("%s (%s, %d images): %s", name, split, len(rows), results[name])
@@ -183,9 +234,10 @@ def log_to_wandb(run: Path, run_cfg: DictConfig, name: str, results: dict) -> No
             return
         import wandb
 
-        table = wandb.Table(columns=["dataset", *COLUMNS])
+        columns = [*COLUMNS, *interval_columns(results)]
+        table = wandb.Table(columns=["dataset", *columns])
         for dataset, figures in results.items():
-            table.add_data(dataset, *[figures[c] for c in COLUMNS])
+            table.add_data(dataset, *[figures.get(c) for c in columns])
             wb.log({f"eval/{dataset}/{k}": v for k, v in figures.items()})
         wb.log({f"eval/{name}": table})
 

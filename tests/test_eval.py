@@ -51,8 +51,18 @@ def test_two_datasets_give_one_table(demo_run, roots, run_env):
     assert results["koniq"]["n"] == 30 and results["kadid"]["n"] == len(
         read_csv(roots["kadid"] / "dmos.csv")
     )
+    for figures in results.values():  # eval.bootstrap=1000 by default
+        for metric in ("srcc", "plcc"):
+            lo, hi = figures[f"{metric}_lo"], figures[f"{metric}_hi"]
+            assert -1 <= lo <= figures[metric] <= hi <= 1, (metric, figures)
     table = (run / "eval_cross.md").read_text()
     assert table.startswith("| dataset | srcc | plcc | krcc") and "| koniq |" in table
+    koniq = results["koniq"]
+    assert (
+        f"| koniq | {koniq['srcc']:.4f} [{koniq['srcc_lo']:.4f}, {koniq['srcc_hi']:.4f}] | "
+        f"{koniq['plcc']:.4f} [{koniq['plcc_lo']:.4f}, {koniq['plcc_hi']:.4f}] | "
+        f"{koniq['krcc']:.4f} | "
+    ) in table
     assert table in proc.stdout
     assert len(read_csv(run / "predictions_eval_koniq.csv")) == 30
     # The run's own .hydra is left as it was.
@@ -165,6 +175,41 @@ def test_logistic_plcc_undoes_a_monotonic_nonlinearity():
         fitted = plcc_logistic(pred, mos, params=params)
         assert fitted > plain + 0.02 and fitted > 0.99
     assert np.isnan(plcc_logistic(np.ones(10), mos[:10]))
+
+
+def test_bootstrap_intervals_join_the_figures_table_and_json():
+    from iqa_lightning.bootstrap import bootstrap_intervals
+    from iqa_lightning.eval import _json_safe, markdown_table
+
+    rng = np.random.default_rng(2)
+    pred = rng.uniform(0, 1, 60)
+    mos = pred + rng.normal(0, 0.3, 60)
+    figures = correlations(pred.tolist(), mos.tolist(), bootstrap=300, seed=4)
+    bounds = bootstrap_intervals(pred, mos, n=300, seed=4)
+    for key in ("srcc_lo", "srcc_hi", "plcc_lo", "plcc_hi"):
+        assert figures[key] == bounds[key], key
+    assert figures["srcc"] == pytest.approx(bounds["srcc"], abs=1e-6)
+    assert figures["srcc_lo"] < figures["srcc"] < figures["srcc_hi"]
+    assert correlations(pred.tolist(), mos.tolist(), bootstrap=300, seed=4) == figures
+    assert correlations(pred.tolist(), mos.tolist(), bootstrap=300, seed=5) != figures
+
+    off = correlations(pred.tolist(), mos.tolist())  # bootstrap=0: the figures as before
+    assert set(off) == {"srcc", "plcc", "krcc", "plcc_logistic4", "plcc_logistic5", "n"}
+    table = markdown_table({"a": figures, "b": off})
+    row_a, row_b = table.splitlines()[2:]
+    srcc_cell, plcc_cell, krcc_cell = row_a.split(" | ")[1:4]
+    assert (
+        srcc_cell == f"{figures['srcc']:.4f} [{figures['srcc_lo']:.4f}, {figures['srcc_hi']:.4f}]"
+    )
+    assert (
+        plcc_cell == f"{figures['plcc']:.4f} [{figures['plcc_lo']:.4f}, {figures['plcc_hi']:.4f}]"
+    )
+    assert krcc_cell == f"{figures['krcc']:.4f}" and "[" not in row_b
+
+    # A NaN score (a diverged run) gives NaN intervals, not an error after the scoring.
+    nan = correlations([0.1, 0.2, float("nan")], [1.0, 2.0, 3.0], bootstrap=50)
+    assert all(math.isnan(nan[k]) for k in ("srcc_lo", "srcc_hi", "plcc_lo", "plcc_hi"))
+    assert _json_safe({"x": nan})["x"]["srcc_hi"] is None
 
 
 def test_correlations_are_not_synced_and_undefined_figures_are_nan():
