@@ -15,13 +15,23 @@ size:
 :class:`SweepSummary` (a Hydra callback, registered in ``conf/hydra/default.yaml``) writes, once
 every job of a multirun has run, into the sweep folder:
 
-    sweep_summary.csv / .md     one row per job: overrides, status, val/test SRCC and PLCC,
-                                trainable parameters, run folder
+    sweep_summary.csv / .md     one row per job: overrides, status, method, val/test SRCC and
+                                PLCC, the test figures' 95% bootstrap intervals, the p-value
+                                against the zero-shot model, trainable parameters, wall time,
+                                peak memory, run folder
     sweep_srcc_vs_size.png      test SRCC against prompt size, one line per prompt type
+    sweep_srcc_vs_params.png    test SRCC against trainable parameters, one point per method
 
 and logs them to a W&B run of the sweep's group when the sweep logs to W&B. A job that ended on
 a user error (see :mod:`iqa_lightning.cli`) is listed as failed; the sweep then exits with
 code 1 after the summary, its last line naming the failed jobs.
+
+Comparing methods (``hparams_search=methods``): ``method``, ``wall_time_s`` and
+``peak_memory_mb`` come from a job's ``metrics.json``; ``test_srcc_ci`` / ``test_plcc_ci``
+(1000 resamples, seed 0) and ``p_vs_zero_shot`` from its prediction files
+(:mod:`iqa_lightning.sweep_stats`). When a job has zero-shot predictions, a first row with
+status and method ``zero-shot`` (0 trainable parameters) gives the first such job's zero-shot
+figures. Every one of these files is optional.
 """
 
 from __future__ import annotations
@@ -40,31 +50,54 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from iqa_lightning.cli import ERROR_FILE
+from iqa_lightning.sweep_plots import (
+    plot_srcc_vs_params,
+    plot_srcc_vs_size,
+    srcc_vs_params_figure,
+    srcc_vs_size_figure,
+)
+from iqa_lightning.sweep_stats import (
+    BOOTSTRAP,
+    BOOTSTRAP_SEED,
+    STAT_COLUMNS,
+    ZERO_SHOT,
+    prediction_figures,
+    zero_shot_figures,
+)
 
 log = logging.getLogger(__name__)
 
 SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_MD = "sweep_summary.md"
 SRCC_PLOT = "sweep_srcc_vs_size.png"
+PARAMS_PLOT = "sweep_srcc_vs_params.png"
 METRIC_COLUMNS = ("val/srcc", "val/plcc", "val/srcc_best", "test/srcc", "test/plcc")
+RUN_COLUMNS = ("trainable_parameters", "wall_time_s", "peak_memory_mb")  # from metrics.json
 COLUMNS = (
     "job",
     "overrides",
     "status",
+    "method",
     "dataset",
     "prompt",
     "prompt_size",
     "prompt_mode",
     *METRIC_COLUMNS,
-    "trainable_parameters",
+    *STAT_COLUMNS,
+    *RUN_COLUMNS,
     "run_folder",
 )
+# Markdown formats other than 4 decimals.
+FORMATS = {"wall_time_s": "{:.1f}", "peak_memory_mb": "{:.0f}"}
 
 __all__ = [
     "COLUMNS",
+    "ZERO_SHOT",
     "GridSweeper",
     "SweepSummary",
+    "plot_srcc_vs_params",
     "plot_srcc_vs_size",
+    "srcc_vs_params_figure",
     "srcc_vs_size_figure",
     "read_sweep",
     "summarize_sweep",
@@ -176,11 +209,41 @@ def _run_settings(folder: Path) -> dict[str, Any]:
     return out
 
 
-def read_sweep(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per job folder of a sweep (columns :data:`COLUMNS`), in job order.
+def _zero_shot_row(
+    sweep_dir: Path, rows: list[dict[str, Any]], bootstrap: int, seed: int
+) -> dict[str, Any] | None:
+    """The ``zero-shot`` row from the first job (in job order) with a readable
+    ``predictions_zeroshot_test.csv``; None when no job has one."""
+    found = zero_shot_figures([sweep_dir / r["run_folder"] for r in rows], bootstrap, seed)
+    if found is None:
+        return None
+    index, figures = found
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update(overrides="", status=ZERO_SHOT, method=ZERO_SHOT, dataset=rows[index]["dataset"])
+    row.update(figures)
+    row.update(trainable_parameters=0, run_folder=rows[index]["run_folder"])
+    return row
+
+
+def job_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the sweep's jobs: all but the ``zero-shot`` row."""
+    return [r for r in rows if r["status"] != ZERO_SHOT]
+
+
+def read_sweep(
+    sweep_dir: str | Path, bootstrap: int = BOOTSTRAP, seed: int = BOOTSTRAP_SEED
+) -> list[dict[str, Any]]:
+    """One row per job folder of a sweep (columns :data:`COLUMNS`), in job order, after the
+    ``zero-shot`` row where a job has zero-shot predictions (module doc).
 
     ``status`` is ``ok`` (``metrics.json`` written), ``failed: <message>`` (the job's
-    ``error.txt``) or ``incomplete`` (neither: the job was stopped or crashed).
+    ``error.txt``), ``incomplete`` (neither: the job was stopped or crashed) or ``zero-shot``.
+    A test figure missing from ``metrics.json`` is taken from ``predictions_test.csv``.
+
+    Args:
+        sweep_dir: The sweep folder.
+        bootstrap: Resamples of the intervals and p-values (0: none).
+        seed: Seed of the resampling.
     """
     sweep_dir = Path(sweep_dir)
     rows = []
@@ -194,26 +257,45 @@ def read_sweep(sweep_dir: str | Path) -> list[dict[str, Any]]:
             status = "failed: " + error_file.read_text().strip()
         else:
             status = "incomplete"
+        figures = prediction_figures(folder, bootstrap, seed)
         row = {
             "job": _job_number(folder),
             "overrides": " ".join(str(o) for o in overrides),
             "status": status,
+            "method": metrics.get("method"),
             **_run_settings(folder),
             **{key: metrics.get(key) for key in METRIC_COLUMNS},
-            "trainable_parameters": metrics.get("trainable_parameters"),
+            **{key: figures[key] for key in STAT_COLUMNS},
+            **{key: metrics.get(key) for key in RUN_COLUMNS},
             "run_folder": str(folder.relative_to(sweep_dir)),
         }
+        for key in ("test/srcc", "test/plcc"):
+            if row[key] is None:
+                row[key] = figures[key]
         rows.append(row)
     rows.sort(key=lambda r: (r["job"] is None, r["job"] if r["job"] is not None else 0))
-    return rows
+    zero_shot = _zero_shot_row(sweep_dir, rows, bootstrap, seed)
+    return rows if zero_shot is None else [zero_shot, *rows]
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, column: str = "") -> str:
+    """A markdown cell: 4 decimals (:data:`FORMATS` aside), an interval as ``[lo, hi]``."""
     if value is None:
         return ""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f"{v:.4f}" for v in value) + "]"
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return FORMATS.get(column, "{:.4f}").format(value)
     return str(value)
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell at full precision: empty for None, an interval as ``[lo, hi]``."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return value
 
 
 def write_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
@@ -224,74 +306,45 @@ def write_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> tuple[Pa
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row[k] is None else row[k] for k in COLUMNS})
+            writer.writerow({k: _csv_cell(row[k]) for k in COLUMNS})
+    jobs = job_rows(rows)
     lines = [
         f"# Sweep {sweep_dir.name}",
         "",
-        f"{len(rows)} job(s), {sum(r['status'] == 'ok' for r in rows)} finished.",
+        f"{len(jobs)} job(s), {sum(r['status'] == 'ok' for r in jobs)} finished.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",
     ]
     for row in rows:
-        cells = [_cell(row[k]).replace("|", "\\|") for k in COLUMNS]
+        cells = [_cell(row[k], k).replace("|", "\\|") for k in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return csv_path, md_path
 
 
-def srcc_vs_size_figure(rows: list[dict[str, Any]], title: str = ""):
-    """Test SRCC against prompt size, one line per prompt type (and per prompt mode and dataset
-    where those vary across the sweep); None when no finished job has both a prompt size and a
-    test SRCC. Overlay prompts (no size) are left out: they are in the summary table."""
-    done = [r for r in rows if r.get("status") == "ok"]
-    varies = [k for k in ("prompt_mode", "dataset") if len({r.get(k) for r in done}) > 1]
-    points: dict[str, list[tuple[float, float]]] = {}
-    for row in done:
-        size, srcc = row.get("prompt_size"), row.get("test/srcc")
-        if size is None or srcc is None:
-            continue
-        label = " ".join(str(row.get(k) or "?") for k in ("prompt", *varies))
-        points.setdefault(label, []).append((float(size), float(srcc)))
-    if not points:
-        return None
-    import matplotlib
+def summarize_sweep(
+    sweep_dir: str | Path, bootstrap: int = BOOTSTRAP, seed: int = BOOTSTRAP_SEED
+) -> dict[str, Any]:
+    """Read a sweep folder and write its summary files and plots.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Args:
+        sweep_dir: The sweep folder.
+        bootstrap: Resamples of the intervals and p-values (0: none).
+        seed: Seed of the resampling.
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=100, layout="constrained")
-    for label, values in sorted(points.items()):
-        values.sort()
-        ax.plot([v[0] for v in values], [v[1] for v in values], marker="o", label=label)
-    ax.set_xlabel("prompt.size (px)")
-    ax.set_ylabel("test SRCC")
-    ax.set_title(title or "test SRCC by prompt size", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(title=" / ".join(["prompt", *varies]), fontsize=8)
-    return fig
-
-
-def plot_srcc_vs_size(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
-    """Write :func:`srcc_vs_size_figure` to ``path``; None when there is nothing to plot."""
-    fig = srcc_vs_size_figure(rows, title)
-    if fig is None:
-        return None
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def summarize_sweep(sweep_dir: str | Path) -> dict[str, Any]:
-    """Read a sweep folder and write its summary files; returns the rows and the paths."""
+    Returns:
+        ``rows`` (:func:`read_sweep`), the paths ``csv``, ``md``, ``plot`` (SRCC against prompt
+        size) and ``params_plot`` (SRCC against trainable parameters); a plot's path is None
+        when it had nothing to show.
+    """
     sweep_dir = Path(sweep_dir)
-    rows = read_sweep(sweep_dir)
+    rows = read_sweep(sweep_dir, bootstrap=bootstrap, seed=seed)
     csv_path, md_path = write_summary(sweep_dir, rows)
-    plot = plot_srcc_vs_size(rows, sweep_dir / SRCC_PLOT, f"sweep {sweep_dir.name}: test SRCC")
-    return {"rows": rows, "csv": csv_path, "md": md_path, "plot": plot}
+    title = f"sweep {sweep_dir.name}: test SRCC"
+    plot = plot_srcc_vs_size(rows, sweep_dir / SRCC_PLOT, title)
+    params_plot = plot_srcc_vs_params(rows, sweep_dir / PARAMS_PLOT, title)
+    return {"rows": rows, "csv": csv_path, "md": md_path, "plot": plot, "params_plot": params_plot}
 
 
 def _log_to_wandb(config: DictConfig, sweep_dir: Path, summary: dict[str, Any]) -> None:
@@ -313,10 +366,11 @@ def _log_to_wandb(config: DictConfig, sweep_dir: Path, summary: dict[str, Any]) 
     )
     table = wandb.Table(columns=list(COLUMNS))
     for row in summary["rows"]:
-        table.add_data(*[row[k] if row[k] is not None else None for k in COLUMNS])
+        table.add_data(*[_cell(row[k]) if isinstance(row[k], tuple) else row[k] for k in COLUMNS])
     logged: dict[str, Any] = {"sweep/summary": table}
-    if summary["plot"] is not None:
-        logged["sweep/srcc_vs_size"] = wandb.Image(str(summary["plot"]))
+    for key, name in (("plot", "srcc_vs_size"), ("params_plot", "srcc_vs_params")):
+        if summary.get(key) is not None:
+            logged[f"sweep/{name}"] = wandb.Image(str(summary[key]))
     run.log(logged)
     run.save(str(summary["csv"]), base_path=str(sweep_dir), policy="now")
     run.save(str(summary["md"]), base_path=str(sweep_dir), policy="now")
@@ -344,7 +398,7 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         summary = summarize_sweep(sweep_dir)
-        rows = summary["rows"]
+        rows = job_rows(summary["rows"])
         if self.log_to_wandb:
             try:
                 _log_to_wandb(config, sweep_dir, summary)
