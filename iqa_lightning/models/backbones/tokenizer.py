@@ -17,6 +17,8 @@ the same vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tokenizers import (
     AddedToken,
     Tokenizer,
@@ -65,18 +67,19 @@ _CORPUS = [
 SPACE = "\u2581"  # SentencePiece's word-boundary mark
 
 
-def _training_corpus() -> list[str]:
+def _training_corpus(extra: Sequence[str] = ()) -> list[str]:
     words = " ".join(f"{w} {w.capitalize()}" for w in QUALITY_WORDS)
     # Repeat the quality words so BPE merges each into one token, with and without a space
     # (a word opens Qwen's answer right after "assistant\n"); option letters must be single
     # tokens too.
     lines = "".join(f"\n{w}\n{w.capitalize()}" for w in QUALITY_WORDS)
     letters = " ".join("ABCDEFGH")
-    return _CORPUS * 4 + [f" {words} {words}"] * 8 + [words] * 8 + [lines] * 8 + [f" {letters}"] * 8
+    base = _CORPUS * 4 + [f" {words} {words}"] * 8 + [words] * 8 + [lines] * 8
+    return base + [f" {letters}"] * 8 + list(extra)
 
 
 def build_tiny_tokenizer(
-    vocab_size: int = 512, kind: str = "byte_level"
+    vocab_size: int = 512, kind: str = "byte_level", corpus: Sequence[str] = ()
 ) -> PreTrainedTokenizerFast:
     """A small tokenizer of either family style.
 
@@ -84,14 +87,15 @@ def build_tiny_tokenizer(
         vocab_size: Target vocabulary size, special tokens included (the SentencePiece one adds
             its 256 byte-fallback tokens on top).
         kind: ``byte_level`` (Qwen2 style) or ``sentencepiece`` (LLaMA style).
+        corpus: More training text (the trained tiny model's vocabulary), after the fixed one.
 
     Returns:
         A fast tokenizer with ``<pad>`` as padding token and left padding.
     """
     if kind == "byte_level":
-        return _byte_level(vocab_size)
+        return _byte_level(vocab_size, corpus)
     if kind == "sentencepiece":
-        return _sentencepiece(vocab_size)
+        return _sentencepiece(vocab_size, corpus)
     raise ValueError(f"model.tokenizer={kind!r} is not one of {list(TOKENIZER_KINDS)}")
 
 
@@ -106,7 +110,7 @@ def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
     )
 
 
-def _byte_level(vocab_size: int) -> PreTrainedTokenizerFast:
+def _byte_level(vocab_size: int, corpus: Sequence[str]) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -116,11 +120,11 @@ def _byte_level(vocab_size: int) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_training_corpus(), trainer=trainer)
+    tok.train_from_iterator(_training_corpus(corpus), trainer=trainer)
     return _wrap(tok)
 
 
-def _sentencepiece(vocab_size: int) -> PreTrainedTokenizerFast:
+def _sentencepiece(vocab_size: int, corpus: Sequence[str]) -> PreTrainedTokenizerFast:
     # Learn pieces that never cross a word boundary (SentencePiece's split_by_whitespace), then
     # lay the vocabulary out as LLaMA's: <unk> <s> </s>, the 256 byte tokens, the pieces.
     learner = Tokenizer(models.BPE())
@@ -133,7 +137,7 @@ def _sentencepiece(vocab_size: int) -> PreTrainedTokenizerFast:
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
     )
-    learner.train_from_iterator(_training_corpus(), trainer=trainer)
+    learner.train_from_iterator(_training_corpus(corpus), trainer=trainer)
     learned = learner.get_vocab()
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     vocab.update({f"<0x{byte:02X}>": 3 + byte for byte in range(256)})
