@@ -49,22 +49,47 @@ def build_tiny_llava(
         tokenizer: ``sentencepiece`` (LLaMA's style, as LLaVA ships it) or ``byte_level``.
         normalization: ``backbone`` (CLIP statistics) or ``imagenet``.
     """
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-    )
+    from transformers import LlavaForConditionalGeneration
 
     tokenizer = build_tiny_tokenizer(kind=tokenizer)
+    config = tiny_llava_config(tokenizer, image_size, patch_size, hidden_size, num_layers)
+    model = _seeded(lambda: LlavaForConditionalGeneration(config), seed)
+    backbone = LlavaBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, normalization)
+    return backbone.set_gradient_checkpointing(gradient_checkpointing)
+
+
+def tiny_llava_config(
+    tokenizer,
+    image_size: int,
+    patch_size: int,
+    hidden_size: int,
+    num_layers: int,
+    vision_hidden_size: int | None = None,
+    vision_layers: int | None = None,
+):
+    """The ``LlavaConfig`` of a tiny LLaVA: a CLIP vision tower read at its second-to-last
+    layer (as LLaVA-1.5), a Llama text model, ``tokenizer``'s vocabulary and special ids.
+
+    Args:
+        tokenizer: The model's tokenizer (must know ``<image>``).
+        image_size: Input side in pixels.
+        patch_size: Vision patch side.
+        hidden_size: Language model width.
+        num_layers: Language model layers (and vision layers unless ``vision_layers``).
+        vision_hidden_size: Vision tower width; None: half of ``hidden_size``.
+        vision_layers: Vision tower layers; None: ``num_layers``.
+    """
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    vision_width = vision_hidden_size or hidden_size // 2
     vision = CLIPVisionConfig(
-        hidden_size=hidden_size // 2,
-        intermediate_size=hidden_size,
-        num_hidden_layers=num_layers,
+        hidden_size=vision_width,
+        intermediate_size=2 * vision_width,
+        num_hidden_layers=vision_layers or num_layers,
         num_attention_heads=2,
         image_size=image_size,
         patch_size=patch_size,
-        projection_dim=hidden_size // 2,
+        projection_dim=vision_width,
     )
     text = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -78,16 +103,13 @@ def build_tiny_llava(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    config = LlavaConfig(
+    return LlavaConfig(
         vision_config=vision,
         text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=(image_size // patch_size) ** 2,
         vision_feature_layer=-2,
     )
-    model = _seeded(lambda: LlavaForConditionalGeneration(config), seed)
-    backbone = LlavaBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, normalization)
-    return backbone.set_gradient_checkpointing(gradient_checkpointing)
 
 
 def _qwen_text_config(tokenizer, hidden_size: int, num_layers: int) -> dict:
