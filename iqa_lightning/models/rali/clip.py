@@ -199,7 +199,7 @@ def load_clip(
     model = CLIPModel.from_pretrained(pretrained, dtype=getattr(torch, dtype))
     processor = CLIPImageProcessor.from_pretrained(pretrained)
     crop = processor.crop_size
-    size = int(crop["height"] if isinstance(crop, dict) else crop)
+    size = int(crop if isinstance(crop, int) else getattr(crop, "height", None) or crop["height"])
     if image_size is not None and int(image_size) != size:
         raise ValueError(
             f"rali_encoder.image_size={image_size}, but {pretrained} crops to {size} px"
