@@ -9,6 +9,7 @@ from .datasets.clive import CLIVEDataModule
 from .datasets.csiq import CSIQDataModule
 from .datasets.kadid import KADIDDataModule
 from .datasets.koniq import KonIQDataModule
+from .datasets.learning import LearningDataModule, generate_learning_set
 from .datasets.live import LIVEDataModule
 from .datasets.pipal import PIPALDataModule
 from .datasets.spaq import SPAQDataModule
@@ -78,6 +79,7 @@ __all__ = [
     "SPLIT_NAMES",
     "SPLIT_STRATEGIES",
     "SplitError",
+    "LearningDataModule",
     "SyntheticDataModule",
     "SyntheticInstructDataModule",
     "TID2013DataModule",
@@ -87,6 +89,7 @@ __all__ = [
     "check_ratios",
     "collate_instruct",
     "collate_mcq",
+    "generate_learning_set",
     "generate_synthetic_instruct",
     "generate_synthetic_kadid",
     "image_to_tensor",
