@@ -1,0 +1,332 @@
+"""Pre-train the tiny models that have learned to see: a LLaVA-family LMM and a matching CLIP.
+
+    python -m iqa_lightning.tiny.pretrain                      # both, into iqa_lightning/tiny/trained
+    python -m iqa_lightning.tiny.pretrain --steps 20 --out /tmp/t   # a short check run
+
+From random initialisation, on CPU, in minutes: a small CLIP-style ViT, an MLP projector and
+a Llama decoder with the SentencePiece tiny tokenizer learn to answer questions about images of
+the offline world (:mod:`iqa_lightning.tiny.world`): what the image shows, which distortions it
+has and how strong they are. They never see the quality question nor a quality level word, so
+scoring quality zero-shot from the level words' logits is weak, as with a general LMM before IQA
+tuning. The CLIP (image and text towers) learns contrastively from the same images and their
+descriptions; it is RALI's student encoder.
+
+Each model is written as a ``transformers`` folder (``config.json``, ``model.safetensors``,
+tokenizer files, ``preprocessor_config.json``) that the normal loaders read
+(``model=tiny_llava_trained``, ``rali_encoder=tiny_clip_trained``), with ``recipe.json`` (every
+setting, the seed, the final losses, a SHA-256 of the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iqa_lightning.models.backbones.tiny import CLIP_MEAN, CLIP_STD, tiny_llava_config
+from iqa_lightning.models.backbones.tokenizer import build_tiny_tokenizer
+from iqa_lightning.tiny.trained import CLIP_FOLDER, LMM_FOLDER, TRAINED_DIR
+from iqa_lightning.tiny.world import (
+    DISTORTION_KINDS,
+    HELD_OUT_PHOTOS,
+    PATTERNS,
+    PHOTOS,
+    STRENGTH_NAMES,
+    Scene,
+    check_words,
+    content,
+    distortion_phrase,
+    perception_answers,
+    random_scene,
+    render,
+)
+
+log = logging.getLogger("iqa_lightning.tiny")
+
+
+
+@dataclass
+class LMMRecipe:
+    """Settings of the tiny LMM's pre-training (all written to ``recipe.json``)."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    hidden_size: int = 128
+    num_layers: int = 4
+    vision_hidden_size: int = 96
+    vision_layers: int = 4
+    vocab_size: int = 1024
+    samples: int = 6000
+    steps: int = 2400
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 50
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+@dataclass
+class CLIPRecipe:
+    """Settings of the tiny CLIP's contrastive pre-training."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    hidden_size: int = 64
+    projection_dim: int = 48
+    num_layers: int = 3
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 30
+    seed: int = 1
+
+
+def pretraining_sources() -> list[str]:
+    """Photographs (less the held-out ones) and patterns that pre-training draws from."""
+    return [p for p in PHOTOS if p not in HELD_OUT_PHOTOS] + list(PATTERNS)
+
+
+def vocabulary_corpus() -> list[str]:
+    """Every word pre-training writes, for the tokenizer's merges (content, kinds, strengths)."""
+    lines = [f"It shows {text}." for text in [*PHOTOS.values(), *PATTERNS.values()]]
+    for kind in DISTORTION_KINDS:
+        lines += [f"It has {s} {kind.noun}." for s in STRENGTH_NAMES]
+        lines.append(f"{kind.noun.capitalize()} none, {kind.noun} slight.")
+    lines += [
+        "What does the image show? Which distortions does the image have?",
+        "List the distortions of the image.",
+        "Describe the image. It has no visible distortion. Slight. Moderate. Strong. Severe.",
+    ]
+    return lines * 3
+
+
+def build_examples(
+    n: int, side: int, seed: int, sources: Sequence[str], augment: bool = True
+) -> tuple[np.ndarray, list[Scene]]:
+    """``n`` random scenes of ``sources`` rendered at ``side`` px: ``uint8 [n, side, side, 3]``
+    (channel permutations and quarter turns with ``augment``)."""
+    rng = np.random.default_rng(seed)
+    scenes = [random_scene(rng, sources, augment=augment) for _ in range(n)]
+    images = np.stack([np.asarray(render(s, side)) for s in scenes])
+    return images, scenes
+
+
+def _pixels(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _cosine(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_lmm(recipe: LMMRecipe):
+    """A random tiny LLaVA backbone with the perception-vocabulary SentencePiece tokenizer."""
+    from transformers import LlavaForConditionalGeneration
+
+    from iqa_lightning.models.backbones.llava import LlavaBackbone
+
+    tokenizer = build_tiny_tokenizer(recipe.vocab_size, "sentencepiece", vocabulary_corpus())
+    config = tiny_llava_config(
+        tokenizer,
+        recipe.image_size,
+        recipe.patch_size,
+        recipe.hidden_size,
+        recipe.num_layers,
+        recipe.vision_hidden_size,
+        recipe.vision_layers,
+    )
+    torch.manual_seed(recipe.seed)
+    model = LlavaForConditionalGeneration(config)
+    backbone = LlavaBackbone(model, tokenizer, recipe.image_size, CLIP_MEAN, CLIP_STD)
+    backbone.model.requires_grad_(True)
+    return backbone
+
+
+def train_lmm(recipe: LMMRecipe, log_every: int = 50) -> tuple[object, list[float]]:
+    """Pre-train the tiny LMM; returns the backbone and the per-step losses."""
+    images, scenes = build_examples(
+        recipe.samples, recipe.image_size, recipe.seed, pretraining_sources(), augment=True
+    )
+    backbone = build_lmm(recipe)
+    rng = np.random.default_rng(recipe.seed + 1)
+    model = backbone.model
+    model.train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _cosine(s, recipe.steps, recipe.warmup)
+    )
+    losses, start = [], time.time()
+    for step in range(recipe.steps):
+        index = rng.choice(len(scenes), size=recipe.batch_size, replace=False)
+        encoded = []
+        for i in index:
+            turns = perception_answers(scenes[i], rng)
+            for question, answer in turns:
+                check_words(question + " " + answer)
+            encoded.append(backbone.encode_conversation(turns))
+        ids, mask, labels = backbone.pad_conversations(encoded)
+        loss = backbone.lm_loss(_pixels(images[index]), ids, mask, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % log_every == 0 or step == recipe.steps - 1:
+            recent = np.mean(losses[-log_every:])
+            log.info("lmm step %d/%d loss %.4f (%.0f s)", step, recipe.steps, recent, time.time() - start)
+    backbone.freeze()
+    return backbone, losses
+
+
+def save_lmm(backbone, recipe: LMMRecipe, losses: list[float], out: Path) -> Path:
+    """Write the LMM folder (transformers layout + ``recipe.json``)."""
+    from transformers import CLIPImageProcessor
+
+    out.mkdir(parents=True, exist_ok=True)
+    backbone.model.save_pretrained(out, safe_serialization=True)
+    backbone.tokenizer.save_pretrained(out)
+    size = recipe.image_size
+    CLIPImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+    ).save_pretrained(out)
+    _write_recipe(out, asdict(recipe), losses)
+    return out
+
+
+def _write_recipe(out: Path, settings: dict, losses: list[float]) -> None:
+    tail = max(1, len(losses) // 20)
+    record = {
+        "settings": settings,
+        "held_out_photos": list(HELD_OUT_PHOTOS),
+        "first_loss": float(np.mean(losses[:tail])),
+        "final_loss": float(np.mean(losses[-tail:])),
+        "steps": len(losses),
+        "torch": torch.__version__,
+        "sha256": {p.name: _sha256(p) for p in sorted(out.glob("*.safetensors"))},
+    }
+    (out / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def clip_description(scene: Scene) -> str:
+    """The text paired with a scene's image for contrastive training."""
+    text = f"{content(scene)}, with {distortion_phrase(scene)}"
+    check_words(text)
+    return text
+
+
+def train_clip(recipe: CLIPRecipe, log_every: int = 50):
+    """Pre-train the tiny CLIP contrastively; returns the encoder and the per-step losses."""
+    from iqa_lightning.models.rali.clip import build_tiny_clip
+
+    images, scenes = build_examples(
+        max(2000, recipe.batch_size * 40), recipe.image_size, recipe.seed, pretraining_sources()
+    )
+    texts = [clip_description(s) for s in scenes]
+    encoder = build_tiny_clip(
+        recipe.image_size, recipe.patch_size, recipe.hidden_size, recipe.projection_dim,
+        recipe.num_layers, recipe.seed,
+    )  # fmt: skip
+    model = encoder.model
+    model.train().requires_grad_(True)
+    mean = torch.tensor(encoder.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(encoder.image_std).view(1, 3, 1, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _cosine(s, recipe.steps, recipe.warmup)
+    )
+    rng = np.random.default_rng(recipe.seed + 1)
+    losses, start = [], time.time()
+    for step in range(recipe.steps):
+        index = rng.choice(len(scenes), size=recipe.batch_size, replace=False)
+        tokens = encoder.tokenizer(
+            [texts[i] for i in index], padding=True, truncation=True, max_length=77,
+            return_tensors="pt",
+        )  # fmt: skip
+        out = model(
+            input_ids=tokens.input_ids,
+            attention_mask=tokens.attention_mask,
+            pixel_values=(_pixels(images[index]) - mean) / std,
+            return_loss=True,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(out.loss.item())
+        if step % log_every == 0 or step == recipe.steps - 1:
+            recent = np.mean(losses[-log_every:])
+            log.info("clip step %d/%d loss %.4f (%.0f s)", step, recipe.steps, recent, time.time() - start)
+    model.eval().requires_grad_(False)
+    return encoder, losses
+
+
+def save_clip(encoder, recipe: CLIPRecipe, losses: list[float], out: Path) -> Path:
+    """Write the CLIP folder as ``load_clip`` reads it."""
+    from transformers import CLIPImageProcessor
+
+    out.mkdir(parents=True, exist_ok=True)
+    encoder.model.save_pretrained(out, safe_serialization=True)
+    encoder.tokenizer.save_pretrained(out)
+    size = recipe.image_size
+    CLIPImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=list(encoder.image_mean),
+        image_std=list(encoder.image_std),
+    ).save_pretrained(out)
+    _write_recipe(out, asdict(recipe), losses)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=TRAINED_DIR, help="folder for both models")
+    parser.add_argument("--steps", type=int, default=None, help="LMM steps (default: the recipe's)")
+    parser.add_argument("--clip-steps", type=int, default=None, help="CLIP steps")
+    parser.add_argument("--samples", type=int, default=None, help="LMM pre-training images")
+    parser.add_argument("--only", choices=["lmm", "clip"], default=None, help="train one model")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.only in (None, "lmm"):
+        recipe = LMMRecipe()
+        if args.steps is not None:
+            recipe.steps = args.steps
+        if args.samples is not None:
+            recipe.samples = args.samples
+        backbone, losses = train_lmm(recipe)
+        print(f"lmm: loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f}; "
+              f"{save_lmm(backbone, recipe, losses, args.out / LMM_FOLDER)}")  # fmt: skip
+    if args.only in (None, "clip"):
+        recipe = CLIPRecipe()
+        if args.clip_steps is not None:
+            recipe.steps = args.clip_steps
+        encoder, losses = train_clip(recipe)
+        print(f"clip: loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f}; "
+              f"{save_clip(encoder, recipe, losses, args.out / CLIP_FOLDER)}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
