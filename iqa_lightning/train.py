@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     from iqa_lightning.callbacks.stages import save_tensors
     from iqa_lightning.strategies import full_parameters
+    from iqa_lightning.zero_shot import comparison_table
 
     # The backbone stays in eval mode on purpose (frozen, no dropout).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -294,6 +296,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "trainable parameters: %d in groups %s", module.num_trainable(), module.trainable_groups
     )
 
+    zero_shot = {}
+    if cfg.get("zero_shot") and cfg.get("test") and not cfg.get("ckpt_path"):
+        zero_shot = run_zero_shot(cfg, module, datamodule, out)
+    started = time.perf_counter()
     trainer = build_trainer(cfg, callbacks=build_callbacks(cfg), loggers=build_loggers(cfg))
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     if trainer.is_global_zero:
@@ -311,7 +317,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if trainer.is_global_zero:
             print(metrics_table(_finite(tested), title="test"), flush=True)
         metrics.update(tested)
-    metrics = _finite(metrics)
+    metrics = _finite({**metrics, **zero_shot})
+    wall_time = time.perf_counter() - started
 
     with full_parameters(trainer):
         trainable, tuned = module.trainable_state_dict(), module.tuned_state_dict()
@@ -323,17 +330,51 @@ def train(cfg: DictConfig) -> dict[str, float]:
             (out / "checkpoints" / "lora.json").write_text(json.dumps(module.lora_config) + "\n")
         summary = {
             **metrics,
+            "method": cfg.get("task_name"),
             "trainable_parameters": module.num_trainable(),
+            "wall_time_s": round(wall_time, 2),
+            "peak_memory_mb": round(peak_memory_mb(), 1),
             "best_checkpoint": os.path.relpath(best, out) if best else None,
             "epochs": trainer.current_epoch,
         }
         (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         figures = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None)
         print(f"\nrun folder: {out}\n{figures}", flush=True)
+        if zero_shot and "test/srcc" in metrics:
+            print(comparison_table(metrics), flush=True)
     for logger in trainer.loggers:
         logger.finalize("success")
     _finish_wandb()
     return metrics
+
+
+def run_zero_shot(cfg: DictConfig, module, datamodule, out: Path) -> dict[str, float]:
+    """Score the test split with the untrained module (its own Trainer, no logger, no
+    callbacks but the row collector): the zero-shot baseline of :mod:`iqa_lightning.zero_shot`.
+    Single-process runs only: a second Trainer would launch its DDP processes anew."""
+    from iqa_lightning.scorer import RowCollector
+    from iqa_lightning.zero_shot import score_zero_shot
+
+    strategy = str(cfg.trainer.get("strategy") or "").lower()
+    if "ddp" in strategy or "fsdp" in strategy or str(cfg.trainer.get("devices")) not in ("1", "None", "auto"):
+        log.info("zero_shot: skipped under trainer.strategy=%s (single-process runs only)", strategy)
+        return {}
+    trainer = build_trainer(cfg, callbacks=[RowCollector()], loggers=[])
+    return score_zero_shot(trainer, module, datamodule, out if trainer.is_global_zero else None)
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this process in MiB: the CUDA allocator's peak on a GPU, else the peak
+    resident set size."""
+    import resource
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def metrics_table(metrics: dict[str, float | None], title: str = "test") -> str:

@@ -22,6 +22,8 @@ from lightning.pytorch.loggers import WandbLogger  # noqa: E402
 
 from iqa_lightning.strategies import full_parameters  # noqa: E402
 
+ZERO_SHOT_FILE = "predictions_zeroshot_test.csv"  # written by iqa_lightning.zero_shot
+
 
 def _correlations(rows: list[dict]) -> tuple[float, float]:
     from scipy.stats import pearsonr, spearmanr
@@ -40,7 +42,9 @@ def _titled(run_name: str, line: str, width: int) -> str:
     return "\n".join([*textwrap.wrap(run_name, width, break_on_hyphens=False), line])
 
 
-def scatter_figure(rows: list[dict], run_name: str = "", split: str = "test"):
+def scatter_figure(
+    rows: list[dict], run_name: str = "", split: str = "test", baseline: list[dict] | None = None
+):
     """Predicted score against raw MOS, one point per image; the title names the run and
     gives SRCC and PLCC over these rows.
 
@@ -48,13 +52,26 @@ def scatter_figure(rows: list[dict], run_name: str = "", split: str = "test"):
         rows: Dicts with ``mos_raw`` and ``score`` (``predictions_test.csv`` rows).
         run_name: The run, as the title shows it.
         split: The split the rows come from.
+        baseline: The same images scored zero-shot (``predictions_zeroshot_test.csv`` rows),
+            drawn in grey behind the tuned scores, with their figures in the legend.
 
     Returns:
         The matplotlib figure (the caller saves and closes it).
     """
     srcc, plcc = _correlations(rows)
     fig, ax = plt.subplots(figsize=(5.0, 5.0), dpi=100, layout="constrained")
-    ax.scatter([r["mos_raw"] for r in rows], [r["score"] for r in rows], s=10, alpha=0.7)
+    if baseline:
+        zs_srcc, zs_plcc = _correlations(baseline)
+        ax.scatter(
+            [r["mos_raw"] for r in baseline], [r["score"] for r in baseline], s=10, alpha=0.5,
+            color="0.6", label=f"zero-shot: SRCC {zs_srcc:.3f}  PLCC {zs_plcc:.3f}",
+        )  # fmt: skip
+    ax.scatter(
+        [r["mos_raw"] for r in rows], [r["score"] for r in rows], s=10, alpha=0.7,
+        label=f"tuned: SRCC {srcc:.3f}  PLCC {plcc:.3f}",
+    )  # fmt: skip
+    if baseline:
+        ax.legend(fontsize=8, loc="best")
     ax.set_xlabel("MOS")
     ax.set_ylabel("predicted score")
     figures = f"{split}: SRCC {srcc:.3f}  PLCC {plcc:.3f}  (n={len(rows)})"
@@ -178,9 +195,24 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def scatter_plot(rows: list[dict], path: Path, title: str = "") -> Path:
-    """Write :func:`scatter_figure` of ``rows`` to ``path``; ``title`` names the run."""
-    return save_figure(scatter_figure(rows, title), path)
+def scatter_plot(
+    rows: list[dict], path: Path, title: str = "", baseline: list[dict] | None = None
+) -> Path:
+    """Write :func:`scatter_figure` of ``rows`` (and the zero-shot ``baseline``) to ``path``;
+    ``title`` names the run."""
+    return save_figure(scatter_figure(rows, title, baseline=baseline), path)
+
+
+def read_baseline(path: Path) -> list[dict] | None:
+    """Rows of a zero-shot predictions file (``mos_raw`` and ``score`` as floats), or None."""
+    if not path.is_file():
+        return None
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [
+            {"mos_raw": float(r["mos_raw"]), "score": float(r["score"])} for r in csv.DictReader(f)
+        ]
 
 
 def prompt_image(
@@ -228,7 +260,10 @@ class PlotWriter(L.Callback):
             return
         images = {
             "test/scatter": scatter_plot(
-                pl_module.test_rows, self.plot_dir / "scatter_test.png", self.run_name
+                pl_module.test_rows,
+                self.plot_dir / "scatter_test.png",
+                self.run_name,
+                read_baseline(self.plot_dir.parent / ZERO_SHOT_FILE),
             )
         }
         if prompt is not None:
