@@ -32,7 +32,7 @@ def run_env(cache_dir) -> dict:
 
 # Shorter than the demo itself, same code path.
 FAST = [
-    "experiment=demo",
+    "experiment=smoke",
     "dataset.n_refs=4",
     "dataset.generated_size=96",
     "trainer.max_epochs=2",

@@ -143,7 +143,7 @@ def test_multirun_gives_four_runs_a_wandb_group_and_a_summary(run_env, tmp_path)
         # One W&B group per sweep; the job's overrides as tags and as config keys.
         group, tags, keys = wandb_run_of(run)
         assert group == "sweep_grid"
-        assert f"prompt={prompt}" in tags and f"prompt.size={size}" in tags and "demo" in tags
+        assert f"prompt={prompt}" in tags and f"prompt.size={size}" in tags and "smoke" in tags
         assert "sweep" in keys
     assert len(seen) == 4
 
@@ -222,7 +222,7 @@ def test_stage2_padding_on_a_koniq_layout(run_env, tmp_path):
     out = tmp_path / "run"
     run_train(
         [
-            "experiment=demo",
+            "experiment=smoke",
             "prompt=padding",
             "dataset=koniq",
             "stage=2",

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from tests.conftest import run_train
 
 SMALL = [
-    "experiment=demo",
+    "experiment=smoke",
     "prompt=qadapt_tiny",
     "prompt.num_layers=1",
     "dataset.n_refs=4",

@@ -52,7 +52,7 @@ def test_corrupt_image_met_in_training_is_the_last_line(loud_env, tmp_path):
     out = tmp_path / "run"
     code, text = run_cli(
         [
-            "experiment=demo",  # logs to W&B (offline) and CSV
+            "experiment=smoke",  # logs to W&B (offline) and CSV
             "dataset=kadid",
             f"dataset.root={root}",  # dataset.num_workers=2: the error comes from a worker
             "trainer.max_epochs=1",
@@ -79,7 +79,7 @@ def test_wrong_root_is_reported_before_the_model_is_built(loud_env, tmp_path):
     missing_root = tmp_path / "no such kadid"
     code, text = run_cli(
         [
-            "experiment=demo",
+            "experiment=smoke",
             "model=llava_1_5_7b",
             f"model.pretrained={tmp_path / 'no-such-model'}",
             "dataset=kadid",

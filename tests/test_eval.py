@@ -66,7 +66,7 @@ def test_two_datasets_give_one_table(demo_run, roots, run_env):
     assert table in proc.stdout
     assert len(read_csv(run / "predictions_eval_koniq.csv")) == 30
     # The run's own .hydra is left as it was.
-    assert "experiment=demo" in (run / ".hydra" / "overrides.yaml").read_text()
+    assert "experiment=smoke" in (run / ".hydra" / "overrides.yaml").read_text()
 
 
 def dataset_overrides(run):

@@ -262,7 +262,7 @@ def compose(*overrides):
     from iqa_lightning.train import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose(config_name="train", overrides=["experiment=demo", *overrides])
+        return hydra_compose(config_name="train", overrides=["experiment=smoke", *overrides])
 
 
 def test_configs_compose_and_a_wrong_score_head_fails_before_the_model_loads():

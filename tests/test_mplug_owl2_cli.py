@@ -91,7 +91,7 @@ def test_demo_trains_a_pixel_prompt_on_bunny(run_env, tmp_path):
 @pytest.mark.slow
 def test_lora_and_qadapt_progressive_on_mplug_owl2(run_env, tmp_path):
     args = [
-        "experiment=demo", "model=tiny_mplug_owl2", "prompt=qadapt_tiny", "prompt.num_layers=1",
+        "experiment=smoke", "model=tiny_mplug_owl2", "prompt=qadapt_tiny", "prompt.num_layers=1",
         "dataset.n_refs=4", "dataset.generated_size=96", "instruct.n_refs=4",
         "instruct.generated_size=96", "instruct.steps_per_epoch=4", "logger=csv",
         "stage.lora.r=4", "stage.lora.alpha=8", "stage=progressive", "stage.phases.0.epochs=1",

@@ -41,14 +41,14 @@ def test_perception_inference_switches_phases_and_writes_the_run_folder(run_env,
 def test_demo_two_stage_and_baseline_runs(run_env, tmp_path):
     """The full demo of both methods, then stage 2 alone from the two-stage run."""
     two = tmp_path / "two_stage"
-    run_train(["experiment=demo", "stage=perception_inference", f"hydra.run.dir={two}"], run_env)
+    run_train(["experiment=smoke", "stage=perception_inference", f"hydra.run.dir={two}"], run_env)
     one = tmp_path / "one_stage"
-    run_train(["experiment=demo", "stage=one_stage", f"hydra.run.dir={one}"], run_env)
+    run_train(["experiment=smoke", "stage=one_stage", f"hydra.run.dir={one}"], run_env)
     for run in (two, one):
         assert "test/srcc" in json.loads((run / "metrics.json").read_text())
     again = tmp_path / "inference"
     run_train(
-        ["experiment=demo", "stage=inference", f"stage.init_from={two}",
+        ["experiment=smoke", "stage=inference", f"stage.init_from={two}",
          "trainer.max_epochs=1", f"hydra.run.dir={again}"],
         run_env,
     )  # fmt: skip

@@ -56,12 +56,12 @@ def test_reference_preset_is_the_reference_recipe(option, dataset, tmp_path):
 
 
 def test_other_prompt_types_keep_their_own_optimiser(tmp_path):
-    _, pixel = compose_train(["experiment=demo", "prompt=overlay"], tmp_path)
+    _, pixel = compose_train(["experiment=smoke", "prompt=overlay"], tmp_path)
     assert pixel["stage"]["phases"][0]["optimizer"]["_target_"] == "torch.optim.SGD"
-    _, qadapt = compose_train(["experiment=demo", "prompt=qadapt"], tmp_path)
+    _, qadapt = compose_train(["experiment=smoke", "prompt=qadapt"], tmp_path)
     assert qadapt["stage"]["phases"][0]["optimizer"]["_target_"] == "torch.optim.AdamW"
     _, chosen = compose_train(
-        ["experiment=demo", "prompt=qadapt", "prompt_optimizer=sgd", "prompt_optimizer.lr=3"],
+        ["experiment=smoke", "prompt=qadapt", "prompt_optimizer=sgd", "prompt_optimizer.lr=3"],
         tmp_path,
     )
     assert chosen["stage"]["phases"][0]["optimizer"]["_target_"] == "torch.optim.SGD"
@@ -80,7 +80,7 @@ def test_reference_grid_is_the_33_reference_experiments(tmp_path):
     assert len(jobs) == 33
     seen = set()
     for job in jobs:
-        overrides = ["experiment=demo", *(f"{k}={v}" for k, v in job.items())]
+        overrides = ["experiment=smoke", *(f"{k}={v}" for k, v in job.items())]
         _, cfg = compose_train(overrides, tmp_path)
         dataset, prompt = cfg["dataset"], cfg["prompt"]
         kind = prompt["_target_"].rsplit(".", 1)[1]
@@ -173,7 +173,7 @@ def _run_grid(tmp_path, run_env, *selection):
     data = _reference_data(tmp_path / "data")
     sweep = tmp_path / "sweep"
     args = [
-        "-m", "hparams_search=vp_reference", "experiment=demo", "debug=fast",
+        "-m", "hparams_search=vp_reference", "experiment=smoke", "debug=fast",
         f"paths.data_dir={data}", f"hydra.sweep.dir={sweep}", *selection,
     ]  # fmt: skip
     run_train(args, run_env)

@@ -42,7 +42,7 @@ def composed_jobs(overrides):
 
 
 def test_prompt_grid_runs_each_prompt_once_per_distinct_config():
-    sweeper, jobs, configs = composed_jobs(["hparams_search=prompt_grid", "experiment=demo"])
+    sweeper, jobs, configs = composed_jobs(["hparams_search=prompt_grid", "experiment=smoke"])
     assert type(sweeper).__name__ == "GridSweeper"
     texts = [OmegaConf.to_yaml(OmegaConf.create(c)) for c in configs]
     assert len(set(texts)) == len(texts), "two jobs of the grid compose the same config"
@@ -84,7 +84,7 @@ def test_methods_search_runs_every_method_once():
 def test_a_job_composing_like_an_earlier_one_is_dropped():
     # demo's padding prompt is 30 px wide, so `prompt=padding` alone repeats `prompt.size=30`.
     grids = "[{prompt.size: '10,30'},{prompt: padding}]"
-    overrides = ["experiment=demo", "hydra/sweeper=grid", f"hydra.sweeper.grids={grids}"]
+    overrides = ["experiment=smoke", "hydra/sweeper=grid", f"hydra.sweeper.grids={grids}"]
     sweeper, jobs, configs = composed_jobs(overrides)
     assert [c["prompt"]["size"] for c in configs] == [10, 30]
     assert len(jobs) == 2 and len(sweeper.dropped) == 1
@@ -102,7 +102,7 @@ def test_failed_jobs_are_listed_and_the_sweep_exits_1(run_env, tmp_path):
             sys.executable,
             "train.py",
             "hparams_search=prompt_grid",
-            "experiment=demo",
+            "experiment=smoke",
             "logger=csv",
             "trainer.max_epochs=0",
             f"hydra.sweep.dir={sweep}",
