@@ -48,6 +48,7 @@ from iqa_lightning.tiny.world import (
     perception_answers,
     random_scene,
     render,
+    strength_name,
 )
 
 log = logging.getLogger("iqa_lightning.tiny")
@@ -66,7 +67,9 @@ class LMMRecipe:
     vision_layers: int = 4
     vocab_size: int = 1024
     samples: int = 6000
-    steps: int = 2400
+    vision_steps: int = 1500
+    vision_lr: float = 1e-3
+    steps: int = 1500
     batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 50
@@ -83,6 +86,7 @@ class CLIPRecipe:
     hidden_size: int = 64
     projection_dim: int = 48
     num_layers: int = 3
+    samples: int = 2560
     steps: int = 600
     batch_size: int = 64
     lr: float = 2e-3
@@ -157,17 +161,83 @@ def build_lmm(recipe: LMMRecipe):
     return backbone
 
 
+def vision_labels(scenes: Sequence[Scene], sources: Sequence[str]) -> torch.Tensor:
+    """``[N, 1 + kinds]`` class labels: the source, then each kind's strength class (0: none,
+    1-4: slight .. severe)."""
+    index = {name: i for i, name in enumerate(sources)}
+    rows = []
+    for scene in scenes:
+        strengths = dict(scene.distortions)
+        levels = [
+            1 + STRENGTH_NAMES.index(strength_name(strengths[k.name])) if k.name in strengths else 0
+            for k in DISTORTION_KINDS
+        ]
+        rows.append([index[scene.source], *levels])
+    return torch.tensor(rows)
+
+
+def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_every: int = 50):
+    """Stage A, as a LLaVA's vision tower comes pre-trained: the tower learns to classify each
+    image's source and every distortion kind's strength from the mean of the patch features
+    it hands the language model (temporary linear heads, dropped after). Returns the losses."""
+    sources = pretraining_sources()
+    labels = vision_labels(scenes, sources)
+    tower = backbone.vision_tower()
+    width = tower.config.hidden_size
+    heads = torch.nn.ModuleList(
+        [torch.nn.Linear(width, len(sources))]
+        + [torch.nn.Linear(width, 1 + len(STRENGTH_NAMES)) for _ in DISTORTION_KINDS]
+    )
+    params = [*tower.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=recipe.vision_lr, weight_decay=recipe.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _cosine(s, recipe.vision_steps, recipe.warmup)
+    )
+    tower.train()
+    rng = np.random.default_rng(recipe.seed + 2)
+    losses, start = [], time.time()
+    layer = backbone.model.config.vision_feature_layer
+    for step in range(recipe.vision_steps):
+        index = rng.choice(len(scenes), size=recipe.batch_size, replace=False)
+        pixels = backbone.normalize(_pixels(images[index]))
+        hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[layer]
+        pooled = hidden[:, 1:].mean(dim=1)
+        target = labels[index]
+        loss = sum(
+            torch.nn.functional.cross_entropy(head(pooled), target[:, i])
+            for i, head in enumerate(heads)
+        ) / len(heads)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % log_every == 0 or step == recipe.vision_steps - 1:
+            recent = np.mean(losses[-log_every:])
+            log.info("vision step %d/%d loss %.4f (%.0f s)", step, recipe.vision_steps, recent, time.time() - start)
+    return losses
+
+
 def train_lmm(recipe: LMMRecipe, log_every: int = 50) -> tuple[object, list[float]]:
-    """Pre-train the tiny LMM; returns the backbone and the per-step losses."""
+    """Pre-train the tiny LMM in two stages, as LLaVA is built on a pre-trained vision tower:
+    the vision tower first (:func:`train_vision`), then the projector and the language model on
+    the perception answers with the tower frozen. Returns the backbone and the second stage's
+    per-step losses."""
     images, scenes = build_examples(
         recipe.samples, recipe.image_size, recipe.seed, pretraining_sources(), augment=True
     )
     backbone = build_lmm(recipe)
+    if recipe.vision_steps > 0:
+        train_vision(backbone, images, scenes, recipe)
+        backbone.vision_tower().requires_grad_(False)
     rng = np.random.default_rng(recipe.seed + 1)
     model = backbone.model
     model.train()
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _cosine(s, recipe.steps, recipe.warmup)
@@ -185,7 +255,7 @@ def train_lmm(recipe: LMMRecipe, log_every: int = 50) -> tuple[object, list[floa
         loss = backbone.lm_loss(_pixels(images[index]), ids, mask, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
@@ -211,6 +281,7 @@ def save_lmm(backbone, recipe: LMMRecipe, losses: list[float], out: Path) -> Pat
         image_std=list(CLIP_STD),
     ).save_pretrained(out)
     _write_recipe(out, asdict(recipe), losses)
+    write_readme(out)
     return out
 
 
@@ -228,6 +299,60 @@ def _write_recipe(out: Path, settings: dict, losses: list[float]) -> None:
     (out / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
+README = """# {title}
+
+Trained in this repository from random initialisation, offline, on CPU:
+
+    python -m iqa_lightning.tiny.pretrain{only}
+
+{what}
+
+- Data: crops of scikit-image's photographs (less the held-out ones: {held_out}) and generated
+  patterns, each with 0-2 distortions of known kind and strength
+  (`iqa_lightning/tiny/world.py`); the text never uses a quality level word.
+- Recipe (`recipe.json` holds every setting): {settings}.
+- Loss: {first_loss:.3f} at the start, {final_loss:.3f} at the end ({steps} steps, torch {torch}).
+- Content hash (SHA-256 of the weights): {sha}.
+
+Loaded by `{preset}` through the normal loaders; `pretrained=<folder>` loads another folder
+written by `python -m iqa_lightning.tiny.pretrain --out <folder>`.
+"""
+_FOLDERS = {
+    LMM_FOLDER: (
+        "The trained tiny LLaVA",
+        " --only lmm",
+        "A LLaVA-family model (CLIP ViT, MLP projector, Llama decoder, SentencePiece tokenizer) "
+        "that learned to say what an image shows\nand which distortions it has, how strong; it "
+        "never saw the quality question nor a level word, so\nits zero-shot quality scores are "
+        "weak, as a general LMM's are before IQA tuning.",
+        "model=tiny_llava_trained",
+    ),
+    CLIP_FOLDER: (
+        "The trained tiny CLIP",
+        " --only clip",
+        "A CLIP (image and text towers) trained contrastively on the same images and their "
+        "descriptions: RALI's student\nencoder on the trained tiny LMM.",
+        "rali_encoder=tiny_clip_trained",
+    ),
+}
+
+
+def write_readme(folder: Path) -> Path:
+    """Write ``README.md`` beside a trained folder's ``recipe.json``: recipe, seed, hash."""
+    record = json.loads((folder / "recipe.json").read_text())
+    title, only, what, preset = _FOLDERS[folder.name]
+    settings = ", ".join(f"{k} {v}" for k, v in record["settings"].items())
+    sha = "; ".join(f"`{name}` {digest}" for name, digest in record["sha256"].items())
+    text = README.format(
+        title=title, only=only, what=what, preset=preset, settings=settings, sha=sha,
+        held_out=", ".join(record["held_out_photos"]),
+        **{k: record[k] for k in ("first_loss", "final_loss", "steps", "torch")},
+    )  # fmt: skip
+    path = folder / "README.md"
+    path.write_text(text)
+    return path
+
+
 def clip_description(scene: Scene) -> str:
     """The text paired with a scene's image for contrastive training."""
     text = f"{content(scene)}, with {distortion_phrase(scene)}"
@@ -240,7 +365,7 @@ def train_clip(recipe: CLIPRecipe, log_every: int = 50):
     from iqa_lightning.models.rali.clip import build_tiny_clip
 
     images, scenes = build_examples(
-        max(2000, recipe.batch_size * 40), recipe.image_size, recipe.seed, pretraining_sources()
+        recipe.samples, recipe.image_size, recipe.seed, pretraining_sources()
     )
     texts = [clip_description(s) for s in scenes]
     encoder = build_tiny_clip(
@@ -297,6 +422,7 @@ def save_clip(encoder, recipe: CLIPRecipe, losses: list[float], out: Path) -> Pa
         image_std=list(encoder.image_std),
     ).save_pretrained(out)
     _write_recipe(out, asdict(recipe), losses)
+    write_readme(out)
     return out
 
 
@@ -304,6 +430,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=TRAINED_DIR, help="folder for both models")
     parser.add_argument("--steps", type=int, default=None, help="LMM steps (default: the recipe's)")
+    parser.add_argument("--vision-steps", type=int, default=None, help="vision tower steps")
     parser.add_argument("--clip-steps", type=int, default=None, help="CLIP steps")
     parser.add_argument("--samples", type=int, default=None, help="LMM pre-training images")
     parser.add_argument("--only", choices=["lmm", "clip"], default=None, help="train one model")
@@ -316,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             recipe.steps = args.steps
         if args.samples is not None:
             recipe.samples = args.samples
+        if args.vision_steps is not None:
+            recipe.vision_steps = args.vision_steps
         backbone, losses = train_lmm(recipe)
         print(f"lmm: loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f}; "
               f"{save_lmm(backbone, recipe, losses, args.out / LMM_FOLDER)}")  # fmt: skip
