@@ -1,0 +1,68 @@
+"""The trained tiny models: the recipe reruns and its losses fall; the committed folders load
+through the normal loaders and match their recorded hashes."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from iqa_lightning.models.score import WordScore
+from iqa_lightning.tiny.pretrain import CLIPRecipe, LMMRecipe, train_clip, train_lmm
+from iqa_lightning.tiny.trained import (
+    CLIP_FOLDER,
+    LMM_FOLDER,
+    TRAINED_DIR,
+    load_tiny_clip,
+    load_tiny_llava,
+    trained_folder,
+)
+
+
+def test_lmm_recipe_loss_falls_in_a_few_steps():
+    recipe = LMMRecipe(samples=96, vision_steps=12, steps=12, batch_size=8, warmup=2)
+    backbone, losses = train_lmm(recipe, log_every=100)
+    assert np.mean(losses[-3:]) < losses[0] - 0.5, losses
+    assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_clip_recipe_loss_falls_in_a_few_steps():
+    recipe = CLIPRecipe(samples=64, steps=15, batch_size=16, warmup=2)
+    _, losses = train_clip(recipe, log_every=100)
+    assert np.mean(losses[-3:]) < losses[0], losses
+
+
+@pytest.mark.parametrize("folder", [LMM_FOLDER, CLIP_FOLDER])
+def test_committed_folders_match_their_recipe(folder):
+    path = TRAINED_DIR / folder
+    record = json.loads((path / "recipe.json").read_text())
+    for name, digest in record["sha256"].items():
+        assert hashlib.sha256((path / name).read_bytes()).hexdigest() == digest, name
+    assert record["final_loss"] < record["first_loss"] / 3
+    assert (path / "README.md").read_text().count(record["sha256"]["model.safetensors"]) == 1
+    for weights in path.glob("*.safetensors"):
+        assert weights.stat().st_size < 20 * 2**20
+
+
+def test_trained_lmm_loads_and_every_level_word_is_one_token():
+    backbone = load_tiny_llava()
+    assert backbone.image_size == 64 and backbone.dtype == torch.float32
+    for words in (["excellent", "good", "fair", "poor", "bad"], ["good", "fine", "poor", "bad"]):
+        for prefix in ("The quality of the image is", ""):
+            head = WordScore(words, list(range(len(words))), answer_prefix=prefix)
+            head.bind(backbone)  # raises, naming the word, when one is not a single token
+    answers = backbone.generate(torch.rand(1, 3, 64, 64), ["Which distortions does the image have?"])
+    assert answers[0].startswith("It has"), answers
+
+
+def test_trained_clip_loads_with_its_crop_size():
+    encoder = load_tiny_clip()
+    assert encoder.image_size == 64
+    with pytest.raises(ValueError, match="crops to 64"):
+        load_tiny_clip(image_size=32)
+
+
+def test_missing_folder_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="iqa_lightning.tiny.pretrain --out"):
+        trained_folder(str(tmp_path / "nothing"), LMM_FOLDER)
