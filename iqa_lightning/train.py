@@ -4,7 +4,7 @@ write the run folder (``metrics.json``, ``predictions_test.csv``, ``split.csv``,
 
     python train.py experiment=demo
     python train.py prompt=padding dataset=koniq stage=2 dataset.root=/data/koniq10k
-    python train.py -m experiment=demo prompt=padding,patch_center prompt.size=10,30
+    python train.py -m experiment=smoke prompt=padding,patch_center prompt.size=10,30
 """
 
 from __future__ import annotations
