@@ -13,7 +13,7 @@ from tests.conftest import run_train
 def test_rali_demo_distils_and_exports(run_env, tmp_path):
     out = tmp_path / "run"
     run_train(
-        ["experiment=rali_demo", "dataset.n_refs=4", "dataset.generated_size=96",
+        ["experiment=rali_smoke", "dataset.n_refs=4", "dataset.generated_size=96",
          "trainer.max_epochs=3", "teacher.max_new_tokens=8", "logger=none",
          f"hydra.run.dir={out}"],
         run_env,
