@@ -60,7 +60,7 @@ def compose(name, tmp_path):
 
 
 def test_every_dataset_config_is_tested():
-    assert set(OPTIONS) == {*WRITERS, "synthetic", "table"}
+    assert set(OPTIONS) == {*WRITERS, "synthetic", "table", "learning"}
 
 
 @pytest.mark.parametrize("name", OPTIONS)

@@ -29,6 +29,7 @@ from iqa_lightning.data import (
     LIVEDataModule,
     PIPALDataModule,
     SPAQDataModule,
+    LearningDataModule,
     SyntheticDataModule,
     TableDataModule,
     TID2013DataModule,
@@ -65,6 +66,11 @@ def _synthetic(tmp_path: Path) -> dict:
     return {"cache_dir": tmp_path / "cache", "n_refs": 4, "generated_size": 24, "levels": 2}
 
 
+def _learning(tmp_path: Path) -> dict:
+    return {"root": tmp_path / "learning", "train_images": 6, "val_images": 4, "test_images": 4,
+            "generated_size": 24}  # fmt: skip
+
+
 def _root(writer):
     return lambda tmp_path: {"root": writer(tmp_path / "data")}
 
@@ -82,6 +88,7 @@ CASES = {
     TID2013DataModule: _root(write_tid2013),
     SyntheticDataModule: _synthetic,
     TableDataModule: _table,
+    LearningDataModule: _learning,
 }
 #: Modules whose score range / split come from the data rather than only from the spec.
 DATA_DRIVEN = {TableDataModule}

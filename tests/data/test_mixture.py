@@ -326,7 +326,29 @@ def compose(name, tmp_path):
 
 
 def test_every_instruct_config_is_tested():
-    assert {p.stem for p in CONF.glob("*.yaml")} == {"synthetic", "qinstruct"}
+    assert {p.stem for p in CONF.glob("*.yaml")} == {"synthetic", "qinstruct", "learning"}
+
+
+def test_learning_config_reads_the_learning_sets_conversations(tmp_path):
+    from hydra import compose as compose_train
+    from hydra import initialize_config_dir
+
+    from iqa_lightning.data import LearningDataModule
+
+    with initialize_config_dir(config_dir=str(CONF.parent), version_base="1.3"):
+        cfg = compose_train(
+            "train", ["dataset=learning", "instruct=learning", f"paths.cache_dir={tmp_path}",
+                      "dataset.train_images=6", "dataset.val_images=4", "dataset.test_images=4",
+                      "model=tiny_llava_trained"],
+        )  # fmt: skip
+    score = instantiate(cfg.dataset)
+    assert isinstance(score, LearningDataModule)
+    score.prepare_data()
+    dm = instantiate(cfg.instruct, score_datamodule=score)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["task"] in ("instruct", "score")
+    assert str(cfg.instruct.qinstruct_json).startswith(str(score.folder))
 
 
 def test_synthetic_config_shares_the_score_set_and_its_reference_split(tmp_path):

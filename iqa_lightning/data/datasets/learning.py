@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..generated import GeneratedSet
+from ..spec import DatasetSpec
 from .table import TableDataModule
 
 __all__ = [
@@ -172,6 +173,8 @@ class LearningDataModule(TableDataModule):
         **kwargs: :class:`~iqa_lightning.data.datasets.table.TableDataModule` arguments.
     """
 
+    spec = DatasetSpec(name="learning", title="learning set", split="official")
+
     def __init__(
         self,
         root: str | os.PathLike | None = None,
@@ -193,7 +196,9 @@ class LearningDataModule(TableDataModule):
         if root is None:
             root = Path(".cache") / learning_dirname(**self.generation)
         folder = Path(os.path.expanduser(str(root)))
-        kwargs.setdefault("mos_range", (1.0, 5.0))
+        kwargs.setdefault("mos_range", self.spec.mos_range)
+        kwargs.setdefault("split", self.spec.split)
+        kwargs.setdefault("name", self.spec.name)
         super().__init__(file=folder / LABELS, root=folder, **kwargs)
         self.folder = folder
 
