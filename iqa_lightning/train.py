@@ -356,8 +356,14 @@ def run_zero_shot(cfg: DictConfig, module, datamodule, out: Path) -> dict[str, f
     from iqa_lightning.zero_shot import score_zero_shot
 
     strategy = str(cfg.trainer.get("strategy") or "").lower()
-    if "ddp" in strategy or "fsdp" in strategy or str(cfg.trainer.get("devices")) not in ("1", "None", "auto"):
-        log.info("zero_shot: skipped under trainer.strategy=%s (single-process runs only)", strategy)
+    if (
+        "ddp" in strategy
+        or "fsdp" in strategy
+        or str(cfg.trainer.get("devices")) not in ("1", "None", "auto")
+    ):
+        log.info(
+            "zero_shot: skipped under trainer.strategy=%s (single-process runs only)", strategy
+        )
         return {}
     trainer = build_trainer(cfg, callbacks=[RowCollector()], loggers=[])
     return score_zero_shot(trainer, module, datamodule, out if trainer.is_global_zero else None)

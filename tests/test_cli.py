@@ -114,6 +114,8 @@ def wandb_run_of(folder):
     return group, tags, keys
 
 
+# slow: four training runs; tests/test_sweeps.py runs a multirun and its summary quickly
+@pytest.mark.slow
 def test_multirun_gives_four_runs_a_wandb_group_and_a_summary(run_env, tmp_path):
     sweep = tmp_path / "sweep_grid"
     run_train(

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -47,6 +48,8 @@ def test_progressive_demo_reports_scores_and_mcq_accuracy(run_env, tmp_path):
     assert len(rows) == 4 and all(r["image_id"] for r in rows)
 
 
+# slow: two training runs; tests/test_stages.py loads a stage-1 run's tensors in-process
+@pytest.mark.slow
 def test_stage2_starts_from_a_stage1_run(run_env, tmp_path):
     first, second = tmp_path / "stage1", tmp_path / "stage2"
     run_train([*SMALL, *LORA, "stage=1", "trainer.max_epochs=1", f"hydra.run.dir={first}"], run_env)

@@ -69,6 +69,8 @@ def test_ddp_sim_evaluates_every_image_once_with_single_process_figures(tmp_path
         assert ddp_row["mos_raw"] == one_row["mos_raw"]
 
 
+# slow: a DDP run killed and resumed in subprocesses; tests/test_checkpoints.py resumes in-process
+@pytest.mark.slow
 def test_kill_9_then_resume_from_last_reproduces_the_uninterrupted_run(tmp_path, run_env):
     # MKL's results otherwise depend on memory alignment: two uninterrupted runs can differ.
     run_env = {**run_env, "MKL_CBWR": "AUTO,STRICT"}

@@ -54,7 +54,6 @@ from iqa_lightning.tiny.world import (
 log = logging.getLogger("iqa_lightning.tiny")
 
 
-
 @dataclass
 class LMMRecipe:
     """Settings of the tiny LMM's pre-training (all written to ``recipe.json``)."""
@@ -215,7 +214,13 @@ def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_ev
         losses.append(loss.item())
         if step % log_every == 0 or step == recipe.vision_steps - 1:
             recent = np.mean(losses[-log_every:])
-            log.info("vision step %d/%d loss %.4f (%.0f s)", step, recipe.vision_steps, recent, time.time() - start)
+            log.info(
+                "vision step %d/%d loss %.4f (%.0f s)",
+                step,
+                recipe.vision_steps,
+                recent,
+                time.time() - start,
+            )
     return losses
 
 
@@ -261,7 +266,9 @@ def train_lmm(recipe: LMMRecipe, log_every: int = 50) -> tuple[object, list[floa
         losses.append(loss.item())
         if step % log_every == 0 or step == recipe.steps - 1:
             recent = np.mean(losses[-log_every:])
-            log.info("lmm step %d/%d loss %.4f (%.0f s)", step, recipe.steps, recent, time.time() - start)
+            log.info(
+                "lmm step %d/%d loss %.4f (%.0f s)", step, recipe.steps, recent, time.time() - start
+            )
     backbone.freeze()
     return backbone, losses
 
@@ -402,7 +409,13 @@ def train_clip(recipe: CLIPRecipe, log_every: int = 50):
         losses.append(out.loss.item())
         if step % log_every == 0 or step == recipe.steps - 1:
             recent = np.mean(losses[-log_every:])
-            log.info("clip step %d/%d loss %.4f (%.0f s)", step, recipe.steps, recent, time.time() - start)
+            log.info(
+                "clip step %d/%d loss %.4f (%.0f s)",
+                step,
+                recipe.steps,
+                recent,
+                time.time() - start,
+            )
     model.eval().requires_grad_(False)
     return encoder, losses
 

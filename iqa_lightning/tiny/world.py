@@ -65,9 +65,7 @@ PHOTOS = {
     "text": "painted letters on a sign",
 }
 #: Grey photographs (colour distortions are not drawn for them).
-GREY = frozenset(
-    "camera coins moon brick grass gravel clock cell page text".split()
-)
+GREY = frozenset("camera coins moon brick grass gravel clock cell page text".split())
 #: Photographs kept out of pre-training and out of the IQA set's training and validation splits.
 HELD_OUT_PHOTOS = ("chelsea", "rocket", "coins", "gravel")
 #: Generated patterns (name -> what it shows), seeded per sample.
@@ -158,7 +156,9 @@ DISTORTION_KINDS: tuple[Distortion, ...] = (
     Distortion("contrast", "faded contrast", _contrast, weight=0.50, power=1.6),
     Distortion("overexposure", "overexposure", _overexpose, weight=0.55, power=1.2),
     Distortion("underexposure", "underexposure", _underexpose, weight=0.50, power=1.5),
-    Distortion("saturation", "oversaturated colour", _saturate, weight=0.25, power=2.0, colour=True),
+    Distortion(
+        "saturation", "oversaturated colour", _saturate, weight=0.25, power=2.0, colour=True
+    ),
     Distortion("noise", "noise", _noise, weight=0.75, power=0.7),
     Distortion("jpeg", "JPEG blocks", _jpeg, weight=0.40, power=1.6),
 )

@@ -56,7 +56,9 @@ def run(method: str, seed: int, out: Path, extra: list[str], lora_runs: dict) ->
         [sys.executable, "train.py", *args], cwd=REPO, env=env, capture_output=True, text=True
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{method} seed {seed} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{method} seed {seed} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+        )
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics["folder"] = str(folder)
     print(
@@ -112,7 +114,9 @@ def main() -> None:
         methods.insert(0, "lora")
     results: dict[str, list[dict]] = {m: [] for m in methods}
     lora_runs: dict[int, str] = {}
-    print(f"bench_learning: {len(methods)} methods x {len(args.seeds)} seeds into {out}", flush=True)
+    print(
+        f"bench_learning: {len(methods)} methods x {len(args.seeds)} seeds into {out}", flush=True
+    )
     for method in methods:
         for seed in args.seeds:
             metrics = run(method, seed, out, extra, lora_runs)

@@ -21,7 +21,7 @@ from iqa_lightning.tiny.trained import (
 
 
 def test_lmm_recipe_loss_falls_in_a_few_steps():
-    recipe = LMMRecipe(samples=96, vision_steps=12, steps=12, batch_size=8, warmup=2)
+    recipe = LMMRecipe(samples=48, vision_steps=6, steps=10, batch_size=8, warmup=2)
     backbone, losses = train_lmm(recipe, log_every=100)
     assert np.mean(losses[-3:]) < losses[0] - 0.5, losses
     assert not any(p.requires_grad for p in backbone.parameters())
@@ -52,7 +52,9 @@ def test_trained_lmm_loads_and_every_level_word_is_one_token():
         for prefix in ("The quality of the image is", ""):
             head = WordScore(words, list(range(len(words))), answer_prefix=prefix)
             head.bind(backbone)  # raises, naming the word, when one is not a single token
-    answers = backbone.generate(torch.rand(1, 3, 64, 64), ["Which distortions does the image have?"])
+    answers = backbone.generate(
+        torch.rand(1, 3, 64, 64), ["Which distortions does the image have?"]
+    )
     assert answers[0].startswith("It has"), answers
 
 

@@ -1,0 +1,106 @@
+"""Training dynamics: each method, trained briefly on the trained tiny LMM, beats zero-shot on
+photographs it never saw; and the check fails when learning is broken on purpose.
+
+The default run keeps one such check (the demo's); the rest are ``slow`` (``pytest -m slow
+tests/test_learning.py``), with the full comparison in ``tests/benchmarks/bench_learning.py``.
+"""
+
+import json
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from iqa_lightning.train import CONFIG_DIR, quote_numeric_choices, train
+
+#: Smallest gain over zero-shot (test SRCC) a short run must show.
+MARGIN = 0.1
+
+
+def train_in_process(overrides, out, cache_dir) -> dict:
+    """Compose ``train.yaml`` with ``overrides`` and train in this process; metrics.json."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=quote_numeric_choices(
+                [
+                    *overrides,
+                    f"paths.output_dir={out}",
+                    f"paths.cache_dir={cache_dir}",
+                    "logger=none",
+                    "callbacks.explanations=null",
+                ]
+            ),  # fmt: skip
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    train(job)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def gain(metrics: dict) -> float:
+    return metrics["test/srcc"] - metrics["zeroshot/srcc"]
+
+
+def test_demo_beats_zero_shot_on_unseen_photographs(tmp_path, cache_dir):
+    metrics = train_in_process(["experiment=demo", "trainer.max_epochs=1"], tmp_path, cache_dir)
+    assert metrics["zeroshot/srcc"] < 0.5, metrics
+    assert gain(metrics) > MARGIN, metrics
+    assert (tmp_path / "predictions_zeroshot_test.csv").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "experiment", ["learn_lora", "learn_progressive", "learn_perception", "learn_level_ce",
+                   "learn_soft_label"],
+)  # fmt: skip
+def test_method_beats_zero_shot(experiment, tmp_path, cache_dir):
+    metrics = train_in_process([f"experiment={experiment}"], tmp_path, cache_dir)
+    assert gain(metrics) > MARGIN, metrics
+
+
+@pytest.mark.slow
+def test_rali_student_beats_its_teachers_zero_shot(tmp_path, cache_dir):
+    teacher = train_in_process(["experiment=learn_lora"], tmp_path / "lora", cache_dir)
+    student = train_in_process(
+        ["experiment=learn_rali", f"teacher.run={tmp_path / 'lora'}"], tmp_path / "rali", cache_dir
+    )
+    assert student["test/srcc"] - teacher["zeroshot/srcc"] > MARGIN, (teacher, student)
+
+
+def _no_gradient(monkeypatch):
+    """The loss never reaches the trained parameters (a detached score)."""
+    from iqa_lightning.module import IQAModule
+
+    step = IQAModule.training_step
+    monkeypatch.setattr(
+        IQAModule, "training_step", lambda self, batch, i: step(self, batch, i) * 0.0
+    )
+
+
+def _labels_shifted(monkeypatch):
+    """Each training image gets its neighbour's label (the targets shifted by one)."""
+    from iqa_lightning.module import IQAModule
+
+    step = IQAModule.training_step
+
+    def shifted(self, batch, i):
+        if "target" in batch:
+            batch = {**batch, "target": torch.roll(batch["target"], 1)}
+        return step(self, batch, i)
+
+    monkeypatch.setattr(IQAModule, "training_step", shifted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sabotage", [_no_gradient, _labels_shifted], ids=["no_gradient", "labels_shifted"]
+)
+def test_the_learning_check_catches_a_broken_method(sabotage, monkeypatch, tmp_path, cache_dir):
+    sabotage(monkeypatch)
+    overrides = ["experiment=learn_lora", "stage.tasks=[score]"]
+    metrics = train_in_process(overrides, tmp_path, cache_dir)
+    assert gain(metrics) < MARGIN, metrics
