@@ -15,8 +15,9 @@ from omegaconf import OmegaConf
 
 from iqa_lightning.train import CONFIG_DIR, quote_numeric_choices, train
 
-#: Smallest gain over zero-shot (test SRCC) a short run must show.
-MARGIN = 0.1
+#: Smallest gain (test SRCC) over zero-shot, and over chance where zero-shot is below it, that a
+#: short run must show: moving away from an anti-correlated zero-shot towards 0 is not learning.
+MARGIN = 0.2
 
 
 def train_in_process(overrides, out, cache_dir) -> dict:
@@ -41,12 +42,14 @@ def train_in_process(overrides, out, cache_dir) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-def gain(metrics: dict) -> float:
-    return metrics["test/srcc"] - metrics["zeroshot/srcc"]
+def gain(metrics: dict, zero_shot: float | None = None) -> float:
+    """Tuned test SRCC minus the larger of zero-shot SRCC and 0 (chance)."""
+    zero = metrics["zeroshot/srcc"] if zero_shot is None else zero_shot
+    return metrics["test/srcc"] - max(zero, 0.0)
 
 
 def test_demo_beats_zero_shot_on_unseen_photographs(tmp_path, cache_dir):
-    metrics = train_in_process(["experiment=demo", "trainer.max_epochs=1"], tmp_path, cache_dir)
+    metrics = train_in_process(["experiment=demo"], tmp_path, cache_dir)
     assert metrics["zeroshot/srcc"] < 0.5, metrics
     assert gain(metrics) > MARGIN, metrics
     assert (tmp_path / "predictions_zeroshot_test.csv").is_file()
@@ -68,7 +71,7 @@ def test_rali_student_beats_its_teachers_zero_shot(tmp_path, cache_dir):
     student = train_in_process(
         ["experiment=learn_rali", f"teacher.run={tmp_path / 'lora'}"], tmp_path / "rali", cache_dir
     )
-    assert student["test/srcc"] - teacher["zeroshot/srcc"] > MARGIN, (teacher, student)
+    assert gain(student, teacher["zeroshot/srcc"]) > MARGIN, (teacher, student)
 
 
 def _no_gradient(monkeypatch):
