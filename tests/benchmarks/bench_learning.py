@@ -8,8 +8,8 @@ Each run is ``python train.py experiment=learn_<method> seed=<s>`` in its own pr
 learning set: held-out photographs at held-out strengths in test), so wall time and peak memory
 are the run's own (``metrics.json``: ``wall_time_s`` from the start of training to the end of
 testing, ``peak_memory_mb`` the process's peak resident set on CPU). Zero-shot is the same
-test images scored by the untrained module before training (``zeroshot/srcc``); RALI's student
-has no zero-shot of its own, so its row compares with its teacher's LMM zero-shot. RALI
+test images scored by the untrained module before training (``zeroshot/srcc``); RALI's row
+compares with its teacher LMM's zero-shot (an untrained student has no meaningful one). RALI
 distils from the LoRA run of the same seed (``teacher.run``), so ``lora`` runs first.
 
 Prints one table: method, trainable parameters, wall time, peak memory, zero-shot SRCC, tuned
@@ -122,7 +122,7 @@ def main() -> None:
             metrics = run(method, seed, out, extra, lora_runs)
             if method == "lora":
                 lora_runs[seed] = metrics["folder"]
-            if metrics.get("zeroshot/srcc") is None:  # RALI: its teacher LMM's zero-shot
+            if method == "rali":  # the untrained student's figure says nothing: its teacher's
                 teacher = results["lora"][args.seeds.index(seed)]
                 metrics["zeroshot/srcc"] = teacher["zeroshot/srcc"]
             results[method].append(metrics)
