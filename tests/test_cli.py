@@ -216,6 +216,8 @@ def test_notebook_executes_against_the_demo_run(demo_run, run_env):
     assert len(images) == 2
 
 
+# slow: the KonIQ layout is read in-process by tests/data/test_conformance.py; the CLI by the demo run
+@pytest.mark.slow
 def test_stage2_padding_on_a_koniq_layout(run_env, tmp_path):
     """The command from the project card, on a KonIQ-10k fixture: official split, stage=2."""
     from tests.data.fixtures import koniq_set_of, write_koniq

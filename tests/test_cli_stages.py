@@ -23,6 +23,8 @@ SMALL = [
 LORA = ["stage.lora.r=4", "stage.lora.alpha=8"]
 
 
+# slow: tests/test_stages.py runs the progressive schedule in-process; tests/test_learning.py -m slow trains it
+@pytest.mark.slow
 def test_progressive_demo_reports_scores_and_mcq_accuracy(run_env, tmp_path):
     out = tmp_path / "run"
     proc = run_train(

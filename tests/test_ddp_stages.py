@@ -21,6 +21,8 @@ def run(out, cache_dir, env, *flags):
     )  # fmt: skip
 
 
+# slow: DDP training runs by default in tests/test_scale.py; the phase switch in-process in tests/test_checkpoints.py
+@pytest.mark.slow
 def test_ranks_stay_identical_across_the_switch(tmp_path, cache_dir, run_env):
     proc = run(tmp_path, cache_dir, run_env)
     assert proc.returncode == 0, proc.stderr[-4000:]

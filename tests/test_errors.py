@@ -42,6 +42,8 @@ def loud_env(run_env):
     return env
 
 
+# slow: the one-line error path runs by default in the other subprocess tests of this file
+@pytest.mark.slow
 def test_corrupt_image_met_in_training_is_the_last_line(loud_env, tmp_path):
     from tests.data.fixtures import write_kadid
 

@@ -107,7 +107,7 @@ def test_rebuilt_run_reproduces_its_test_predictions(demo_run, single_eval):
         assert figures[key] == pytest.approx(metrics[f"test/{key}"], abs=1e-6), key
 
 
-# Slow: the same scoring loop under ddp_sim is tested by the scoring CLI's DDP test.
+# Slow: the same loop under ddp_sim is tested by default by tests/test_scale.py's DDP run.
 @pytest.mark.slow
 def test_ddp_sim_eval_scores_each_image_once_with_single_process_figures(
     demo_run, single_eval, run_env

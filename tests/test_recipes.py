@@ -75,6 +75,8 @@ def _grid():
     return [dict(job) for job in itertools.product(*axes)]
 
 
+# slow: composes all 33 jobs; the recipe tests above compose each preset
+@pytest.mark.slow
 def test_reference_grid_is_the_33_reference_experiments(tmp_path):
     jobs = _grid()
     assert len(jobs) == 33

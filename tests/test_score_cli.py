@@ -85,6 +85,8 @@ def test_python_api_gives_the_cli_scores(zero_shot, photos):
     assert from_pil == pytest.approx(cli, abs=1e-6)
 
 
+# slow: the DDP test loop runs by default in tests/test_scale.py (ddp_sim training and test)
+@pytest.mark.slow
 def test_run_scores_a_csv_list_with_mos_under_ddp_as_training_tested_it(
     demo_run, run_env, cache_dir, tmp_path
 ):
