@@ -38,6 +38,8 @@ def train_in_process(overrides, out, cache_dir) -> dict:
         )
     HydraConfig.instance().set_config(cfg)
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    (out / ".hydra").mkdir(parents=True, exist_ok=True)  # as Hydra writes it (rebuilt by RALI)
+    OmegaConf.save(job, out / ".hydra" / "config.yaml", resolve=True)
     train(job)
     return json.loads((out / "metrics.json").read_text())
 
