@@ -14,8 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from iqa_lightning.bootstrap import bootstrap_intervals
 from iqa_lightning.callbacks.plots import ZERO_SHOT_FILE
 from iqa_lightning.callbacks.predictions import prediction_columns, write_rows
 from iqa_lightning.scorer import score_loader
@@ -26,17 +25,13 @@ log = logging.getLogger("iqa_lightning")
 
 
 def figures(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """SRCC and PLCC of the rows' ``score`` against their ``target`` (NaN when undefined)."""
-    from torchmetrics.functional import pearson_corrcoef, spearman_corrcoef
-
-    scores = torch.tensor([float(r["score"]) for r in rows], dtype=torch.float64)
-    targets = torch.tensor([float(r["target"]) for r in rows], dtype=torch.float64)
-    if len(rows) < 2 or float(scores.std()) == 0.0 or float(targets.std()) == 0.0:
+    """SRCC and PLCC of the rows' ``score`` against their ``target`` (NaN when undefined, and
+    when a score is not finite)."""
+    scores = [float(r["score"]) for r in rows]
+    targets = [float(r["target"]) for r in rows]
+    if not all(math.isfinite(x) for x in scores + targets):
         return {"srcc": math.nan, "plcc": math.nan}
-    return {
-        "srcc": float(spearman_corrcoef(scores, targets)),
-        "plcc": float(pearson_corrcoef(scores, targets)),
-    }
+    return bootstrap_intervals(scores, targets, n=0)
 
 
 def score_zero_shot(trainer, module, datamodule, out: Path | None) -> dict[str, float]:

@@ -175,6 +175,55 @@ def vision_labels(scenes: Sequence[Scene], sources: Sequence[str]) -> torch.Tens
     return torch.tensor(rows)
 
 
+def _optimise(
+    params,
+    loss_at,
+    steps: int,
+    lr: float,
+    warmup: int,
+    weight_decay: float,
+    name: str,
+    log_every: int,
+) -> list[float]:
+    """AdamW with warm-up then cosine decay, gradients clipped at norm 1: ``steps`` steps of
+    ``loss_at(step)``; returns the per-step losses (logged every ``log_every`` steps)."""
+    params = list(params)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, steps, warmup))
+    losses, start = [], time.time()
+    for step in range(steps):
+        loss = loss_at(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if step % log_every == 0 or step == steps - 1:
+            recent, elapsed = np.mean(losses[-log_every:]), time.time() - start
+            log.info("%s step %d/%d loss %.4f (%.0f s)", name, step, steps, recent, elapsed)
+    return losses
+
+
+def _save_folder(model, tokenizer, size: int, mean, std, recipe, losses, out: Path) -> Path:
+    """Write a trained folder: weights (safetensors), tokenizer, the image processor (square
+    ``size`` crops, ``mean`` / ``std``), ``recipe.json`` and ``README.md``."""
+    from transformers import CLIPImageProcessor
+
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    CLIPImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=list(mean),
+        image_std=list(std),
+    ).save_pretrained(out)
+    _write_recipe(out, asdict(recipe), losses)
+    write_readme(out)
+    return out
+
+
 def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_every: int = 50):
     """Stage A, as a LLaVA's vision tower comes pre-trained: the tower learns to classify each
     image's source and every distortion kind's strength from the mean of the patch features
@@ -188,40 +237,25 @@ def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_ev
         + [torch.nn.Linear(width, 1 + len(STRENGTH_NAMES)) for _ in DISTORTION_KINDS]
     )
     params = [*tower.parameters(), *heads.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=recipe.vision_lr, weight_decay=recipe.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _cosine(s, recipe.vision_steps, recipe.warmup)
-    )
     tower.train()
     rng = np.random.default_rng(recipe.seed + 2)
-    losses, start = [], time.time()
     layer = backbone.model.config.vision_feature_layer
-    for step in range(recipe.vision_steps):
+
+    def loss_at(step: int) -> torch.Tensor:
         index = rng.choice(len(scenes), size=recipe.batch_size, replace=False)
         pixels = backbone.normalize(_pixels(images[index]))
         hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[layer]
         pooled = hidden[:, 1:].mean(dim=1)
         target = labels[index]
-        loss = sum(
+        return sum(
             torch.nn.functional.cross_entropy(head(pooled), target[:, i])
             for i, head in enumerate(heads)
         ) / len(heads)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if step % log_every == 0 or step == recipe.vision_steps - 1:
-            recent = np.mean(losses[-log_every:])
-            log.info(
-                "vision step %d/%d loss %.4f (%.0f s)",
-                step,
-                recipe.vision_steps,
-                recent,
-                time.time() - start,
-            )
-    return losses
+
+    return _optimise(
+        params, loss_at, recipe.vision_steps, recipe.vision_lr, recipe.warmup,
+        recipe.weight_decay, "vision", log_every,
+    )  # fmt: skip
 
 
 def train_lmm(recipe: LMMRecipe, log_every: int = 50) -> tuple[object, list[float]]:
@@ -239,16 +273,8 @@ def train_lmm(recipe: LMMRecipe, log_every: int = 50) -> tuple[object, list[floa
     rng = np.random.default_rng(recipe.seed + 1)
     model = backbone.model
     model.train()
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _cosine(s, recipe.steps, recipe.warmup)
-    )
-    losses, start = [], time.time()
-    for step in range(recipe.steps):
+
+    def loss_at(step: int) -> torch.Tensor:
         index = rng.choice(len(scenes), size=recipe.batch_size, replace=False)
         encoded = []
         for i in index:
@@ -257,39 +283,23 @@ def train_lmm(recipe: LMMRecipe, log_every: int = 50) -> tuple[object, list[floa
                 check_words(question + " " + answer)
             encoded.append(backbone.encode_conversation(turns))
         ids, mask, labels = backbone.pad_conversations(encoded)
-        loss = backbone.lm_loss(_pixels(images[index]), ids, mask, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if step % log_every == 0 or step == recipe.steps - 1:
-            recent = np.mean(losses[-log_every:])
-            log.info(
-                "lmm step %d/%d loss %.4f (%.0f s)", step, recipe.steps, recent, time.time() - start
-            )
+        return backbone.lm_loss(_pixels(images[index]), ids, mask, labels)
+
+    trained = [p for p in model.parameters() if p.requires_grad]
+    losses = _optimise(
+        trained, loss_at, recipe.steps, recipe.lr, recipe.warmup, recipe.weight_decay, "lmm",
+        log_every,
+    )  # fmt: skip
     backbone.freeze()
     return backbone, losses
 
 
 def save_lmm(backbone, recipe: LMMRecipe, losses: list[float], out: Path) -> Path:
     """Write the LMM folder (transformers layout + ``recipe.json``)."""
-    from transformers import CLIPImageProcessor
-
-    out.mkdir(parents=True, exist_ok=True)
-    backbone.model.save_pretrained(out, safe_serialization=True)
-    backbone.tokenizer.save_pretrained(out)
-    size = recipe.image_size
-    CLIPImageProcessor(
-        size={"shortest_edge": size},
-        crop_size={"height": size, "width": size},
-        image_mean=list(CLIP_MEAN),
-        image_std=list(CLIP_STD),
-    ).save_pretrained(out)
-    _write_recipe(out, asdict(recipe), losses)
-    write_readme(out)
-    return out
+    return _save_folder(
+        backbone.model, backbone.tokenizer, recipe.image_size, CLIP_MEAN, CLIP_STD, recipe,
+        losses, out,
+    )  # fmt: skip
 
 
 def _write_recipe(out: Path, settings: dict, losses: list[float]) -> None:
@@ -383,60 +393,35 @@ def train_clip(recipe: CLIPRecipe, log_every: int = 50):
     model.train().requires_grad_(True)
     mean = torch.tensor(encoder.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(encoder.image_std).view(1, 3, 1, 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _cosine(s, recipe.steps, recipe.warmup)
-    )
     rng = np.random.default_rng(recipe.seed + 1)
-    losses, start = [], time.time()
-    for step in range(recipe.steps):
+
+    def loss_at(step: int) -> torch.Tensor:
         index = rng.choice(len(scenes), size=recipe.batch_size, replace=False)
         tokens = encoder.tokenizer(
             [texts[i] for i in index], padding=True, truncation=True, max_length=77,
             return_tensors="pt",
         )  # fmt: skip
-        out = model(
+        return model(
             input_ids=tokens.input_ids,
             attention_mask=tokens.attention_mask,
             pixel_values=(_pixels(images[index]) - mean) / std,
             return_loss=True,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(out.loss.item())
-        if step % log_every == 0 or step == recipe.steps - 1:
-            recent = np.mean(losses[-log_every:])
-            log.info(
-                "clip step %d/%d loss %.4f (%.0f s)",
-                step,
-                recipe.steps,
-                recent,
-                time.time() - start,
-            )
+        ).loss
+
+    losses = _optimise(
+        model.parameters(), loss_at, recipe.steps, recipe.lr, recipe.warmup, 0.01, "clip",
+        log_every,
+    )  # fmt: skip
     model.eval().requires_grad_(False)
     return encoder, losses
 
 
 def save_clip(encoder, recipe: CLIPRecipe, losses: list[float], out: Path) -> Path:
     """Write the CLIP folder as ``load_clip`` reads it."""
-    from transformers import CLIPImageProcessor
-
-    out.mkdir(parents=True, exist_ok=True)
-    encoder.model.save_pretrained(out, safe_serialization=True)
-    encoder.tokenizer.save_pretrained(out)
-    size = recipe.image_size
-    CLIPImageProcessor(
-        size={"shortest_edge": size},
-        crop_size={"height": size, "width": size},
-        image_mean=list(encoder.image_mean),
-        image_std=list(encoder.image_std),
-    ).save_pretrained(out)
-    _write_recipe(out, asdict(recipe), losses)
-    write_readme(out)
-    return out
+    return _save_folder(
+        encoder.model, encoder.tokenizer, recipe.image_size, encoder.image_mean,
+        encoder.image_std, recipe, losses, out,
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:
