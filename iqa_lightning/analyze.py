@@ -18,7 +18,9 @@ test split, ``all`` every image; ``analysis.max_images`` keeps the first ones. E
 through the run's scoring path in ``Trainer.predict`` (one process; ``trainer=`` takes the
 one-device presets) and the analysis (:data:`~iqa_lightning.analysis.ANALYSES`: ``logit_lens``,
 ``instability``, ``attention``, ``grounding``; see their modules for the exact definitions) writes its files under
-``<run>/analysis/``; when the run logged to W&B they are logged to that W&B run as well.
+``<run>/analysis/``; when the run logged to W&B they are logged to that W&B run as well. Progress
+is counted in images (a bar on a terminal; a line with rate and ETA in ``analyze.log`` at most
+every 30 s, ``IQA_PROGRESS_SECONDS``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from iqa_lightning.cli import ConfigError, error_line, report_user_errors
 from iqa_lightning.eval import given, run_settings
@@ -108,6 +110,8 @@ def analyze(cfg: DictConfig) -> list[Path]:
     datamodule.setup("test")
     loader = analysis_loader(datamodule, options.split, options.get("max_images"))
     module = rebuild_run(run, run_cfg)
+    with open_dict(cfg):  # the analysis reports its progress in images (a bar and log lines)
+        cfg.trainer.enable_progress_bar = False
     trainer = build_trainer(cfg, callbacks=[], loggers=[])
     _, files = run_analysis(name, trainer, module, loader, options, run / "analysis")
     log.info("%s on %s (%s, %d images)", name, datamodule.name, options.split,

@@ -159,3 +159,72 @@ def test_callback_logs_each_loop_with_loss_in_a_short_fit(caplog, tmp_path):
     )  # the sanity check is not reported
     assert sum("validation: 1/2" in line for line in lines) == 2  # epochs 0 and 1 only
     assert any(line.startswith("test: 6/6 batches in") for line in lines)
+
+
+def counts(lines, what):
+    return [int(m["count"]) for m in map(LINE.match, lines) if m and m["what"] == what]
+
+
+def test_described_instability_counts_images_per_sampled_answer(caplog, monkeypatch):
+    """Two batches of 2 images, 2 sampled answers each: the count moves per answer (1, 2, 3, 4
+    images), not per batch (2, 4)."""
+    from torch.utils.data import Dataset
+
+    from iqa_lightning.analysis import analysis_trainer, collect, instability
+    from iqa_lightning.models.backbones import build_tiny_llava
+    from iqa_lightning.models.prompts import NoPrompt
+    from iqa_lightning.models.score import WordScore
+    from iqa_lightning.perception import DescriptionScorer, SyntheticDescriptions
+
+    class Images(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            pixels = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(i))
+            return {"pixels": pixels, "image_id": f"I01_01_0{i + 1}.png"}
+
+    class Run(torch.nn.Module):
+        def __init__(self, scorer):
+            super().__init__()
+            self.scorer = scorer
+
+    torch.manual_seed(0)
+    score = WordScore(["excellent", "good", "fair", "poor", "bad"], [1.0, 0.75, 0.5, 0.25, 0])
+    scorer = DescriptionScorer(build_tiny_llava(), NoPrompt(), score, SyntheticDescriptions(5),
+                               max_new_tokens=2)  # fmt: skip
+    monkeypatch.setenv("IQA_PROGRESS_SECONDS", "0")
+    caplog.set_level(logging.INFO, logger="iqa_lightning.progress")
+    options = {"samples": 2, "temperature": 1.0, "seed": 0, "max_new_tokens": 2}
+    batches = collect(analysis_trainer(accelerator="cpu"), Run(scorer).eval(),
+                      DataLoader(Images(), batch_size=2), instability.compute, options,
+                      what="analysis instability")  # fmt: skip
+    assert len(batches) == 2
+    lines = messages(caplog)
+    assert counts(lines, "analysis instability") == [1, 2, 3, 4]
+    assert re.fullmatch(r"analysis instability: 4/4 images in \d+s \([\d.]+/s\)", lines[-1])
+
+
+def test_teacher_texts_report_their_progress(caplog, monkeypatch, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from iqa_lightning.data.dataset import LabelledImage
+    from iqa_lightning.distill.teacher import Teacher, generate_texts
+    from iqa_lightning.distill.texts import TextCache
+
+    items = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(path)
+        items.append(LabelledImage(f"{i}.png", str(path), 3.0, 0.5))
+    cache = TextCache(tmp_path / "texts.jsonl")
+    cache.add({"0.png": "cached already"})
+    teacher = Teacher(lambda pixels, questions: ["sharp"] * len(questions), 16, "test teacher")
+    monkeypatch.setenv("IQA_PROGRESS_SECONDS", "0")
+    caplog.set_level(logging.INFO, logger="iqa_lightning")
+    texts = generate_texts(teacher, items, cache, batch_size=2)
+    assert texts["0.png"] == "cached already" and texts["4.png"] == "sharp"
+    lines = messages(caplog, "iqa_lightning.distill.teacher")
+    assert counts(lines, "teacher texts") == [2, 4]
+    assert lines[-1].startswith("teacher texts: 4/4 images in")

@@ -52,7 +52,7 @@ def run_analysis(
     """
     analysis = ANALYSES[name]
     analysis.check(options)
-    batches = collect(trainer, module, loader, analysis.compute, options)
+    batches = collect(trainer, module, loader, analysis.compute, options, what=f"analysis {name}")
     result = analysis.summarise(batches, module.scorer, options)
     return result, analysis.write(result, Path(folder))
 

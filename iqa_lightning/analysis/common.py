@@ -1,5 +1,11 @@
 """What every analysis shares: the predict step that runs its ``compute`` through a Trainer,
-a one-device Trainer, and helpers to join the per-batch outputs."""
+a one-device Trainer, and helpers to join the per-batch outputs.
+
+:func:`collect` reports its progress in images (:class:`~iqa_lightning.progress.Progress`: a
+bar on a terminal, a line with rate and ETA in the log at most every 30 s); an analysis whose
+batch takes several steps (sampled answers) advances it inside the batch with
+:func:`iqa_lightning.progress.current`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from typing import Any
 
 import lightning as L
 import torch
+
+from iqa_lightning.progress import Progress
 
 
 class AnalysisStep(L.LightningModule):
@@ -20,16 +28,25 @@ class AnalysisStep(L.LightningModule):
         model: The :class:`~iqa_lightning.module.IQAModule` (a rebuilt run).
         compute: The analysis's ``compute``.
         options: Its options (``analysis.*``).
+        progress: Counts the images done (None: not counted).
     """
 
-    def __init__(self, model: torch.nn.Module, compute: Callable, options: Mapping) -> None:
+    def __init__(
+        self, model: torch.nn.Module, compute: Callable, options: Mapping,
+        progress: Progress | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.model = model
         self.compute = compute
         self.options = options
+        self.progress = progress
+        self.done = 0
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
         out = self.compute(self.model.scorer, batch["pixels"], self.options, batch)
+        self.done += len(batch["pixels"])
+        if self.progress is not None:
+            self.progress.goto(self.done)  # exact, after any partial steps inside the batch
         out = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in out.items()}
         ids = batch.get("image_id", batch.get("image"))
         if ids is None:
@@ -40,9 +57,11 @@ class AnalysisStep(L.LightningModule):
 
 
 def collect(
-    trainer: L.Trainer, module: torch.nn.Module, loader, compute: Callable, options: Mapping
-) -> list[dict[str, Any]]:
-    """``compute`` on every batch of ``loader`` through ``trainer.predict`` (one process).
+    trainer: L.Trainer, module: torch.nn.Module, loader, compute: Callable, options: Mapping,
+    what: str = "analysis",
+) -> list[dict[str, Any]]:  # fmt: skip
+    """``compute`` on every batch of ``loader`` through ``trainer.predict`` (one process),
+    reporting its progress in images as ``what``.
 
     Returns:
         The per-batch outputs, in loader order, each with its ``image_id`` list.
@@ -54,9 +73,10 @@ def collect(
             f"analyses run in one process (the trainer preset has {trainer.world_size}); "
             "use trainer=default or trainer=gpu"
         )
-    out = trainer.predict(
-        AnalysisStep(module, compute, options), dataloaders=loader, return_predictions=True
-    )
+    total = len(loader.dataset) if hasattr(loader.dataset, "__len__") else None
+    with Progress(what, total=total, unit="images") as progress:
+        step = AnalysisStep(module, compute, options, progress)
+        out = trainer.predict(step, dataloaders=loader, return_predictions=True)
     return list(out or [])
 
 

@@ -58,6 +58,7 @@ import torch
 from iqa_lightning.analysis import describing
 from iqa_lightning.analysis.common import concat, image_ids
 from iqa_lightning.analysis.wording import polarity
+from iqa_lightning.progress import current
 
 FILES = ("instability.json", "instability.csv", "instability.png")
 ANSWERS = "instability_answers.csv"
@@ -120,6 +121,7 @@ def described_answers(scorer, pixels: torch.Tensor, options: Mapping, ids: torch
     question = describing.question(scorer, options)
     length = describing.max_new_tokens(scorer, options)
     logits, texts = [], []
+    progress = current()  # the images' progress advances per sampled answer, not per batch
     for s in range(sampling.samples):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sampling.seed * 100003 + s)
@@ -129,6 +131,7 @@ def described_answers(scorer, pixels: torch.Tensor, options: Mapping, ids: torch
             z = scorer.inference_logits(pixels, drawn).float().index_select(-1, ids)
         logits.append(z)
         texts.append(drawn)
+        progress.update(pixels.shape[0] / sampling.samples)
     per_image = [[texts[s][b] for s in range(sampling.samples)] for b in range(pixels.shape[0])]
     return {"level_logits": torch.stack(logits, dim=1), "descriptions": per_image}
 

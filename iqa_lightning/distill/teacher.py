@@ -4,7 +4,9 @@ A teacher is a model preset (a backbone config such as ``conf/model/tiny_llava.y
 finished ``train.py`` run folder (its backbone with its tuned prompt / LoRA / prompter). It
 answers one question per image, greedily (``Backbone.generate``; the run's ``scorer.generate``),
 in batches; :func:`generate_texts` appends each batch's answers to a
-:class:`~iqa_lightning.distill.texts.TextCache`, so an interrupted run resumes where it stopped.
+:class:`~iqa_lightning.distill.texts.TextCache`, so an interrupted run resumes where it stopped,
+and logs its progress (images done, rate, ETA) at most every 30 s
+(:class:`~iqa_lightning.progress.Progress`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from iqa_lightning.data.dataset import IQAImageDataset, LabelledImage, make_loader
 from iqa_lightning.distill.texts import TextCache
+from iqa_lightning.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,10 @@ def generate_texts(
             teacher.description, len(todo), len(items), len(items) - len(todo), cache.path,
         )  # fmt: skip
         dataset = IQAImageDataset(todo, teacher.image_size, hflip=False, resize=resize)
-        for batch in make_loader(dataset, batch_size, num_workers, shuffle=False):
-            ids = list(batch["image_id"])
-            answers = teacher.answer(batch["pixels"], [question] * len(ids))
-            cache.add({i: a.strip() for i, a in zip(ids, answers, strict=True)})
+        with Progress("teacher texts", total=len(todo), unit="images", logger=log) as progress:
+            for batch in make_loader(dataset, batch_size, num_workers, shuffle=False):
+                ids = list(batch["image_id"])
+                answers = teacher.answer(batch["pixels"], [question] * len(ids))
+                cache.add({i: a.strip() for i, a in zip(ids, answers, strict=True)})
+                progress.update(len(ids))
     return {item.image_id: cache.texts[item.image_id] for item in items}
