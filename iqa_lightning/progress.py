@@ -98,6 +98,8 @@ class Progress:
         enabled: False makes every call a no-op (e.g. on a DDP rank other than 0).
         final: Log the final line (False where the caller logs its own summary).
         note: Called when a line is logged; its text is appended (``"loss 0.0123"``).
+        ambient: What :func:`current` gives while open (False for a count that is never closed,
+            such as the image cache's).
         clock: Seconds (default :func:`time.monotonic`).
     """
 
@@ -112,6 +114,7 @@ class Progress:
         enabled: bool = True,
         final: bool = True,
         note: Callable[[], str] | None = None,
+        ambient: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.what = what
@@ -130,7 +133,7 @@ class Progress:
         self._redirect = None
         if enabled and (bar if bar is not None else _stderr_is_tty()):
             self._open_bar()
-        if enabled:
+        if enabled and ambient:
             _active.append(self)
 
     # ------------------------------------------------------------------ the bar

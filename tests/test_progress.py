@@ -228,3 +228,34 @@ def test_teacher_texts_report_their_progress(caplog, monkeypatch, tmp_path):
     lines = messages(caplog, "iqa_lightning.distill.teacher")
     assert counts(lines, "teacher texts") == [2, 4]
     assert lines[-1].startswith("teacher texts: 4/4 images in")
+
+
+def test_image_check_and_cache_fill_report_their_progress(caplog, monkeypatch, tmp_path):
+    import pickle
+
+    import numpy as np
+    from PIL import Image
+
+    from iqa_lightning.data import ImageCache
+    from iqa_lightning.data.checks import check_image_files
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((8, 8, 3), 60 * i, dtype=np.uint8)).save(paths[-1])
+    monkeypatch.setenv("IQA_PROGRESS_SECONDS", "0")
+    caplog.set_level(logging.INFO, logger="iqa_lightning")
+    assert check_image_files(paths, "full", workers=2) == ["", "", ""]
+    lines = messages(caplog, "iqa_lightning.data")
+    assert counts(lines, "image check (full)") == [1, 2, 3]
+    assert "3 checked now" in lines[-1]  # the summary is the final line
+
+    cache = ImageCache(tmp_path / "cache", 16)
+    for path in [*paths, paths[0]]:  # the fourth is read back: not a new entry
+        cache.load(path)
+    lines = [line for line in messages(caplog, "iqa_lightning.data") if "image cache" in line]
+    assert [line.split(",")[0] for line in lines] == [
+        f"image cache 16px-bicubic: {n} new entries" for n in (1, 2, 3)
+    ]
+    copy = pickle.loads(pickle.dumps(cache))  # a DataLoader worker counts its own entries
+    assert copy._filled is None and cache._filled.count == 3

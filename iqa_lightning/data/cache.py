@@ -25,6 +25,10 @@ or a complete one, never a torn one. Two processes (DDP ranks, DataLoader worker
 same entry write identical bytes; the last rename wins. A truncated, foreign or bit-flipped
 entry fails the length, header or CRC check, is logged and rebuilt. If the cache folder cannot
 be written, a warning names it and the images are served uncached.
+
+Progress. While the cache fills (the first epoch), each process logs at most every 30 s how
+many entries it has written and how fast (``image cache 224px-bicubic: 1200 new entries,
+31/s``; ``IQA_PROGRESS_SECONDS`` sets the interval).
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from pathlib import Path
 import numpy as np
 import PIL
 import torch
+
+from iqa_lightning.progress import Progress
 
 from .images import INTERPOLATIONS, array_to_tensor, check_resize, load_rgb, resize_to_array
 
@@ -135,6 +141,12 @@ class ImageCache:
             "pillow": PIL.__version__,
         }
         self._warned_write = False
+        self._filled: Progress | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_filled"] = None  # each process counts the entries it writes itself
+        return state
 
     def __repr__(self) -> str:
         return f"ImageCache('{self.folder}')"
@@ -162,8 +174,20 @@ class ImageCache:
             pixels = None
         if pixels is None:
             pixels = self._compute(path)
-            self._write(entry, pixels)
+            if self._write(entry, pixels):
+                self._count_filled()
         return pixels
+
+    def _count_filled(self) -> None:
+        """One more entry written by this process (logged at most every 30 s)."""
+        if self._filled is None:
+            from torch.utils.data import get_worker_info
+
+            worker = get_worker_info()
+            where = f" (worker {worker.id})" if worker is not None else ""
+            self._filled = Progress(f"image cache {self.folder.name}{where}", unit="new entries",
+                                    bar=False, logger=logger, final=False, ambient=False)  # fmt: skip
+        self._filled.update()
 
     def entry_path(self, path: str | os.PathLike) -> Path | None:
         """Where the entry of ``path`` is stored; ``None`` when the source is not a readable
@@ -206,7 +230,8 @@ class ImageCache:
         pixels = np.frombuffer(buffer, dtype=np.uint8, count=count, offset=header_len)
         return pixels.reshape(self.image_size, self.image_size, 3)
 
-    def _write(self, entry: Path, pixels: np.ndarray) -> None:
+    def _write(self, entry: Path, pixels: np.ndarray) -> bool:
+        """Store ``pixels`` as ``entry``; False when it cannot be written."""
         data = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
         crc = zlib.crc32(data).to_bytes(_CRC_BYTES, "little")
         tmp = entry.with_name(f".{entry.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
@@ -217,6 +242,7 @@ class ImageCache:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(self._header + data + crc)
             os.replace(tmp, entry)
+            return True
         except OSError as err:
             try:
                 os.unlink(tmp)
@@ -230,6 +256,7 @@ class ImageCache:
                     self.root,
                     err,
                 )
+            return False
 
 
 class _CorruptEntryError(Exception):

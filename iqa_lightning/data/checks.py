@@ -36,6 +36,8 @@ from pathlib import Path
 import PIL
 from PIL import Image
 
+from iqa_lightning.progress import Progress
+
 from .images import ImageLoadError, describe_error, image_problem
 from .records import ImageRecord
 
@@ -128,9 +130,13 @@ def check_image_files(
     todo = [i for i, reason in enumerate(reasons) if reason is None]
     start = time.perf_counter()
     if todo:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        # progress lines (rate, ETA) at most every 30 s; the summary below is the final line
+        progress = Progress(f"image check ({level})", total=len(todo), unit="files",
+                            logger=logger, final=False)  # fmt: skip
+        with progress, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for i, reason in zip(todo, pool.map(check, [paths[i] for i in todo]), strict=True):
                 reasons[i] = reason
+                progress.update()
     if cache_file is not None and todo:
         entries = {
             os.path.abspath(os.fspath(path)): [*key, reason]
