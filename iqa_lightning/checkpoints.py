@@ -1,7 +1,8 @@
 """Checkpoint files that survive a kill and load without unpickling code.
 
 - Atomic: a checkpoint is written to a temporary file in its own folder, flushed to disk, and
-  renamed over the target with :func:`os.replace`. A process killed mid-write leaves the previous
+  renamed over the target with :func:`os.replace` (:func:`iqa_lightning.files.atomic_write`,
+  which the run's safetensors files share). A process killed mid-write leaves the previous
   ``last.ckpt`` whole (and at most a stray ``.partial-*.tmp``). Lightning's own writer goes through
   an fsspec transaction whose temporary file lives in the system temp folder; moving it onto
   another file system is a copy, which a kill can cut short.
@@ -13,11 +14,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import re
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-PARTIAL_PREFIX = ".partial-"
+from iqa_lightning.files import atomic_write
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -51,7 +50,8 @@ def plain(value: Any) -> Any:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+    """``torch.save`` to ``path`` through a temporary file in the same folder and ``os.replace``
+    (:func:`iqa_lightning.files.atomic_write`: the file gets an ordinary file's mode).
 
     Args:
         obj: What to save.
@@ -60,31 +60,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     Returns:
         The target path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=PARTIAL_PREFIX, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:

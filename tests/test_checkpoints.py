@@ -1,7 +1,9 @@
 """Checkpoints: atomic writes, weights_only reads, tuned tensors only, resume into phase 2."""
 
 import collections
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from iqa_lightning.callbacks import EpochSeed, StageSchedule
 from iqa_lightning.checkpoints import (
@@ -22,6 +25,8 @@ from iqa_lightning.checkpoints import (
     plain,
 )
 from iqa_lightning.data import SyntheticDataModule
+from iqa_lightning.distill.build import load_embeddings, save_embeddings
+from iqa_lightning.files import atomic_write, save_tensors
 from iqa_lightning.models.backbones import build_tiny_llava
 from iqa_lightning.models.prompts import PaddingPrompt
 from iqa_lightning.models.score import WordScore
@@ -64,6 +69,47 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatc
     monkeypatch.undo()
     assert load_checkpoint(path) == {"version": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_run_files_get_an_ordinary_files_mode_whoever_writes_them(tmp_path, umask):
+    """Tuned tensors (safetensors), checkpoints and text files: one mode, the umask's."""
+    old = os.umask(umask)
+    try:
+        save_tensors({"w": torch.ones(3)}, tmp_path / "checkpoints" / "tuned.safetensors")
+        save_tensors(
+            {"w": torch.ones(3)}, tmp_path / "checkpoints" / "stage1" / "trainable.safetensors"
+        )
+        save_embeddings(tmp_path / "rali" / "embeddings.safetensors", torch.ones(2, 4), ["a", "b"])
+        atomic_save({"step": 1}, tmp_path / "checkpoints" / "last.ckpt")
+        (tmp_path / "metrics.json").write_text("{}\n")
+    finally:
+        os.umask(old)
+    modes = {
+        str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode))
+        for p in tmp_path.rglob("*")
+        if p.is_file()
+    }
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+    assert len(modes) == 5 and not list(tmp_path.rglob(".partial-*"))
+    assert torch.equal(
+        load_file(tmp_path / "checkpoints" / "tuned.safetensors")["w"], torch.ones(3)
+    )
+    assert load_embeddings(tmp_path / "rali" / "embeddings.safetensors")[1] == ["a", "b"]
+
+
+def test_a_failed_tensor_write_keeps_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "tuned.safetensors"
+    save_tensors({"w": torch.ones(2)}, path)
+
+    def broken(f):
+        f.write(b"half a file")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, broken)
+    assert torch.equal(load_file(path)["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tuned.safetensors"]
 
 
 class Payload:

@@ -27,17 +27,11 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.strategies import FSDPStrategy
 
 from iqa_lightning.compat import rewrap_ddp
+from iqa_lightning.files import save_tensors
+
+__all__ = ["StageSchedule", "save_tensors"]
 
 log = logging.getLogger(__name__)
-
-
-def save_tensors(tensors: dict, path: Path) -> Path:
-    """Save tensors by name with safetensors (never a frozen backbone weight)."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path))
-    return path
 
 
 class StageSchedule(L.Callback):

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from iqa_lightning.cli import ConfigError
+from iqa_lightning.files import save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,8 @@ def _rank() -> int:
 
 
 def save_embeddings(path: Path, embeddings: torch.Tensor, ids: list[str]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"image_ids": json.dumps(ids)}
-    save_file({"embeddings": embeddings.contiguous()}, str(path), metadata=metadata)
+    save_tensors({"embeddings": embeddings.contiguous()}, path, metadata=metadata)
 
 
 def load_embeddings(path: Path) -> tuple[torch.Tensor, list[str]]:

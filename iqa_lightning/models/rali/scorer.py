@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iqa_lightning.files import save_tensors
 from iqa_lightning.models.rali.clip import CLIP_MEAN, CLIP_STD, vision_tower
 
 FORMAT = "iqa-lightning/rali-scorer"
@@ -244,12 +245,10 @@ class RALIScorer(nn.Module):
         Returns:
             The folder.
         """
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT})
+        save_tensors(tensors, folder / WEIGHTS_FILE, metadata={"format": FORMAT})
         info = {**self.settings(), "provenance": dict(provenance or {})}
         (folder / CONFIG_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         return folder
