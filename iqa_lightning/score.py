@@ -14,8 +14,12 @@ under ``image_root=`` (default: the list's folder).
 
 Writes ``out`` (``image,score``, plus ``mos`` for a list with MOS; one row per readable image,
 in list order), ``<out stem>_skipped.csv`` (``image,reason`` of every image that could not be
-read; also printed) and, with MOS, ``<out stem>_metrics.json`` (SRCC, PLCC, KRCC, PLCC after
-4- and 5-parameter logistic fits, ``n``). With ``run=`` the run's model, prompt and tuned tensors
+read, a folder's dangling symlinks and other entries that are no readable file among them; also
+printed) and, with MOS, ``<out stem>_metrics.json`` (SRCC, PLCC, KRCC, PLCC after
+4- and 5-parameter logistic fits, ``n``). That ``out`` can be written is checked before any model
+is built or image read, and each file is written whole or not at all (a temporary file in the
+same folder renamed over it). Progress (images, rate, ETA) is a bar on a terminal and a log line
+at most every 30 s (``IQA_PROGRESS_SECONDS``). With ``run=`` the run's model, prompt and tuned tensors
 are rebuilt as ``python -m iqa_lightning.eval`` does; without it ``model``/``score``/``prompt``
 presets score zero-shot. Images are decoded and resized as the datasets do (``resize=auto``:
 the run's ``dataset.resize``, zero-shot the model's own ``model.resize`` or ``squash``; or ``squash`` / ``short_side_crop`` / ``pad_square``).
@@ -26,20 +30,26 @@ under DDP each process scores its own share and only rank 0 writes.
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import logging
 import math
+import os
+import stat
 import sys
-from dataclasses import dataclass
-from pathlib import Path
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from iqa_lightning.cli import ConfigError, error_line, report_user_errors
 from iqa_lightning.data.datasets.table import IMAGE_KEYS as TABLE_IMAGE_KEYS
 from iqa_lightning.data.datasets.table import SCORE_KEYS as TABLE_SCORE_KEYS
+from iqa_lightning.files import atomic_write
 from iqa_lightning.train import CONFIG_DIR
 
 log = logging.getLogger("iqa_lightning.score")
@@ -61,12 +71,18 @@ def image_suffixes() -> set[str]:
 
 @dataclass
 class ImageList:
-    """What ``images=`` names: paths to read, their names in the output, and MOS if any."""
+    """What ``images=`` names: paths to read, their names in the output, and MOS if any.
+
+    ``skipped`` holds ``(name, reason)`` of a folder's entries with an image extension that are
+    no readable file (a dangling symlink, a FIFO, an entry that cannot be read), in folder
+    order; they are reported with the images that cannot be decoded.
+    """
 
     paths: list[Path]
     names: list[str]
     mos: list[float] | None = None
     mos_key: str | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _find_key(keys: list[str], wanted: str, candidates: tuple[str, ...], what: str, where: str):
@@ -161,10 +177,17 @@ def read_images(spec: Any, image_root: Any = None, image_key: str = "auto",
         raise FileNotFoundError(f"images={spec}: no such file or folder")
     suffixes = image_suffixes()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        files, skipped = list_folder(path, suffixes)
+        if not files and skipped:
+            shown = "; ".join(f"{name} ({why})" for name, why in skipped[:5])
+            more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            raise ConfigError(
+                f"images={spec}: none of the {len(skipped)} image entries can be read: "
+                f"{shown}{more}"
+            )
         if not files:
             raise ConfigError(f"images={spec}: no image files in the folder or below it")
-        return ImageList(files, [p.relative_to(path).as_posix() for p in files])
+        return ImageList(files, [p.relative_to(path).as_posix() for p in files], skipped=skipped)
     suffix = path.suffix.lower()
     if suffix not in LIST_SUFFIXES:
         if suffix not in suffixes:
@@ -192,6 +215,93 @@ def read_images(spec: Any, image_root: Any = None, image_key: str = "auto",
     return ImageList(paths, [str(e) for e in entries], mos, key)
 
 
+def list_folder(folder: Path, suffixes: set[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The image files in ``folder`` and below it (symlinked folders are not entered), sorted,
+    and ``(name, reason)`` of each entry with an image extension that is no readable file, and
+    of each sub-folder that cannot be listed (names relative to ``folder``)."""
+    files, skipped = [], []
+    unlisted: list[OSError] = []
+    for root, _, names in os.walk(folder, onerror=unlisted.append):
+        for name in names:
+            entry = Path(root) / name
+            if entry.suffix.lower() not in suffixes:
+                continue
+            problem = entry_problem(entry)
+            if problem is None:
+                files.append(entry)
+            elif problem:
+                skipped.append((entry, problem))
+    for err in unlisted:
+        if err.filename and Path(err.filename) != folder:
+            why = f"a folder that cannot be listed ({err.strerror or err})"
+            skipped.append((Path(err.filename), why))
+    skipped.sort(key=lambda item: item[0])
+    return sorted(files), [(p.relative_to(folder).as_posix(), why) for p, why in skipped]
+
+
+def entry_problem(entry: Path) -> str | None:
+    """Why a folder entry is no image file to read (None: a regular file, following symlinks;
+    ``""``: a folder, not listed as a problem)."""
+    try:
+        info = entry.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symlink loop"
+        if entry.is_symlink() and isinstance(err, FileNotFoundError):
+            try:
+                return f"dangling symlink to {os.readlink(entry)}"
+            except OSError:
+                return "dangling symlink"
+        return f"cannot be read ({err.strerror or err})"
+    if stat.S_ISDIR(info.st_mode):
+        return ""
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    return None
+
+
+def _output_files(out: Path) -> list[Path]:
+    return [out, _sibling(out, "_skipped.csv"), _sibling(out, "_metrics.json")]
+
+
+def check_output(out: Path, given: Any = None) -> None:
+    """Fail now, naming the path, when ``out`` (and its siblings) cannot be written: before any
+    model is built or image scored.
+
+    Raises:
+        ConfigError: Not a .csv name, a target that is a folder, a parent that is a file, or a
+            folder where no file can be created.
+    """
+    given = out if given is None else given
+    if out.suffix.lower() != ".csv":
+        raise ConfigError(f"out={given}: give a .csv file for the scores")
+    for path in _output_files(out):
+        if path.is_dir():
+            raise ConfigError(f"out={given}: {path} is a folder; give a file name")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        if folder.is_symlink():
+            raise ConfigError(f"out={given}: {folder} is a dangling symlink")
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"out={given}: {folder} is not a folder, so {out} cannot be written")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", suffix=".tmp", dir=folder)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ConfigError(f"out={given}: cannot write in {folder} ({reason})") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+def _csv_bytes(header: list[str], rows) -> bytes:
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue().encode("utf-8")
+
+
 def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and value != value else value
 
@@ -200,23 +310,23 @@ def write_outputs(out: Path, result, images: ImageList) -> dict[str, Any]:
     """Write the scores, the skipped images and (with MOS) the metrics; return the metrics."""
     from iqa_lightning.eval import correlations
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "score", "mos"] if result.mos is not None else ["image", "score"])
-        for i, (name, score) in enumerate(zip(result.images, result.scores.tolist(), strict=True)):
-            writer.writerow([name, score] + ([result.mos[i]] if result.mos is not None else []))
-    with _sibling(out, "_skipped.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "reason"])
-        writer.writerows(result.skipped)
+    header = ["image", "score", "mos"] if result.mos is not None else ["image", "score"]
+    rows = [
+        [name, score] + ([result.mos[i]] if result.mos is not None else [])
+        for i, (name, score) in enumerate(zip(result.images, result.scores.tolist(), strict=True))
+    ]
+    scores = _csv_bytes(header, rows)
+    atomic_write(out, lambda f: f.write(scores))
+    skipped = _csv_bytes(["image", "reason"], result.skipped)
+    atomic_write(_sibling(out, "_skipped.csv"), lambda f: f.write(skipped))
     metrics_file = _sibling(out, "_metrics.json")
     if result.mos is None:
         metrics_file.unlink(missing_ok=True)  # not from this list
         return {}
     metrics = {k: _finite(v) for k, v in correlations(result.scores.tolist(), result.mos).items()}
     metrics["mos_key"] = images.mos_key
-    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    text = (json.dumps(metrics, indent=2) + "\n").encode("utf-8")
+    atomic_write(metrics_file, lambda f: f.write(text))
     return metrics
 
 
@@ -285,7 +395,9 @@ def build_scorer(cfg: DictConfig):
         if resize == "auto":  # the model's own pre-processing where it declares one
             resize = OmegaConf.select(cfg, "model.resize", default="squash")
     resize = "squash" if resize == "auto" else resize
-    trainer = build_trainer(cfg, callbacks=[RowCollector()], loggers=[])
+    with open_dict(cfg):  # the row collector draws the progress, counted in images
+        cfg.trainer.enable_progress_bar = False
+    trainer = build_trainer(cfg, callbacks=[RowCollector(progress="scoring")], loggers=[])
     return Scorer(module, image_size, cfg.batch_size, cfg.num_workers, resize, trainer=trainer)
 
 
@@ -297,16 +409,19 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     """
     if OmegaConf.is_missing(cfg, "images") or not str(cfg.images).strip():
         raise ConfigError(IMAGES_REQUIRED)
-    images = read_images(cfg.images, cfg.get("image_root"), cfg.image_key, cfg.mos_key)
     out = Path(str(cfg.out)).expanduser()
-    if out.suffix.lower() != ".csv":
-        raise ConfigError(f"out={cfg.out}: give a .csv file for the scores")
+    check_output(out, cfg.out)  # before any image is read or model built
+    images = read_images(cfg.images, cfg.get("image_root"), cfg.image_key, cfg.mos_key)
     scorer = build_scorer(cfg)
     result = scorer.score(images.paths, names=images.names, mos=images.mos)
     if not scorer.trainer.is_global_zero:
         return {}
+    if images.skipped:  # folder entries that are no readable file, in folder order
+        order = {name: i for i, name in enumerate(sorted([*images.names, *dict(images.skipped)],
+                                                          key=PurePosixPath))}  # fmt: skip
+        result.skipped = sorted([*images.skipped, *result.skipped], key=lambda s: order[s[0]])
     metrics = write_outputs(out, result, images)
-    total = len(images.paths)
+    total = len(images.paths) + len(images.skipped)
     print(f"\nscored {len(result.images)} of {total} images -> {out}", flush=True)
     if result.skipped:
         print(f"skipped {len(result.skipped)} unreadable image(s), listed in "

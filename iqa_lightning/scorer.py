@@ -36,6 +36,7 @@ from iqa_lightning.cli import ConfigError
 from iqa_lightning.data import ImageLoadError, load_rgb
 from iqa_lightning.data.dataset import make_loader
 from iqa_lightning.data.images import array_to_tensor, check_resize, resize_to_array
+from iqa_lightning.progress import Progress
 
 log = logging.getLogger("iqa_lightning.score")
 
@@ -80,20 +81,52 @@ def _gather(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _images_of_this_rank(trainer: L.Trainer) -> int | None:
+    """How many images this process scores (its shard under DDP); None when unknown."""
+    loaders = trainer.predict_dataloaders
+    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    try:
+        return sum(len(loader.batch_sampler.sampler) for loader in loaders)
+    except (AttributeError, TypeError):
+        return None
+
+
 class RowCollector(BasePredictionWriter):
     """One row per image of a predict run: ``index`` (position in the dataset), every per-image
     field of the batch except ``pixels`` (``image_id``, ``mos_raw``, ...) and ``score``.
 
     After the run every rank holds every rank's rows in :attr:`rows`, sorted by ``index``:
     each image appears once (prediction shards are not padded).
+
+    Args:
+        progress: What the run is (``"scoring"``): rank 0 then reports its images done, rate and
+            ETA (:class:`~iqa_lightning.progress.Progress`: a bar on a terminal, a log line at
+            most every 30 s); None reports nothing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, progress: str | None = None) -> None:
         super().__init__(write_interval="batch")
         self.rows: list[dict[str, Any]] = []
+        self.progress = progress
+        self._progress: Progress | None = None
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.rows = []
+        if self.progress:
+            what = self.progress
+            if trainer.world_size > 1:
+                what = f"{what} (rank 0 of {trainer.world_size})"
+            self._close_progress()
+            self._progress = Progress(what, total=_images_of_this_rank(trainer), unit="images",
+                                      logger=log, enabled=trainer.is_global_zero)  # fmt: skip
+
+    def _close_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._close_progress()
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
@@ -106,8 +139,11 @@ class RowCollector(BasePredictionWriter):
             row.update({k: _item(v, i) for k, v in batch.items() if k != "pixels"})
             row["score"] = score
             self.rows.append(row)
+        if self._progress is not None:
+            self._progress.update(len(scores))
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close_progress()
         log.info(
             "rank %d/%d scored %d images", trainer.global_rank, trainer.world_size, len(self.rows)
         )
@@ -260,12 +296,13 @@ def bare_trainer(**options: Any) -> L.Trainer:
 
 
 def scoring_trainer(**options: Any) -> L.Trainer:
-    """:func:`bare_trainer` with a :class:`RowCollector`, for :func:`score_loader`.
+    """:func:`bare_trainer` with a :class:`RowCollector` that reports its progress as
+    ``scoring``, for :func:`score_loader`.
 
     Args:
         **options: Trainer arguments (``accelerator``, ``precision``, ``enable_progress_bar``).
     """
-    return bare_trainer(callbacks=[RowCollector()], **options)
+    return bare_trainer(callbacks=[RowCollector(progress="scoring")], **options)
 
 
 class Scorer:
