@@ -1,7 +1,8 @@
 """Figures of a sweep summary (rows of :func:`iqa_lightning.sweeps.read_sweep`).
 
 - :func:`srcc_vs_size_figure`: test SRCC against prompt size, one line per prompt type
-  (``sweep_srcc_vs_size.png``).
+  (``sweep_srcc_vs_size.png``); finished runs it cannot place (an overlay prompt has no size)
+  are named in a note under the plot and in a log line.
 - :func:`srcc_vs_params_figure`: test SRCC against trainable parameters, one point per run
   labelled by its method, with its bootstrap interval, and the zero-shot model as a dashed line
   (``sweep_srcc_vs_params.png``).
@@ -9,11 +10,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from iqa_lightning.sweep_stats import ZERO_SHOT
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ZERO_SHOT",
@@ -34,16 +39,28 @@ def _pyplot():
     return plt
 
 
+def _run_label(row: dict[str, Any]) -> str:
+    """``job 6 (overlay, SRCC 0.812)``: how a note names a run."""
+    job = f"job {row['job']}" if row.get("job") is not None else str(row.get("run_folder") or "?")
+    srcc = row.get("test/srcc")
+    figure = "" if srcc is None else f", SRCC {float(srcc):.3f}"
+    return f"{job} ({row.get('prompt') or '?'}{figure})"
+
+
 def srcc_vs_size_figure(rows: list[dict[str, Any]], title: str = ""):
     """Test SRCC against prompt size, one line per prompt type (and per prompt mode and dataset
     where those vary across the sweep); None when no finished job has both a prompt size and a
-    test SRCC. Overlay prompts (no size) are left out: they are in the summary table."""
+    test SRCC. A finished job without a prompt size (overlay prompts cover the whole image) or
+    without a test SRCC cannot be placed: a note under the plot and a log line name it (its
+    figures are in the summary table)."""
     done = [r for r in rows if r.get("status") == "ok"]
     varies = [k for k in ("prompt_mode", "dataset") if len({r.get(k) for r in done}) > 1]
     points: dict[str, list[tuple[float, float]]] = {}
+    left_out: dict[str, list[dict[str, Any]]] = {"no prompt size": [], "no test SRCC": []}
     for row in done:
         size, srcc = row.get("prompt_size"), row.get("test/srcc")
         if size is None or srcc is None:
+            left_out["no prompt size" if size is None else "no test SRCC"].append(row)
             continue
         label = " ".join(str(row.get(k) or "?") for k in ("prompt", *varies))
         points.setdefault(label, []).append((float(size), float(srcc)))
@@ -58,6 +75,16 @@ def srcc_vs_size_figure(rows: list[dict[str, Any]], title: str = ""):
     ax.set_title(title or "test SRCC by prompt size", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(title=" / ".join(["prompt", *varies]), fontsize=8)
+    notes = [
+        f"{', '.join(_run_label(r) for r in runs)}: {why}" for why, runs in left_out.items() if runs
+    ]
+    if notes:
+        note = "not on the plot (in the summary table): " + "; ".join(notes)
+        # Under the x label, inside the axes' layout box (constrained layout makes room for it).
+        ax.annotate(textwrap.fill(note, 90), xy=(0, 0), xycoords="axes fraction",
+                    xytext=(0, -36), textcoords="offset points", va="top", ha="left",
+                    fontsize=7, annotation_clip=False)  # fmt: skip
+        log.info("sweep_srcc_vs_size.png: %s", note)
     return fig
 
 

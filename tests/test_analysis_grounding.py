@@ -88,3 +88,45 @@ def test_a_described_run_contradiction_rate(tmp_path):
     assert (tmp_path / instability.ANSWERS).read_text().count("\n") == 7
     greedy = instability.compute(scorer, pixels, {**options, "temperature": 0.0})
     assert all(len(set(row)) == 1 for row in greedy["descriptions"])
+
+
+def figure_texts(fig) -> str:
+    from matplotlib.text import Text
+
+    return "\n".join(t.get_text() for t in fig.findobj(Text))
+
+
+def test_grounding_plot_says_in_words_when_every_feature_is_constant(tmp_path, caplog):
+    ids = ["I01.png", "I02.png", "I03.png"]
+    texts = ["Sharp and clean, with strong blur."] * 3  # blur always, the rest never
+    result = grounding.from_texts(ids, torch.tensor([0.2, 0.5, 0.9]), texts, FeatureMentions(),
+                                  "given")  # fmt: skip
+    assert all(w is None for w in result.fit.weights)
+    with caplog.at_level("WARNING", logger="iqa_lightning.analysis.grounding"):
+        grounding.write(result, tmp_path)
+    words = " ".join(figure_texts(grounding.bars(result)).split())
+    assert "nothing to show" in words and "No feature varies across the 3 images" in words
+    assert "every description mentions blur" in words and "no description mentions noise" in words
+    assert any("nothing to show" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "grounding.png").stat().st_size > 0
+    # with a varying feature the bars are drawn and nothing is logged
+    caplog.clear()
+    texts[0] = "Sharp and clean."
+    varied = grounding.from_texts(ids, torch.tensor([0.2, 0.5, 0.9]), texts, FeatureMentions(),
+                                  "given")  # fmt: skip
+    grounding.write(varied, tmp_path)
+    assert "nothing to show" not in figure_texts(grounding.bars(varied)) and not caplog.records
+
+
+def test_instability_plot_states_the_contradiction_rate():
+    described = instability.Instability(
+        WORDS, WEIGHTS, ["a", "b"], torch.tensor([[0, 2, 4], [0, 4, 4]]),
+        instability.Sampling(samples=3),
+        [["Strong blur and noise."] * 3, ["Sharp and clean."] * 3],
+    )  # fmt: skip
+    assert "contradiction rate 0.500 (3 of 6 answers)" in figure_texts(
+        instability.histogram(described)
+    )
+    plain = instability.Instability(WORDS, WEIGHTS, ["a"], torch.tensor([[0, 1]]),
+                                    instability.Sampling(samples=2))  # fmt: skip
+    assert "contradiction rate: none" in figure_texts(instability.histogram(plain))

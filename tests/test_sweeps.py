@@ -169,6 +169,31 @@ def test_srcc_plot_has_a_line_per_prompt_type_and_varying_mode():
     assert srcc_vs_size_figure([row("overlay", None, "add", 0.8)]) is None
 
 
+def test_srcc_plot_names_the_runs_it_leaves_out(caplog):
+    from matplotlib.text import Text
+
+    from iqa_lightning.sweeps import srcc_vs_size_figure
+
+    rows = [
+        {"job": n, "prompt": p, "prompt_size": size, "prompt_mode": "add", "dataset": "kadid",
+         "test/srcc": srcc, "status": "ok"}
+        for n, (p, size, srcc) in enumerate(
+            [("padding", 10, 0.5), ("padding", 30, 0.7), ("overlay", None, 0.8),
+             ("patch_center", 30, None)]
+        )
+    ]  # fmt: skip
+    with caplog.at_level("INFO", logger="iqa_lightning.sweep_plots"):
+        fig = srcc_vs_size_figure(rows)
+    text = " ".join(" ".join(t.get_text() for t in fig.findobj(Text)).split())
+    assert "job 2 (overlay, SRCC 0.800): no prompt size" in text
+    assert "job 3 (patch_center): no test SRCC" in text
+    (logged,) = [r.getMessage() for r in caplog.records]
+    assert "job 2 (overlay, SRCC 0.800)" in logged and "job 3 (patch_center)" in logged
+    caplog.clear()
+    srcc_vs_size_figure(rows[:2])
+    assert not caplog.records, "nothing left out, nothing said"
+
+
 # ------------------------------------------------------------- methods sweep: fake job folders
 def write_job(sweep, num, overrides, metrics=None, predictions=None, zero_shot=None, error=None):
     """A job folder as a train.py job leaves it: .hydra/ files, then metrics.json,

@@ -25,14 +25,17 @@ Written under ``<run>/analysis/``: ``grounding.json`` (``r2``, ``r2_adjusted``, 
 ``rank``, ``intercept``, ``weight_<feature>`` and ``mention_rate_<feature>`` (share of the
 images whose description mentions it), ``features``, ``constant``, ``description``),
 ``grounding.csv`` (one row per image: ``image_id, score, <feature> indicators..., description``)
-and ``grounding.png`` (the weights, bars, with R^2 and the mention rates).
+and ``grounding.png`` (the weights, bars, with R^2 and the mention rates; when every feature is
+constant there is no weight to draw, and the figure says so in words, as the log does).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +48,8 @@ from iqa_lightning.analysis.common import concat, image_ids
 from iqa_lightning.analysis.wording import FeatureMentions
 
 FILES = ("grounding.json", "grounding.csv", "grounding.png")
+
+log = logging.getLogger(__name__)
 
 
 def mentions_of(options: Mapping) -> FeatureMentions:
@@ -199,15 +204,50 @@ def write(result: Grounding, folder: Path) -> list[Path]:
             flags = [int(v) for v in result.indicators[n]]
             out.writerow([image_id, f"{float(result.scores[n]):.8g}", *flags,
                           result.descriptions[n]])  # fmt: skip
+    nothing = nothing_to_show(result)
+    if nothing is not None:
+        log.warning("grounding.png: nothing to show: %s", nothing)
     bars(result).savefig(paths[2], dpi=120)
     return paths
 
 
+def nothing_to_show(result: Grounding) -> str | None:
+    """Why the weights cannot be drawn (every feature constant: none varies across the images,
+    so none has a weight), or None when at least one feature has a weight."""
+    if any(w is not None for w in result.fit.weights):
+        return None
+    s = result.summary()
+    always = [f for f in result.features if s[f"mention_rate_{f}"] == 1.0]
+    never = [f for f in result.features if f not in always]
+    parts = []
+    if always:
+        parts.append(f"every description mentions {', '.join(always)}")
+    if never:
+        parts.append(f"no description mentions {', '.join(never)}")
+    if not result.features:
+        parts.append("no feature is defined (analysis.features is empty)")
+    return (
+        f"no feature varies across the {s['n_images']} images ({'; '.join(parts)}), so no "
+        "feature has a weight on the score"
+    )
+
+
 def bars(result: Grounding):
-    """The per-feature weights (a constant feature: no bar, marked), R^2 in the title."""
+    """The per-feature weights (a constant feature: no bar, marked), R^2 in the title; when no
+    feature has a weight, a figure that says why in words (:func:`nothing_to_show`)."""
     from matplotlib.figure import Figure
 
     s = result.summary()
+    nothing = nothing_to_show(result)
+    if nothing is not None:
+        fig = Figure(figsize=(6.0, 3.0), layout="constrained")
+        ax = fig.subplots()
+        ax.set_axis_off()
+        ax.set_title(f"grounding: nothing to show ({s['n_images']} images, {s['description']} "
+                     "descriptions)", fontsize=9)  # fmt: skip
+        ax.text(0.5, 0.5, textwrap.fill(nothing[0].upper() + nothing[1:] + ".", 70),
+                ha="center", va="center", fontsize=9, wrap=True)  # fmt: skip
+        return fig
     fig = Figure(figsize=(1.6 + 0.8 * len(result.features), 3.4), layout="constrained")
     ax = fig.subplots()
     x = list(range(len(result.features)))

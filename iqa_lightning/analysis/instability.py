@@ -39,7 +39,8 @@ Written under ``<run>/analysis/``: ``instability.json`` (``instability``, ``mean
 ``contradiction_rate``, ``described``, ``samples``, ``temperature``, ``top_p``, ``seed``,
 ``n_images``), ``instability.csv`` (one row per image: ``image_id, levels`` (the sampled words,
 ``;``-joined, in draw order), ``majority, agreement, score_mean, score_std, contradictions``
-(count; empty without descriptions)), ``instability.png`` (histogram of the agreements) and,
+(count; empty without descriptions)), ``instability.png`` (histogram of the agreements, with
+the instability and the contradiction rate in its title) and,
 for a described run, ``instability_answers.csv`` (one row per answer: ``image_id, sample,
 level, rating_polarity, description_polarity, contradicts, description``).
 """
@@ -350,5 +351,17 @@ def histogram(result: Instability):
     ax.set_ylabel("images")
     s = result.summary()
     ax.set_title(f"instability {s['instability']:.3f} at temperature {s['temperature']:g}, "
-                 f"{s['n_images']} images", fontsize=9)  # fmt: skip
+                 f"{s['n_images']} images\n{contradiction_line(result)}", fontsize=9)  # fmt: skip
     return fig
+
+
+def contradiction_line(result: Instability) -> str:
+    """The contradiction rate as the figure states it: the rate and its count of answers, or
+    why there is none (a run without descriptions has nothing to contradict)."""
+    contradicts = result.contradicts
+    if contradicts is None:
+        return "contradiction rate: none (the run answers without a description)"
+    if contradicts.numel() == 0:
+        return "contradiction rate: none (no answer)"
+    return (f"contradiction rate {float(contradicts.double().mean()):.3f} "
+            f"({int(contradicts.sum())} of {contradicts.numel()} answers)")  # fmt: skip
