@@ -24,6 +24,7 @@ switches phases.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +48,11 @@ from iqa_lightning.phases import Phase, PhasePlan
 from iqa_lightning.tasks import MCQTally, pick_answers, task_of
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
+#: Parameter groups built by the run rather than loaded with the pretrained backbone: saved
+#: with the tuned tensors whether a phase trains them or not.
+BUILT_GROUPS = ("lora", "prompt", "prompter")
+
+log = logging.getLogger(__name__)
 
 
 def _unwrapped(name: str) -> str:
@@ -159,9 +165,13 @@ class IQAModule(L.LightningModule):
         self.test_rows: list[dict[str, Any]] = []
         # Checkpoints hold the tuned parameters only; loading them leaves the rest as built.
         self.strict_loading = False
-        # Tuned: every group some phase trains, plus LoRA (trained here or by an earlier run).
+        # Tuned: every group some phase trains, plus every group built here rather than loaded
+        # with the pretrained backbone (LoRA, a pixel prompt, a prompter), trained or not: a
+        # part drawn at random and applied must be saved, or each rebuild draws it anew.
         tuned = {g for p in self.plan for g in self._resolve(p.trainable)}
-        self.tuned_groups = sorted(tuned | ({"lora"} if lora else set()))
+        built = {g for g in self.parameter_groups() if g in BUILT_GROUPS}
+        self.trained_groups = sorted(tuned | ({"lora"} if lora else set()))
+        self.tuned_groups = sorted(tuned | built | ({"lora"} if lora else set()))
         self.lora_config = _plain(lora) if lora else None
         self.set_phase(0)
 
@@ -241,10 +251,28 @@ class IQAModule(L.LightningModule):
         """
         params = dict(self.named_parameters())
         unknown = sorted(set(tensors) - set(params))
-        missing = sorted(set(self.tuned_state_dict()) - set(tensors)) if strict else []
+        missing = self.missing_tuned(tensors, "tuned tensors") if strict else []
         if missing or unknown:
             raise KeyError(f"tuned tensors: missing {missing[:5]}, unknown {unknown[:5]}")
         self.load_state_dict(tensors, strict=False)
+
+    def missing_tuned(self, tensors: dict[str, Any], what: str) -> list[str]:
+        """Tuned tensors that ``tensors`` lacks, by name.
+
+        Tensors of a group no phase trains (a prompt built and applied but left as drawn) are
+        only warned about: files written before such groups were saved lack them, and the
+        rebuilt module keeps its freshly drawn values.
+        """
+        missing = set(self.tuned_state_dict()) - set(tensors)
+        trained = set(self.state_of(self.trained_groups))
+        untrained = sorted(missing - trained)
+        if untrained:
+            log.warning(
+                "%s lack %d untrained tensor(s) (%s, ...): written before untrained parts were "
+                "saved; they keep the values drawn now, so scores may differ slightly from the "
+                "run's", what, len(untrained), untrained[0],
+            )
+        return sorted(missing & trained)
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -470,7 +498,7 @@ class IQAModule(L.LightningModule):
             )
         if index != self.phase_index:
             self.set_phase(index)
-        missing = set(self.tuned_state_dict()) - set(checkpoint["state_dict"])
+        missing = self.missing_tuned(checkpoint["state_dict"], "checkpoint")
         if missing:
             raise KeyError(
                 f"checkpoint lacks tuned tensors {sorted(missing)[:5]}; was it written by a run "
