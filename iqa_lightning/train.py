@@ -9,12 +9,12 @@ write the run folder (``metrics.json``, ``predictions_test.csv``, ``split.csv``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from iqa_lightning.cli import ConfigError, report_user_errors
+from iqa_lightning.quiet import quiet
+from iqa_lightning.run_names import RESOLVER  # noqa: F401  (registers ${iqa_run_label:...})
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -69,6 +71,13 @@ def build_loggers(cfg: DictConfig) -> list:
         if spec is None:
             continue
         extra = {}
+        resumed = resumed_run_folder()
+        if resumed is not None and str(spec.get("_target_", "")).endswith("WandbLogger"):
+            from iqa_lightning.resume import wandb_run_id
+
+            run_id = wandb_run_id(resumed)
+            if run_id is not None:  # the same W&B run goes on
+                extra = {"id": run_id, "resume": "allow"}
         if job is not None and str(spec.get("_target_", "")).endswith("WandbLogger"):
             tags = list(spec.get("tags") or [])
             tags += [_tag(f"{k}={v}") for k, v in job["overrides"].items()]
@@ -275,13 +284,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from iqa_lightning.strategies import full_parameters
     from iqa_lightning.zero_shot import comparison_table
 
-    # The backbone stays in eval mode on purpose (frozen, no dropout).
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    warnings.filterwarnings("ignore", message=r"Metric `\w+` will save all targets")
-    # Lightning prints through its own handler as well; let Hydra's logging alone show its lines.
-    logging.getLogger("lightning.pytorch").handlers.clear()
+    quiet()  # each Lightning line once, no tips or known library noise, the figures printed last
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    prepare_csv_history(cfg, out)
 
     # The data is read and checked next; nothing heavy (model, W&B run, Trainer) exists before
     # the config and the data passed their checks.
@@ -346,6 +352,34 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.finalize("success")
     _finish_wandb()
     return metrics
+
+
+def resumed_run_folder() -> Path | None:
+    """The run folder this process resumes (``python train.py resume=<run>``), else None."""
+    from iqa_lightning.resume import RESUME_ENV
+
+    value = os.environ.get(RESUME_ENV)
+    return Path(value) if value else None
+
+
+def prepare_csv_history(cfg: DictConfig, out: Path) -> None:
+    """A resumed run: check its config against the saved one and keep ``csv/metrics.csv``'s
+    epochs up to the checkpoint (the CSV logger appends the rest); a new run starts the file
+    afresh."""
+    from iqa_lightning.resume import check_resumed_config, checkpoint_epoch, trim_metrics
+
+    metrics_csv = out / "csv" / "metrics.csv"
+    resumed = resumed_run_folder()
+    if resumed is None or Path(resumed).resolve() != out.resolve():
+        metrics_csv.unlink(missing_ok=True)
+        return
+    check_resumed_config(cfg, out)
+    epoch = checkpoint_epoch(Path(cfg.ckpt_path))
+    dropped = trim_metrics(metrics_csv, epoch)
+    log.info(
+        "resuming %s from epoch %d (%s)%s", out, epoch, cfg.ckpt_path,
+        f"; {dropped} metrics.csv row(s) after it dropped" if dropped else "",
+    )  # fmt: skip
 
 
 def run_zero_shot(cfg: DictConfig, module, datamodule, out: Path) -> dict[str, float]:
@@ -431,15 +465,77 @@ def quote_numeric_choices(args: list[str], groups: tuple[str, ...] = NUMERIC_GRO
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    with failed_run_ending(cfg):
+        metrics = train(cfg)
     return metrics.get("val/srcc_best")
+
+
+@contextlib.contextmanager
+def failed_run_ending(cfg: DictConfig):
+    """How a run that fails or is interrupted (Ctrl-C) ends.
+
+    - interrupted after a checkpoint: the folder stays and the resume command is printed;
+    - a single run that wrote nothing worth keeping (no checkpoint, no ``metrics.json``): its
+      folder is removed and its log (with the traceback) moves to ``outputs/failed/``
+      (:func:`iqa_lightning.resume.discard_stub`). Sweep jobs and resumed runs keep theirs.
+    """
+    import signal
+    import sys
+
+    from iqa_lightning.resume import LAST, discard_stub, resume_command
+
+    out = Path(cfg.paths.output_dir)
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        interrupted.append(True)
+        signal.default_int_handler(signum, frame)
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield
+    except BaseException:
+        if interrupted or isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            if (out / LAST).is_file():
+                print(
+                    f"\ninterrupted; the run folder is kept: {out}\n"
+                    f"resume with: {resume_command(out)}", file=sys.stderr, flush=True,
+                )  # fmt: skip
+            else:
+                print("\ninterrupted before the first checkpoint: nothing to resume",
+                      file=sys.stderr, flush=True)  # fmt: skip
+        rank = int(os.environ.get("LOCAL_RANK", 0)) + int(os.environ.get("NODE_RANK", 0))
+        if sweep_job() is None and resumed_run_folder() is None and rank == 0:
+            moved = discard_stub(out, Path(cfg.paths.log_dir) / "failed")
+            if moved is not None:
+                log.info("nothing worth keeping in %s: removed; its log is %s", out, moved)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def main() -> None:
     """Entry point of ``python train.py``; returns val/srcc_best to sweepers that optimise it."""
     import sys
 
-    sys.argv[1:] = quote_numeric_choices(sys.argv[1:])
+    from iqa_lightning.cli import error_line
+    from iqa_lightning.resume import RESUME_ENV, resume_args, resumed_run
+
+    args = quote_numeric_choices(sys.argv[1:])
+    try:
+        sys.argv[1:] = resume_args(args)
+    except ConfigError as err:
+        print(error_line(err), file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    run = resumed_run(args) if sys.argv[1:] != args else None
+    if run is not None:
+        os.environ[RESUME_ENV] = str(run.resolve())  # DDP processes inherit it
+    elif "LOCAL_RANK" not in os.environ:
+        os.environ.pop(RESUME_ENV, None)
     _hydra_main()
 
 

@@ -17,10 +17,12 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def run_env(cache_dir) -> dict:
-    """Environment for ``python train.py`` subprocesses: offline, quiet, shared cache."""
+def run_env(cache_dir, tmp_path_factory) -> dict:
+    """Environment for ``python train.py`` subprocesses: offline, quiet, shared cache, run
+    folders (and outputs/failed/) under a temporary root rather than the repository's."""
     env = dict(os.environ)
     env.update(
+        IQA_ROOT=str(tmp_path_factory.mktemp("root")),
         IQA_CACHE_DIR=str(cache_dir),
         WANDB_MODE="offline",
         WANDB_SILENT="true",

@@ -4,8 +4,10 @@ Subprocess runs stop before training where they can (config and data checks come
 most of these cost a second or a few, not a training run.
 """
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -71,8 +73,11 @@ def test_corrupt_image_met_in_training_is_the_last_line(loud_env, tmp_path):
     wandb_lines = [i for i, t in enumerate(text.splitlines()) if t.startswith("wandb:")]
     error_at = text.splitlines().index(line)
     assert all(i < error_at for i in wandb_lines)
-    # The traceback is kept in the run's log file.
-    assert "Traceback" in (out / "train.log").read_text()
+    # The run wrote nothing worth keeping: its folder is gone, its log (with the traceback)
+    # kept under outputs/failed/, named on the line above the error.
+    assert not out.exists()
+    log_file = Path(re.search(r"traceback in (\S+);", text).group(1))
+    assert log_file.parent.name == "failed" and "Traceback" in log_file.read_text()
 
 
 def test_wrong_root_is_reported_before_the_model_is_built(loud_env, tmp_path):
