@@ -29,15 +29,15 @@ import csv
 import json
 import logging
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from iqa_lightning.cli import ConfigError, error_line, report_user_errors
-from iqa_lightning.eval import given, run_settings
+from iqa_lightning.cli import ConfigError, report_user_errors
+from iqa_lightning.eval import check_run, dataset_config, dataset_overrides, run_settings
+from iqa_lightning.quiet import quiet
 from iqa_lightning.runs import load_run_config, rebuild_run, resumed_wandb_run, run_folder
 from iqa_lightning.train import CONFIG_DIR
 
@@ -45,23 +45,6 @@ log = logging.getLogger("iqa_lightning.analyze")
 
 RUN_REQUIRED = "run=<run folder> is required: the train.py run folder to analyse"
 SPLITS = ("test", "all")
-
-
-def dataset_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
-    """The dataset to analyse: ``cfg.dataset`` when it is a dataset option (has a
-    ``_target_``), else the run's own dataset with ``cfg.dataset``'s keys (if any) on top.
-
-    The run's node is resolved in the run's config (its ``model.image_size``, ``seed``,
-    ``paths``)."""
-    given_node = cfg.get("dataset")
-    if given_node is not None and "_target_" in given_node:
-        return given_node
-    if run_cfg.get("dataset") is None:
-        raise ConfigError("the run's config has no dataset; name one with dataset=<option>")
-    node = OmegaConf.create(OmegaConf.to_container(run_cfg.dataset, resolve=True))
-    if given_node is not None:
-        node = OmegaConf.merge(node, given_node)
-    return node
 
 
 def analysis_loader(datamodule, split: str, max_images: int | None):
@@ -151,30 +134,16 @@ def log_to_wandb(run: Path, run_cfg: DictConfig, name: str, files: Sequence[Path
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="analyze")
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    import lightning.pytorch  # noqa: F401  (its import adds the handlers cleared here)
-
-    for name in ("lightning", "lightning.pytorch"):
-        logging.getLogger(name).handlers.clear()
+    quiet()  # each Lightning line once, no tips or known library noise, the figures last
     analyze(cfg)
 
 
-def dataset_overrides(args: Sequence[str]) -> list[str]:
-    """``args`` with ``dataset.<key>=...`` made ``+dataset.<key>=...`` when no ``dataset=`` is
-    given: they then change the run's own dataset (``conf/analyze.yaml`` has no dataset node)."""
-    if given(args, "dataset"):
-        return list(args)
-    return [f"+{a}" if a.split("=", 1)[0].startswith("dataset.") and "=" in a else a for a in args]
-
-
 def main() -> None:
-    """Entry point of ``python -m iqa_lightning.analyze`` (without ``run=`` it says so in one
-    line, as ``python -m iqa_lightning.eval`` does)."""
+    """Entry point of ``python -m iqa_lightning.analyze`` (a missing or wrong ``run=`` ends in one
+    line and creates nothing, as with ``python -m iqa_lightning.eval``:
+    :func:`~iqa_lightning.eval.check_run`)."""
     args = sys.argv[1:]
-    info = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
-    if not info and not given(args, "run"):
-        print(error_line(ConfigError(RUN_REQUIRED)), file=sys.stderr, flush=True)
-        raise SystemExit(1)
+    check_run(args, RUN_REQUIRED)
     sys.argv = [sys.argv[0], *dataset_overrides(args), *run_settings(args)]
     _hydra_main()
 

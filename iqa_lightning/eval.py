@@ -1,6 +1,7 @@
 """Cross-dataset evaluation of a finished run.
 
-    python -m iqa_lightning.eval run=outputs/runs/demo_... dataset=koniq dataset.root=/data/koniq
+    python -m iqa_lightning.eval run=outputs/runs/<run>     # the run's own test split
+    python -m iqa_lightning.eval run=outputs/runs/<run> dataset=koniq dataset.root=/data/koniq
     python -m iqa_lightning.eval run=... eval.datasets=[kadid,koniq] \\
         eval.roots.kadid=/data/kadid10k eval.roots.koniq=/data/koniq10k eval.name=synthetic2real
 
@@ -8,7 +9,11 @@
 
 The run's backbone, prompt and score head are rebuilt from its ``.hydra/config.yaml`` and its
 tuned tensors loaded from ``checkpoints/tuned.safetensors`` (:func:`~iqa_lightning.runs.rebuild_run`).
-Each dataset is scored whole (``eval.split=all``) or on its test split (``eval.split=test``)
+Without ``dataset=`` or ``eval.datasets`` the dataset is the run's own (as composed for the run,
+split with its seed; ``dataset.<key>=...`` changes it, e.g. the ``root`` of moved data).
+``eval.split=auto`` (default) scores the test split of the run's own dataset (the images it never
+trained on) and every image of another dataset (cross-dataset); ``eval.split=test`` or ``all``
+forces one for every dataset. Each dataset is scored
 through a Lightning Trainer built from ``trainer`` (the training presets: ``default``, ``gpu``,
 ``ddp``, ``ddp_sim``, ...) and :func:`~iqa_lightning.scorer.score_loader`; under DDP each
 process scores an unpadded share, so every image is scored once and the figures equal a
@@ -27,7 +32,6 @@ import json
 import logging
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from iqa_lightning.cli import ConfigError, error_line, report_user_errors
+from iqa_lightning.quiet import quiet
 from iqa_lightning.runs import load_run_config, rebuild_run, resumed_wandb_run, run_folder
 from iqa_lightning.train import CONFIG_DIR
 
@@ -45,6 +50,7 @@ COLUMNS = ("srcc", "plcc", "krcc", "plcc_logistic4", "plcc_logistic5", "n")
 # Bootstrap interval bounds of a figure of COLUMNS, where the figures have them.
 INTERVALS = {"srcc": ("srcc_lo", "srcc_hi"), "plcc": ("plcc_lo", "plcc_hi")}
 RUN_REQUIRED = "run=<run folder> is required: the train.py run folder to evaluate"
+SPLITS = ("auto", "test", "all")
 RANK_ENV = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 
 
@@ -58,8 +64,34 @@ def rank_zero_path(path: str) -> str:
 OmegaConf.register_new_resolver("iqa_rank_zero_path", rank_zero_path, replace=True)
 
 
-def dataset_configs(cfg: DictConfig) -> dict[str, DictConfig]:
-    """The datasets to evaluate on: ``eval.datasets`` (a list of dataset options) or ``dataset``.
+def dataset_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
+    """The dataset of ``cfg``: ``cfg.dataset`` when it is a dataset option (has a
+    ``_target_``), else the run's own dataset with ``cfg.dataset``'s keys (if any) on top.
+
+    The run's node is resolved in the run's config (its ``model.image_size``, ``seed``,
+    ``paths``)."""
+    given_node = cfg.get("dataset")
+    if given_node is not None and "_target_" in given_node:
+        return given_node
+    if run_cfg.get("dataset") is None:
+        raise ConfigError("the run's config has no dataset; name one with dataset=<option>")
+    node = OmegaConf.create(OmegaConf.to_container(run_cfg.dataset, resolve=True))
+    if given_node is not None:
+        node = OmegaConf.merge(node, given_node)
+    return node
+
+
+def dataset_overrides(args: Sequence[str]) -> list[str]:
+    """``args`` with ``dataset.<key>=...`` made ``+dataset.<key>=...`` when no ``dataset=`` is
+    given: they then change the run's own dataset (the driver's config has no dataset node)."""
+    if given(args, "dataset"):
+        return list(args)
+    return [f"+{a}" if a.split("=", 1)[0].startswith("dataset.") and "=" in a else a for a in args]
+
+
+def dataset_configs(cfg: DictConfig, run_cfg: DictConfig) -> dict[str, DictConfig]:
+    """The datasets to evaluate on: ``eval.datasets`` (a list of dataset options), else
+    ``dataset`` (an option, or the run's own dataset: :func:`dataset_config`).
 
     Each option of ``eval.datasets`` is composed by Hydra (``hydra.compose``) with this command's
     own overrides, so it gets the same defaults, interpolations and checks as the ``dataset``
@@ -70,13 +102,15 @@ def dataset_configs(cfg: DictConfig) -> dict[str, DictConfig]:
 
     names = list(cfg.eval.get("datasets") or [])
     if not names:
-        return {cfg.dataset.name: cfg.dataset}
+        node = dataset_config(cfg, run_cfg)
+        return {node.get("name") or "dataset": node}
     roots = cfg.eval.get("roots") or {}
     options = sorted(p.stem for p in (Path(CONFIG_DIR) / "dataset").glob("[!_]*.yaml"))
     # The command's overrides, but the dataset choice and its root: dataset.<key> settings such
-    # as dataset.eval_batch_size apply to every dataset of the table.
+    # as dataset.eval_batch_size apply to every dataset of the table (given as +dataset.<key>
+    # when no dataset= was: here each is set on a composed option).
     given_overrides = [
-        o
+        o[1:] if o.startswith("+dataset.") else o
         for o in HydraConfig.get().overrides.task
         if o.lstrip("+~").split("=", 1)[0] not in ("dataset", "dataset.root")
     ]
@@ -89,6 +123,16 @@ def dataset_configs(cfg: DictConfig) -> dict[str, DictConfig]:
             overrides.append(f"dataset.root={roots[name]}")
         out[name] = compose(config_name="eval", overrides=overrides).dataset
     return out
+
+
+def split_for(split: str, node: DictConfig, run_cfg: DictConfig) -> str:
+    """The split to score of dataset ``node``: ``split`` unless ``auto``; ``auto`` is ``test``
+    for the run's own dataset (same ``name``: the images the run never trained on) and ``all``
+    for any other (cross-dataset evaluation scores it whole)."""
+    if split != "auto":
+        return split
+    own = OmegaConf.select(run_cfg, "dataset.name", default=None)
+    return "test" if node.get("name") == own else "all"
 
 
 def correlations(
@@ -154,11 +198,14 @@ def interval_columns(results: dict[str, dict[str, float]]) -> list[str]:
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
     """One row per dataset, one column per figure; SRCC and PLCC followed by their bootstrap
-    interval where the figures have one (``0.8123 [0.7710, 0.8501]``)."""
-    lines = ["| dataset | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    interval where the figures have one (``0.8123 [0.7710, 0.8501]``); the split scored last,
+    where the figures name it."""
+    columns = [*COLUMNS, *(["split"] if any("split" in f for f in results.values()) else [])]
+    lines = ["| dataset | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, figures in results.items():
         cells = [
-            str(figures[c]) if c == "n" else _with_interval(figures, c) for c in COLUMNS
+            str(figures.get(c)) if c in ("n", "split") else _with_interval(figures, c)
+            for c in columns
         ]  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -185,8 +232,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if OmegaConf.is_missing(cfg, "run") or not str(cfg.run or "").strip():
         raise ConfigError(RUN_REQUIRED)
     split = cfg.eval.split
-    if split not in ("all", "test"):
-        raise ConfigError(f"eval.split={split!r} must be 'all' or 'test'")
+    if split not in SPLITS:
+        raise ConfigError(f"eval.split={split!r} must be one of {', '.join(SPLITS)}")
     bootstrap = cfg.eval.get("bootstrap") or 0
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ConfigError(f"eval.bootstrap={bootstrap!r} must be a number of resamples >= 0")
@@ -201,20 +248,22 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             f"model.image_size={cfg.model.image_size} but the run was trained at "
             f"{run_cfg.model.image_size}; leave model.image_size unset (it comes from the run)"
         )
-    for name, node in dataset_configs(cfg).items():
+    for name, node in dataset_configs(cfg, run_cfg).items():
         datamodule = instantiate(node)
         datamodule.prepare_data()
         datamodule.setup("test")
-        rows = score_loader(trainer, module, datamodule.eval_dataloader(split))
+        scored = split_for(split, node, run_cfg)
+        rows = score_loader(trainer, module, datamodule.eval_dataloader(scored))
         results[name] = correlations(
             [r["score"] for r in rows],
             [r["target"] for r in rows],
             bootstrap=bootstrap,
             seed=int(cfg.eval.get("bootstrap_seed") or 0),
         )
+        results[name]["split"] = scored
         if trainer.is_global_zero:
             write_rows(run / f"predictions_eval_{name}.csv", rows)
-            log.info("%s (%s, %d images): %s", name, split, len(rows), results[name])
+            log.info("%s (%s, %d images): %s", name, scored, len(rows), results[name])
 
     if not trainer.is_global_zero:
         return results
@@ -234,24 +283,18 @@ def log_to_wandb(run: Path, run_cfg: DictConfig, name: str, results: dict) -> No
             return
         import wandb
 
-        columns = [*COLUMNS, *interval_columns(results)]
+        columns = [*COLUMNS, *interval_columns(results), "split"]
         table = wandb.Table(columns=["dataset", *columns])
         for dataset, figures in results.items():
             table.add_data(dataset, *[figures.get(c) for c in columns])
-            wb.log({f"eval/{dataset}/{k}": v for k, v in figures.items()})
+            wb.log({f"eval/{dataset}/{k}": v for k, v in figures.items() if k != "split"})
         wb.log({f"eval/{name}": table})
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    warnings.filterwarnings("ignore", message=r"Metric `\w+` will save all targets")
-    import lightning.pytorch  # noqa: F401  (its import adds the handlers cleared here)
-
-    # Lightning prints through its own handlers as well; Hydra's logging alone shows its lines.
-    for name in ("lightning", "lightning.pytorch"):
-        logging.getLogger(name).handlers.clear()
+    quiet()  # each Lightning line once, no tips or known library noise, the figures last
     evaluate(cfg)
 
 
@@ -260,18 +303,39 @@ def given(args: Sequence[str], key: str) -> bool:
     return any(a.split("=", 1)[0].lstrip("+") == key for a in args if "=" in a)
 
 
-def main() -> None:
-    """Entry point of ``python -m iqa_lightning.eval``.
+def check_run(args: Sequence[str], required: str = RUN_REQUIRED) -> None:
+    """End at once, with one ``error:`` line and exit code 1, when the command line gives no
+    ``run=`` (``required`` says what it is for) or a ``run=`` that is not a train.py run folder.
 
-    The run folder is also where Hydra's log goes (``hydra.run.dir: ${run}``), so without
-    ``run=`` Hydra would stop before the task with a traceback; say what is missing instead.
+    Checked before Hydra starts: the run folder is also where Hydra's log goes
+    (``hydra.run.dir: ${run}``), so Hydra would otherwise create a missing folder for its log
+    file, or stop with a traceback when ``run=`` is missing. ``--help``, ``--cfg`` and other
+    flags are left to Hydra; under ``-m`` each comma-separated run is checked.
     """
-    args = sys.argv[1:]
-    info = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
-    if not info and not given(args, "run"):
-        print(error_line(ConfigError(RUN_REQUIRED)), file=sys.stderr, flush=True)
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        return
+    values = [
+        a.split("=", 1)[1] for a in args if "=" in a and a.split("=", 1)[0].lstrip("+") == "run"
+    ]
+    problem: Exception | None = None if values else ConfigError(required)
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    for value in values:
+        for run in value.split(",") if multirun else [value]:
+            try:
+                run_folder(run)
+            except FileNotFoundError as err:
+                problem = problem or err
+    if problem is not None:
+        print(error_line(problem), file=sys.stderr, flush=True)
         raise SystemExit(1)
-    sys.argv += run_settings(args)
+
+
+def main() -> None:
+    """Entry point of ``python -m iqa_lightning.eval`` (:func:`check_run` first: a missing or
+    wrong ``run=`` ends in one line and creates nothing)."""
+    args = sys.argv[1:]
+    check_run(args)
+    sys.argv = [sys.argv[0], *dataset_overrides(args), *run_settings(args)]
     _hydra_main()
 
 

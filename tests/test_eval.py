@@ -2,6 +2,7 @@
 DDP included)."""
 
 import csv
+import importlib
 import json
 import math
 import re
@@ -14,7 +15,7 @@ import pytest
 
 from iqa_lightning.eval import correlations
 from iqa_lightning.metrics import plcc_logistic
-from tests.conftest import REPO, run_train
+from tests.conftest import QUIETING_ENV, REPO, run_train
 from tests.data.fixtures import write_kadid, write_koniq
 
 EVAL = ("-m", "iqa_lightning.eval")
@@ -69,29 +70,27 @@ def test_two_datasets_give_one_table(demo_run, roots, run_env):
     assert "experiment=smoke" in (run / ".hydra" / "overrides.yaml").read_text()
 
 
-def dataset_overrides(run):
-    """The ``dataset.*`` overrides the run was trained with (so eval builds the same set)."""
-    config = (run / ".hydra" / "overrides.yaml").read_text()
-    return [line[2:] for line in config.splitlines() if line.startswith("- dataset.")]
-
-
 @pytest.fixture(scope="module")
 def single_eval(demo_run, run_env, tmp_path_factory):
-    """One single-process evaluation of the run on its own test split; copies of its files."""
+    """One single-process evaluation of the run as a user asks for it: ``run=`` and nothing
+    else (the run's own dataset, its test split); copies of its files."""
     run, _ = demo_run
-    run_train(
-        [f"run={run}", "eval.split=test", "eval.name=single", *dataset_overrides(run)],
-        run_env,
-        entry=EVAL,
-    )
+    user_env = {k: v for k, v in run_env.items() if k not in QUIETING_ENV}
+    proc = run_train([f"run={run}", "eval.name=single"], user_env, entry=EVAL)
+    assert "synthetic (test, " in proc.stdout + proc.stderr
+    # quiet output (iqa_lightning/quiet.py): no tips, no repeated lines, the table last
+    assert "Tip:" not in proc.stdout + proc.stderr and "INFO: " not in proc.stdout + proc.stderr
+    assert "Run summary" not in proc.stderr
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("| synthetic | ")
     keep = tmp_path_factory.mktemp("single_eval")
-    for name in ("eval_single.json", "predictions_eval_synthetic.csv"):
+    for name in ("eval_single.json", "eval_single.md", "predictions_eval_synthetic.csv"):
         shutil.copy(run / name, keep / name)
     return keep
 
 
 def test_rebuilt_run_reproduces_its_test_predictions(demo_run, single_eval):
-    """Evaluating the run on its own dataset's test split gives the scores training wrote."""
+    """By default eval scores the run's own dataset's test split (eval.split=auto), with the
+    scores and figures training wrote."""
     run, _ = demo_run
     ours = {
         r["image_id"]: float(r["score"])
@@ -105,6 +104,8 @@ def test_rebuilt_run_reproduces_its_test_predictions(demo_run, single_eval):
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("srcc", "plcc", "krcc"):
         assert figures[key] == pytest.approx(metrics[f"test/{key}"], abs=1e-6), key
+    assert figures["split"] == "test"
+    assert (single_eval / "eval_single.md").read_text().splitlines()[2].endswith(" | test |")
 
 
 # Slow: the same loop under ddp_sim is tested by default by tests/test_scale.py's DDP run.
@@ -115,8 +116,7 @@ def test_ddp_sim_eval_scores_each_image_once_with_single_process_figures(
     run, _ = demo_run
     before = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
     proc = run_train(
-        [f"run={run}", "eval.split=test", "eval.name=ddp", "trainer=ddp_sim",
-         *dataset_overrides(run)],
+        [f"run={run}", "eval.split=test", "eval.name=ddp", "trainer=ddp_sim"],
         run_env,
         entry=EVAL,
     )  # fmt: skip
@@ -155,6 +155,34 @@ def test_eval_without_run_says_what_is_missing(run_env):
         "error: run=<run folder> is required: the train.py run folder to evaluate"
     )
     assert "Traceback" not in proc.stderr and "MissingMandatoryValue" not in proc.stderr
+
+
+@pytest.mark.parametrize("driver", ["eval", "analyze"])
+def test_a_missing_run_folder_ends_in_one_line_and_is_not_created(driver, monkeypatch, capsys,
+                                                                  tmp_path):  # fmt: skip
+    module = importlib.import_module(f"iqa_lightning.{driver}")
+    missing, empty = tmp_path / "runs" / "missing", tmp_path / "empty"
+    empty.mkdir()
+    for run, why in ((missing, "does not exist"), (empty, "no .hydra/config.yaml")):
+        monkeypatch.setattr(sys, "argv", [driver, f"run={run}"])
+        with pytest.raises(SystemExit) as exit_info:
+            module.main()
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: run={run}: ") and why in err[0], err
+    assert not (tmp_path / "runs").exists() and not list(empty.iterdir()), "nothing created"
+
+
+def test_auto_split_is_the_runs_test_split_and_every_image_elsewhere():
+    from omegaconf import OmegaConf
+
+    from iqa_lightning.eval import split_for
+
+    run_cfg = OmegaConf.create({"dataset": {"name": "koniq"}})
+    koniq, kadid = OmegaConf.create({"name": "koniq"}), OmegaConf.create({"name": "kadid"})
+    assert split_for("auto", koniq, run_cfg) == "test"
+    assert split_for("auto", kadid, run_cfg) == "all"
+    assert split_for("all", koniq, run_cfg) == "all" and split_for("test", kadid, run_cfg) == "test"
 
 
 def test_missing_run_folder_is_named(run_env, tmp_path):
