@@ -23,6 +23,11 @@ last-position logits of the two are compared as a check (fp32: expected within 1
 
 Goal: ours (SDPA) >= 1.0x the original. Last line: ``ratio <x>x``. Not part of the test run
 (pytest ignores tests/benchmarks).
+
+``--smoke`` needs no reference Python: our side loads the committed tiny fixture
+(tests/fixtures/mplug_owl2_tiny, saved by the original classes) and runs one round of one
+forward on its recorded pixels; its logits are compared with the ones the original recorded
+there (tests/test_benchmarks_smoke.py runs it).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 REFERENCE = Path(__file__).with_name("mplug_owl2_reference.py")
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mplug_owl2_tiny"
 QUESTION = "Rate the technical quality of the image."
 PROMPT = f"USER: <|image|>{QUESTION} ASSISTANT:"
 
@@ -74,27 +80,72 @@ def timed_rounds(fns: dict, reps: int, rounds: int) -> dict[str, list[float]]:
     return seconds
 
 
+def load_ours(folder: Path, image_size: int) -> dict:
+    """Our backbone on ``folder`` with SDPA and with eager attention."""
+    from iqa_lightning.models.backbones import MplugOwl2Backbone
+
+    return {
+        impl: MplugOwl2Backbone.from_pretrained(
+            str(folder), image_size=image_size, dtype="float32", attn_implementation=impl
+        ).eval()
+        for impl in ("sdpa", "eager")
+    }
+
+
+def smoke(args) -> float:
+    """Our side on the committed fixture, checked against the original's recorded logits."""
+    image_size = json.loads((FIXTURE / "preprocessor_config.json").read_text())["crop_size"]
+    ours = load_ours(FIXTURE, image_size)
+    golden = load_file(str(FIXTURE / "golden.safetensors"))
+    sdpa = ours["sdpa"]
+    mean, std = (v.reshape(1, 3, 1, 1) for v in (sdpa.image_mean, sdpa.image_std))
+    pixels = golden["pixel_values"] * std + mean  # the [0, 1] pixels the fixture normalised
+    input_ids = sdpa.encode_prompt(QUESTION)
+    if input_ids[0].tolist() != golden["visual_prompt.input_ids"].tolist():
+        raise SystemExit(f"prompt ids differ from the fixture's: {input_ids[0].tolist()}")
+    fns = {impl: partial(b.next_token_logits, pixels, input_ids) for impl, b in ours.items()}
+    with torch.inference_mode():
+        times = timed_rounds(fns, args.reps, args.rounds)
+        diffs = {
+            impl: (fn() - golden["visual_prompt.logits"]).abs().max().item()
+            for impl, fn in fns.items()
+        }
+    print(f"smoke: ours on {FIXTURE.name}, batch {len(pixels)}, no original side")
+    print(f"{'forward':28s} {'img/s':>8s} {'max|dlogit| vs recorded original':>34s}")
+    for impl, seconds in times.items():
+        rate = len(pixels) / statistics.median(seconds)
+        print(f"{'ours (' + impl + ')':28s} {rate:8.2f} {diffs[impl]:34.2e}")
+    worst = max(diffs.values())
+    if worst > 1e-3:
+        raise SystemExit(f"our logits differ from the recorded original's by {worst:.2e}")
+    return worst
+
+
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference-python", required=True, help="Python with transformers 4.37")
-    parser.add_argument("--reference-code", required=True, help="a Q-Align checkout")
+    parser.add_argument("--reference-python", help="Python with transformers 4.37 (required)")
+    parser.add_argument("--reference-code", help="a Q-Align checkout (required)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--reps", type=int, default=2, help="forwards per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=2, help="original / ours alternations")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--smoke", action="store_true",
+                        help="our side only on the tiny fixture, one forward (seconds)")  # fmt: skip
     args = parser.parse_args(argv)
-    if not Path(args.reference_python).is_file():
-        raise SystemExit(f"--reference-python {args.reference_python}: no such file")
     import warnings
 
     warnings.filterwarnings("ignore")
+    if args.smoke:
+        args.reps, args.rounds = 1, 1
+        return smoke(args)
+    for flag in ("reference_python", "reference_code"):
+        if not getattr(args, flag):
+            parser.error(f"--{flag.replace('_', '-')} is required (or --smoke)")
+    if not Path(args.reference_python).is_file():
+        raise SystemExit(f"--reference-python {args.reference_python}: no such file")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
-    try:
-        from iqa_lightning.models.backbones import MplugOwl2Backbone
-    except ImportError as err:
-        raise SystemExit(f"iqa_lightning has no MplugOwl2Backbone: {err}") from err
 
     with tempfile.TemporaryDirectory(prefix="bench_mplug_owl2_") as tmp:
         folder, pixels_file = Path(tmp) / "model", Path(tmp) / "pixels.safetensors"
@@ -103,12 +154,7 @@ def main(argv: list[str] | None = None) -> float:
         generator = torch.Generator().manual_seed(0)
         pixels = torch.rand(args.batch, 3, image_size, image_size, generator=generator)
         save_file({"pixels": pixels}, str(pixels_file))
-        ours = {
-            impl: MplugOwl2Backbone.from_pretrained(
-                str(folder), image_size=image_size, dtype="float32", attn_implementation=impl
-            ).eval()
-            for impl in ("sdpa", "eager")
-        }
+        ours = load_ours(folder, image_size)
         input_ids = ours["sdpa"].encode_prompt(QUESTION)
         times = {"original": [], "sdpa": [], "eager": []}
         ref_logits, ref_ids, ref_torch = None, None, None

@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_datamodule.py                      # 128 images, 336 px
     python tests/benchmarks/bench_datamodule.py --images 64 --size 448 --workers 0 2 4
+    python tests/benchmarks/bench_datamodule.py --smoke    # 10 small JPEGs, one round: still runs?
 
 Writes ``--images`` 1024x768 JPEGs in KonIQ-10k's layout to a temporary folder and measures, in
 one process and interleaved round by round (so drift in machine load hits every row alike):
@@ -16,7 +17,8 @@ Rates are the best of ``--rounds`` rounds (the least disturbed by other processe
 machine; the median is printed next to it) and the ratios use the best rates.
 
 Goals: cached >= 3x uncached; uncached >= 0.9x the bare loop (at 0 workers, same process).
-Not part of the test run (pytest ignores tests/benchmarks).
+Not part of the test run (pytest ignores tests/benchmarks); ``--smoke`` is, in
+tests/test_benchmarks_smoke.py.
 """
 
 from __future__ import annotations
@@ -68,17 +70,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
+    parser.add_argument("--smoke", action="store_true",
+                        help="10 small JPEGs, 32 px, 0 workers, one round of one epoch (seconds)")  # fmt: skip
     args = parser.parse_args(argv)
+    jpeg = (1024, 768)
+    if args.smoke:
+        args.images, args.size, args.batch_size, args.workers = 10, 32, 4, [0]
+        args.rounds, args.epochs, jpeg = 1, 1, (64, 48)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="iqa-bench-") as tmp:
         work = args.dir or Path(tmp)
         start = time.perf_counter()
-        root = write_koniq(work / "koniq10k", n_images=args.images, size=(1024, 768))
+        root = write_koniq(work / "koniq10k", n_images=args.images, size=jpeg)
         jpeg_kb = np.mean([p.stat().st_size for p in (root / "1024x768").iterdir()]) / 1024
         print(
-            f"{args.images} JPEGs 1024x768 ({jpeg_kb:.0f} KB avg) written in "
+            f"{args.images} JPEGs {jpeg[0]}x{jpeg[1]} ({jpeg_kb:.0f} KB avg) written in "
             f"{time.perf_counter() - start:.1f} s; input {args.size}px, batch {args.batch_size}; "
             f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, Pillow "
             f"{PIL.__version__} (libjpeg-turbo: {features.check_feature('libjpeg_turbo')})"

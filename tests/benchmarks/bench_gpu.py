@@ -3,6 +3,7 @@
     python tests/benchmarks/bench_gpu.py                          # LLaVA-1.5-7B, Qwen2.5-VL-7B
     python tests/benchmarks/bench_gpu.py --models llava --batch 16 --steps 20
     python tests/benchmarks/bench_gpu.py --tiny                   # the same code on CPU, tiny sizes
+    python tests/benchmarks/bench_gpu.py --smoke                  # tiny sizes, one step: still runs?
 
 LLaVA-1.5-7B (CLIP ViT-L/14-336 + Vicuna-7B, 336 px) and Qwen2.5-VL-7B (448 px) are built from
 their published configs with random weights (no download) in bf16 on the GPU, with the tiny local
@@ -15,7 +16,9 @@ for H100 SXM / H200; ``--peak-tflops`` for others). Model FLOPs are counted once
 backward; frozen weights get no weight gradients); the recompute of checkpointing is not
 counted, as is usual for MFU.
 
-Without CUDA it prints that it skipped (exit 0) unless ``--tiny``. Not part of the test run.
+Without CUDA it prints that it skipped (exit 0) unless ``--tiny``. Not part of the test run;
+``--smoke`` (tiny sizes, batch 1, one warm-up and one timed step, on the GPU when there is one)
+is, in tests/test_benchmarks_smoke.py on a machine with CUDA.
 """
 
 from __future__ import annotations
@@ -175,7 +178,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes, runs on CPU")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, batch 1, one step (seconds; on the GPU if any)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.tiny, args.batch, args.steps, args.warmup, args.prompt_size = True, 1, 1, 1, 4
     import warnings
 
     warnings.filterwarnings("ignore")

@@ -3,6 +3,7 @@
     python tests/benchmarks/bench_learning.py                       # every method, seeds 0 1 2
     python tests/benchmarks/bench_learning.py --methods lora prompt --seeds 0
     python tests/benchmarks/bench_learning.py --out outputs/bench_learning --epochs 6
+    python tests/benchmarks/bench_learning.py --smoke     # one step of one method: still runs?
 
 Each run is ``python train.py experiment=learn_<method> seed=<s>`` in its own process (the
 learning set: held-out photographs at held-out strengths in test), so wall time and peak memory
@@ -17,6 +18,12 @@ test SRCC and PLCC (mean and std over seeds), and gain (tuned minus zero-shot SR
 last line is ``learning: min gain <g> best srcc <s> zero-shot <z>`` (the worst method's gain,
 the best method's SRCC, the highest zero-shot SRCC). Goals: every gain >= 0.15, best SRCC >=
 0.85, zero-shot < 0.5. Not part of the test run (pytest ignores tests/benchmarks).
+
+``--smoke`` checks that the benchmark still runs, in seconds: seed 0 of ``prompt`` (or the
+``--methods`` given), one training step, one validation and one test batch on a learning set of
+16 / 8 / 8 images, trained in this process (``tests/training.py``; wall time and memory are
+then not the run's own) with the same experiment and overrides the real runs get
+(tests/test_benchmarks_smoke.py runs it).
 """
 
 from __future__ import annotations
@@ -44,22 +51,43 @@ METHODS = {
 }
 
 
-def run(method: str, seed: int, out: Path, extra: list[str], lora_runs: dict) -> dict:
-    """Train one method with one seed; returns its metrics.json."""
+#: --smoke: a tiny learning set, one step, one validation and one test batch.
+SMOKE = [
+    "dataset.train_images=16", "dataset.val_images=8", "dataset.test_images=8",
+    "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1", "callbacks.plots=null",
+]  # fmt: skip
+#: --smoke, RALI: a basis that 16 teacher texts can hold.
+SMOKE_RALI = ["stage.pca.dim=8", "stage.basis.size=8", "stage.basis.buckets=4"]
+
+
+def run(
+    method: str, seed: int, out: Path, extra: list[str], lora_runs: dict, smoke: bool = False
+) -> dict:
+    """Train one method with one seed in a ``train.py`` process (``smoke``: in this one);
+    returns its metrics.json."""
     folder = out / f"{method}_seed{seed}"
-    args = [f"experiment={METHODS[method]}", f"seed={seed}", f"hydra.run.dir={folder}"]
-    args += ["logger=csv", *extra]
+    args = [f"experiment={METHODS[method]}", f"seed={seed}", *extra]
     if method == "rali":
         args.append(f"teacher.run={lora_runs[seed]}")
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{method} seed {seed} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
-        )
-    metrics = json.loads((folder / "metrics.json").read_text())
+        args += SMOKE_RALI if smoke else []
+    if smoke:  # in this process
+        sys.path.insert(0, str(REPO))
+        from tests.training import train_in_process
+
+        metrics = train_in_process(args, folder, cache_dir=out / "cache")
+    else:
+        env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
+               "PYTHONWARNINGS": "ignore"}  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "train.py", *args, f"hydra.run.dir={folder}", "logger=csv"],
+            cwd=REPO, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"{method} seed {seed} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+            )
+        metrics = json.loads((folder / "metrics.json").read_text())
     metrics["folder"] = str(folder)
     print(
         f"  {method:<15} seed {seed}: zero-shot {metrics.get('zeroshot/srcc')} "
@@ -100,16 +128,26 @@ def table(results: dict[str, list[dict]]) -> tuple[str, dict]:
     return "\n".join(lines), last
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
+                        help="default: every method (--smoke: prompt)")  # fmt: skip
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2")
     parser.add_argument("--out", type=Path, default=None, help="run folders (default: a temp dir)")
     parser.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs for all")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="one step of seed 0, tiny data, in this process (seconds)")  # fmt: skip
+    args = parser.parse_args(argv)
+    methods = args.methods or (["prompt"] if args.smoke else list(METHODS))
+    args.seeds = args.seeds or ([0] if args.smoke else [0, 1, 2])
+    if args.smoke and args.epochs is None:  # RALI's phases before its last take 2 epochs
+        args.epochs = 3 if "rali" in methods else 1
+    if args.smoke and args.out is None:  # nothing to keep: removed at the end
+        with tempfile.TemporaryDirectory(prefix="bench_learning_smoke_") as tmp:
+            return main([*(argv if argv is not None else sys.argv[1:]), "--out", tmp])
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_learning_"))
     extra = [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
-    methods = list(args.methods)
+    extra += SMOKE if args.smoke else []
     if "rali" in methods and "lora" not in methods:
         methods.insert(0, "lora")
     results: dict[str, list[dict]] = {m: [] for m in methods}
@@ -119,7 +157,7 @@ def main() -> None:
     )
     for method in methods:
         for seed in args.seeds:
-            metrics = run(method, seed, out, extra, lora_runs)
+            metrics = run(method, seed, out, extra, lora_runs, smoke=args.smoke)
             if method == "lora":
                 lora_runs[seed] = metrics["folder"]
             if method == "rali":  # the untrained student's figure says nothing: its teacher's
@@ -132,6 +170,7 @@ def main() -> None:
         f"learning: min gain {last['min_gain']:.3f} best srcc {last['best_srcc']:.3f} "
         f"zero-shot {last['zero_shot']:.3f}"
     )
+    return last
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ against a bare PyTorch loop doing the same forward, backward and optimiser step.
 
     python tests/benchmarks/bench_overhead.py
     python tests/benchmarks/bench_overhead.py --steps 60 --rounds 7 --batch 8
+    python tests/benchmarks/bench_overhead.py --smoke      # one tiny round: does it still run?
 
 Same process, same module, same fixed batch (a loader that yields it ``--steps`` times), one
 thread count. The Lightning step is timed from one ``on_train_batch_start`` to the next (so it
@@ -11,7 +12,8 @@ holds the whole loop: fetch, the module's ``training_step`` with its two ``self.
 each fit are left out. Rounds alternate Lightning / bare; medians per step are compared.
 Two model sizes show how the fixed per-step overhead shrinks against the model's own work.
 
-Goal: Lightning / bare <= 1.05. Not part of the test run (pytest ignores tests/benchmarks).
+Goal: Lightning / bare <= 1.05. Not part of the test run (pytest ignores tests/benchmarks);
+``--smoke`` is, in tests/test_benchmarks_smoke.py.
 """
 
 from __future__ import annotations
@@ -72,7 +74,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--smoke", action="store_true",
+                        help="one round of 2 steps at batch 2 on the tiny model (seconds)")  # fmt: skip
     args = parser.parse_args(argv)
+    sizes = dict(SIZES)
+    if args.smoke:
+        args.steps, args.warmup, args.rounds, args.batch = 2, 1, 1, 2
+        sizes = dict(list(SIZES.items())[:1])
     import logging
     import warnings
 
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"threads, batch {args.batch}, {args.steps} steps x {args.rounds} rounds")  # fmt: skip
     print(f"{'model':32s} {'bare ms/step':>13s} {'Lightning ms/step':>18s} {'ratio':>7s}")
     ratios = {}
-    for name, size in SIZES.items():
+    for name, size in sizes.items():
         module = tiny_module(**size)
         batch = fixed_batch(args.batch, module.backbone.image_size)
         lit, bare = [], []

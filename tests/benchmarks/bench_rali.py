@@ -22,13 +22,21 @@ RALI's image tower + projection, PCA and basis (CLIP's text tower never runs whe
 
 Last line: ``speedup <x>x, parameters <y>%``. Goal (issue 13): >= 20x and <= 5%.
 Not part of the test run (pytest ignores tests/benchmarks).
+
+A child that dies before it reports (killed for memory, a crash) ends the benchmark with an
+error naming its exit code or signal; it never waits forever. ``--smoke`` runs both tiny
+scorers at once on the CPU, one image, one forward each, in children forked from this process
+(its imports reused: seconds, where two fresh interpreters take 10-20 s on 2 cores) and given
+2 minutes to report (tests/test_benchmarks_smoke.py runs it).
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import queue as queues
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -168,16 +176,79 @@ def _child(role: str, args: argparse.Namespace, queue) -> None:
                "mean_score": float(scores.float().mean()), "dtype": dtype})  # fmt: skip
 
 
-def measure(role: str, args: argparse.Namespace) -> dict:
-    context = mp.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=_child, args=(role, args, queue))
+def exit_cause(code: int | None) -> str:
+    """What a child's exit code says: ``exit code 1``, ``killed by SIGKILL (...)``."""
+    if code is None:
+        return "still running"
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    hint = (
+        " (out of memory? the kernel's OOM killer sends SIGKILL)" if -code == signal.SIGKILL else ""
+    )
+    return f"killed by {name}{hint}"
+
+
+def start(role: str, args: argparse.Namespace, target=None, context: str = "spawn"):
+    """Start the child measuring ``role``; returns it and the queue it reports on."""
+    ctx = mp.get_context(context)
+    queue = ctx.Queue()
+    child = ctx.Process(target=target or _child, args=(role, args, queue), name=f"bench-{role}")
     child.start()
-    result = queue.get()
+    return child, queue
+
+
+def collect(role: str, child, queue, poll: float = 0.5, timeout: float | None = None) -> dict:
+    """The child's report; an error naming its exit cause when it dies without one.
+
+    Args:
+        timeout: Seconds to wait for the report (None: as long as the child lives).
+
+    Raises:
+        RuntimeError: The child died before reporting, failed after it, or gave no report
+            within ``timeout``.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            result = queue.get(timeout=poll)
+            break
+        except queues.Empty:
+            if child.is_alive():
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the {role} benchmark process gave no report in {timeout:.0f} s"
+                    ) from None
+                continue
+            try:  # it may have reported just before it ended
+                result = queue.get(timeout=poll)
+                break
+            except queues.Empty:
+                child.join()
+                raise RuntimeError(
+                    f"the {role} benchmark process died before it reported: "
+                    f"{exit_cause(child.exitcode)}"
+                ) from None
     child.join()
     if child.exitcode:
-        raise RuntimeError(f"the {role} benchmark process failed (exit {child.exitcode})")
+        raise RuntimeError(
+            f"the {role} benchmark process failed after it reported: {exit_cause(child.exitcode)}"
+        )
     return result
+
+
+def measure(role: str, args: argparse.Namespace, target=None, context: str = "spawn") -> dict:
+    """Run one scorer's measurement in its own process (see :func:`collect`)."""
+    child, queue = start(role, args, target, context)
+    try:
+        return collect(role, child, queue)
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -189,10 +260,25 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--reps", type=int, default=3, help="timed forwards per scorer")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="both tiny scorers at once on CPU, 1 image, 1 forward (seconds)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.teacher_size, args.student_size, args.device = "tiny", "tiny", "cpu"
+        args.batch, args.reps, args.threads = 1, 1, 1
     args.batch = args.batch or (16 if args.device.startswith("cuda") else 2)
     print(f"torch {torch.__version__}, device {args.device}, batch {args.batch}, reps {args.reps}")
-    teacher, student = measure("teacher", args), measure("student", args)
+    if args.smoke:  # both children at once: their figures mean nothing, their running does
+        children = {role: start(role, args, context="fork") for role in ("teacher", "student")}
+        try:
+            teacher, student = (collect(role, *children[role], timeout=120) for role in children)
+        finally:
+            for child, _ in children.values():
+                if child.is_alive():
+                    child.kill()
+                    child.join()
+    else:
+        teacher, student = measure("teacher", args), measure("student", args)
     rows = {
         f"LMM scorer (LLaVA {args.teacher_size}, {teacher['dtype']})": teacher,
         f"RALI scorer (CLIP {args.student_size}, {student['dtype']})": student,

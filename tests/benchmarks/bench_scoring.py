@@ -4,13 +4,15 @@ forward of the LMM, the word-score head; no generation) against the raw backbone
 
     python tests/benchmarks/bench_scoring.py
     python tests/benchmarks/bench_scoring.py --batch 32 --reps 20 --rounds 7
+    python tests/benchmarks/bench_scoring.py --smoke      # one tiny round: does it still run?
 
 Both run in eval mode under ``torch.inference_mode`` in one process; the raw forward gets
 ready-made ``input_ids``, ``attention_mask``, ``position_ids`` and ``pixel_values`` and keeps
 only the last position's logits (``logits_to_keep=1``), as the scorer does. Rounds alternate the
 two; images per second are medians over rounds. Two model sizes.
 
-Goal: scorer >= 0.95x the raw forward. Not part of the test run (pytest ignores tests/benchmarks).
+Goal: scorer >= 0.95x the raw forward. Not part of the test run (pytest ignores
+tests/benchmarks); ``--smoke`` is, in tests/test_benchmarks_smoke.py.
 """
 
 from __future__ import annotations
@@ -37,18 +39,25 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--reps", type=int, default=10, help="forwards per round")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--smoke", action="store_true",
+                        help="one round of one forward at batch 2 on the tiny model (seconds)")  # fmt: skip
     args = parser.parse_args(argv)
+    sizes = dict(SIZES)
+    if args.smoke:
+        args.batch, args.reps, args.rounds = 2, 1, 1
+        sizes = dict(list(SIZES.items())[:1])
     import warnings
 
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
     print(f"{'model':32s} {'raw img/s':>10s} {'scorer img/s':>13s} {'ratio':>7s}")
     ratios = {}
-    for name, size in SIZES.items():
+    for name, size in sizes.items():
         module = tiny_module(**size).eval()
         backbone = module.backbone
         pixels = fixed_batch(args.batch, backbone.image_size)["pixels"]
-        ids = module.input_ids.expand(args.batch, -1)
+        prompt_ids = module.scorer.input_ids  # the scorer's prompt, [1, L]
+        ids = prompt_ids.expand(args.batch, -1)
         mask = torch.ones_like(ids)
         prompted = module.prompt(pixels)
         inputs = {
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         with torch.inference_mode():
             torch.testing.assert_close(
                 backbone.model(**inputs, **LAST_ONLY).logits[:, -1].float(),
-                backbone.next_token_logits(prompted, module.input_ids),
+                backbone.next_token_logits(prompted, prompt_ids),
             )
             scorer, raw = [], []
             for _ in range(args.rounds):

@@ -1,0 +1,78 @@
+"""Benchmarks that cannot rot: every tests/benchmarks/bench_*.py runs in its ``--smoke`` mode
+(one tiny iteration, seconds), found by glob so a new benchmark is covered at once; it must
+offer ``main(argv)`` with ``--smoke``. Each runs in this process (imports are shared), except
+what a benchmark itself starts (bench_rali's two scorer processes). bench_gpu.py is skipped
+without CUDA. And a bench_rali child that dies is an error naming how it died, never a hang."""
+
+import argparse
+import importlib
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
+SCRIPTS = sorted(BENCHMARKS.glob("bench_*.py"))
+
+
+@pytest.fixture
+def benchmarks(monkeypatch):
+    """Import benchmark modules by name, as they import each other (``from _common import``);
+    bench_rali's spawned children find the module on this path too."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module
+
+
+def test_every_benchmark_is_found():
+    assert {"bench_scoring", "bench_rali", "bench_learning", "bench_gpu"} <= {
+        s.stem for s in SCRIPTS
+    }
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.stem)
+def test_benchmark_runs_in_smoke_mode(script, benchmarks, capsys):
+    if script.stem == "bench_gpu" and not torch.cuda.is_available():
+        pytest.skip("bench_gpu.py measures a CUDA GPU and this machine has none")
+    main = benchmarks(script.stem).main
+    main(["--smoke"])
+    printed = capsys.readouterr().out
+    assert printed.strip(), f"{script.name} --smoke printed nothing"
+
+
+def _exits_with_3(role, args, queue):
+    os._exit(3)
+
+
+def _killed(role, args, queue):
+    os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's OOM killer does
+
+
+@pytest.fixture
+def no_hang():
+    """A hang fails the test after 60 s instead of stopping the suite."""
+
+    def hung(signum, frame):
+        raise TimeoutError("bench_rali waited for a dead child")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize(
+    "target, cause",
+    [
+        (_killed, r"killed by SIGKILL \(out of memory\?"),
+        (_exits_with_3, r"exit code 3$"),
+    ],
+    ids=["killed", "exit_code"],
+)
+def test_a_dead_rali_child_is_an_error_naming_how_it_died(target, cause, benchmarks, no_hang):
+    bench_rali = benchmarks("bench_rali")
+    with pytest.raises(RuntimeError, match=f"the teacher benchmark process died before it "
+                                           f"reported: {cause}"):  # fmt: skip
+        bench_rali.measure("teacher", argparse.Namespace(), target=target, context="fork")
