@@ -50,7 +50,8 @@ _LIGHTNING_PREFIXES = tuple(name + "." for name in LIGHTNING_LOGGERS) + LIGHTNIN
 
 
 class NoiseFilter(logging.Filter):
-    """Drops Lightning's advertisements and Lightning INFO lines already passed once."""
+    """Drops Lightning's advertisements and Lightning INFO lines already passed once (a record
+    passed by one handler is passed by the others: the console and the log file agree)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,6 +60,13 @@ class NoiseFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(_LIGHTNING_PREFIXES):
             return True
+        # One decision per record, whichever of the handlers (console, log file) asks first.
+        mark = f"_iqa_noise_{id(self)}"
+        if mark not in record.__dict__:
+            record.__dict__[mark] = self._decide(record)
+        return record.__dict__[mark]
+
+    def _decide(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if message.startswith(NOISE_MESSAGES):
             return False

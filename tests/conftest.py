@@ -55,9 +55,15 @@ def run_train(args, env, timeout=600, entry=("train.py",)):
     return proc
 
 
+#: Set by :func:`run_env` (or the caller) to keep subprocesses quiet; a user has none of them.
+QUIETING_ENV = ("WANDB_SILENT", "WANDB_QUIET", "PYTHONWARNINGS")
+
+
 @pytest.fixture(scope="session")
 def demo_run(run_env, tmp_path_factory):
-    """The demo (shortened) with its default loggers: W&B offline and CSV."""
+    """The demo (shortened) with its default loggers: W&B offline and CSV, printing what a user
+    sees (none of :data:`QUIETING_ENV`; tests/test_quiet.py reads its output)."""
     out = tmp_path_factory.mktemp("demo_run")
-    proc = run_train([*FAST, f"hydra.run.dir={out}"], run_env)
+    env = {k: v for k, v in run_env.items() if k not in QUIETING_ENV}
+    proc = run_train([*FAST, f"hydra.run.dir={out}"], env)
     return out, proc

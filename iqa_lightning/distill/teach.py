@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from iqa_lightning.cli import ConfigError, report_user_errors
+from iqa_lightning.quiet import quiet
 from iqa_lightning.train import CONFIG_DIR
 
 
@@ -49,6 +50,7 @@ def teach(cfg: DictConfig) -> dict[str, str]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="teach")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
+    quiet()  # each Lightning line once, no tips or known library noise
     teach(cfg)
 
 
