@@ -2,7 +2,7 @@
 
     from iqa_lightning.scorer import Scorer
 
-    scorer = Scorer.from_run("outputs/runs/demo_2025-01-01_12-00-00")   # its tuned tensors
+    scorer = Scorer.from_run("outputs/runs/<run folder>")    # its tuned tensors
     scorer = Scorer.from_config(model="llava_1_5_7b", score="qalign")    # zero-shot
     scores = scorer(["photo.jpg", PIL.Image.open("other.png")])         # float32 tensor [2]
 
