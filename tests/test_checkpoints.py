@@ -98,6 +98,20 @@ def test_run_files_get_an_ordinary_files_mode_whoever_writes_them(tmp_path, umas
     assert load_embeddings(tmp_path / "rali" / "embeddings.safetensors")[1] == ["a", "b"]
 
 
+def test_every_file_of_the_demo_run_has_an_ordinary_files_mode(demo_run):
+    out, _ = demo_run
+    mask = os.umask(0o022)
+    os.umask(mask)
+    modes = {
+        str(p.relative_to(out)): oct(stat.S_IMODE(p.stat().st_mode))
+        for p in out.rglob("*")
+        if p.is_file()
+    }
+    assert "checkpoints/tuned.safetensors" in modes
+    odd = {path: mode for path, mode in modes.items() if mode != oct(0o666 & ~mask)}
+    assert not odd, odd
+
+
 def test_a_failed_tensor_write_keeps_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / "tuned.safetensors"
     save_tensors({"w": torch.ones(2)}, path)
