@@ -60,7 +60,7 @@ class ProgressLog(L.Callback):
     def _note(self) -> str:
         if self._loss is None:
             return ""
-        value = float(self._loss.detach().float().cpu())
+        value = float(self._loss.float().cpu())
         return f"loss {value:.4g}"
 
     def _start(self, trainer: L.Trainer, key: str, what: str, batches: Any, unit: str,
@@ -94,7 +94,9 @@ class ProgressLog(L.Callback):
         self._start(trainer, "train", what, trainer.num_training_batches, "steps", note=True)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._loss = _loss(outputs) if _loss(outputs) is not None else self._loss
+        loss = _loss(outputs)
+        if loss is not None:
+            self._loss = loss.detach()  # never the step's graph; read only when a line is logged
         self._step("train", batch_idx)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
