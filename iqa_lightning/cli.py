@@ -23,6 +23,8 @@ job's folder, the next job runs, and the sweep ends with exit code 1 once every 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import logging
 import os
@@ -46,6 +48,8 @@ __all__ = [
 ]
 
 ERROR_FILE = "error.txt"
+#: Set on an exception that left a task function (not an error of Hydra's composition).
+TASK_MARK = "_iqa_raised_by_task"
 DEBUG_ENV = ("IQA_DEBUG", "HYDRA_FULL_ERROR")
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -69,7 +73,10 @@ USER_ERROR_TYPES = (
     "ImageLoadError",
     "SplitError",
     "InstructFormatError",
+    "UnsafeCheckpointError",
 )
+#: ``OSError`` numbers of a place the user cannot write: permission denied, read-only.
+UNWRITABLE = (errno.EACCES, errno.EROFS, errno.EPERM)
 
 
 def _is_project_error_type(exc: BaseException) -> bool:
@@ -134,6 +141,8 @@ def user_error(exc: BaseException) -> BaseException | None:
             return exc
         if isinstance(exc, (ValueError, FileNotFoundError)) and _raised_in_package(exc):
             return exc
+        if isinstance(exc, OSError) and exc.errno in UNWRITABLE:
+            return exc  # a read-only or forbidden folder: the user's to fix
         if type(exc).__name__ == "InstantiationException":
             exc = exc.__cause__
             continue
@@ -240,6 +249,8 @@ def report_user_errors(task_function: Callable[..., Any]) -> Callable[..., Any]:
             cause = user_error(exc)
             close_experiment_loggers(exit_code=1)
             if cause is None or debug_requested():
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(exc, TASK_MARK, True)  # iqa_lightning.hydra_errors: not Hydra's
                 raise
             multirun, out, job = _job_info()
             line = error_line(cause)

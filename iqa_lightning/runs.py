@@ -137,9 +137,16 @@ def rebuild_run(run: str | Path, run_cfg=None):
     weights = run / TUNED
     if not weights.is_file():
         raise FileNotFoundError(f"run={run}: no {TUNED.as_posix()}; did the run finish?")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as err:  # safetensors' SafetensorError: a truncated or damaged file
+        raise ValueError(
+            f"run={run}: cannot read {TUNED.as_posix()} ({err}); the file is damaged or was cut "
+            "short (copy it again, or train the run again)"
+        ) from None
     run_cfg = load_run_config(run) if run_cfg is None else run_cfg
     module = build_module(run_cfg, run=run)
-    module.load_tuned(load_file(str(weights)))
+    module.load_tuned(tensors)
     return module.eval()
 
 

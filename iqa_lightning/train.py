@@ -163,6 +163,9 @@ def build_module(cfg: DictConfig, run: Path | None = None, datamodule=None):
     """
     from hydra.utils import instantiate
 
+    from iqa_lightning.hub import check_model_available, preset_choice
+
+    check_model_available(cfg.model, preset_choice("model"))
     if cfg.stage.get("scorer") == "rali":  # an LLM-free CLIP scorer distilled from a teacher
         from iqa_lightning.distill.build import build_rali_module
 
@@ -205,7 +208,13 @@ def check_config(cfg: DictConfig) -> None:
             ``trainer.max_steps``), or a ``stage.phases`` schedule whose fixed-length phases use
             up every epoch, so that a later phase never trains.
     """
+    from iqa_lightning.config_checks import check_numbers
+    from iqa_lightning.hub import check_model_available, preset_choice
+
     check_loss(cfg)
+    check_numbers(cfg)
+    check_trainer_keys(cfg)
+    check_model_available(cfg.get("model") or {}, preset_choice("model"))
     trainer = cfg.get("trainer") or {}
     if trainer.get("fast_dev_run"):
         return
@@ -235,6 +244,27 @@ def check_config(cfg: DictConfig) -> None:
                 f"{start} epoch(s) (stage.phases[..].epochs), so {', '.join(later)} would never "
                 f"train; set trainer.max_epochs above {start}"
             )
+
+
+def check_trainer_keys(cfg: DictConfig) -> None:
+    """Every ``trainer.*`` key is a ``lightning.Trainer`` argument (``+trainer.max_epoch=1``
+    would otherwise fail inside the Trainer, after the data and the model were built).
+
+    Raises:
+        ConfigError: Naming the key and the closest argument.
+    """
+    import difflib
+    import inspect
+
+    from lightning import Trainer
+
+    accepted = set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+    for key in (cfg.get("trainer") or {}).keys():
+        if str(key).startswith("_") or key in accepted:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(accepted), n=1)
+        hint = f"; did you mean trainer.{close[0]}?" if close else ""
+        raise ConfigError(f"trainer.{key} is not an argument of lightning.Trainer{hint}")
 
 
 def check_loss(cfg: DictConfig) -> None:
@@ -511,7 +541,7 @@ def failed_run_ending(cfg: DictConfig):
         if sweep_job() is None and resumed_run_folder() is None and rank == 0:
             moved = discard_stub(out, Path(cfg.paths.log_dir) / "failed")
             if moved is not None:
-                log.info("nothing worth keeping in %s: removed; its log is %s", out, moved)
+                log.debug("nothing worth keeping in %s: removed; its log is %s", out, moved)
         raise
     finally:
         if previous is not None:
@@ -522,6 +552,7 @@ def main() -> None:
     """Entry point of ``python train.py``; returns val/srcc_best to sweepers that optimise it."""
     import sys
 
+    from iqa_lightning import hydra_errors
     from iqa_lightning.cli import error_line
     from iqa_lightning.resume import RESUME_ENV, resume_args, resumed_run
 
@@ -536,7 +567,8 @@ def main() -> None:
         os.environ[RESUME_ENV] = str(run.resolve())  # DDP processes inherit it
     elif "LOCAL_RANK" not in os.environ:
         os.environ.pop(RESUME_ENV, None)
-    _hydra_main()
+    with hydra_errors.reported():
+        _hydra_main()
 
 
 if __name__ == "__main__":

@@ -57,14 +57,23 @@ print(json.dumps(out))
 """
 
 
+#: Run by default: the two cases of a part built, applied and not trained.
+DEFAULT = ("lora_with_untrained_prompt", "lora_with_untrained_prompter")
+
+
 @pytest.fixture(scope="module")
-def method_runs(tmp_path_factory, cache_dir):
+def train_method(tmp_path_factory, cache_dir):
+    """Train a method's short run once per module; its run folder."""
     runs = {}
-    for name, overrides in METHODS.items():
-        out = tmp_path_factory.mktemp(name)
-        train_in_process([*SHORT, *overrides], out, cache_dir)
-        runs[name] = out
-    return runs
+
+    def trained(name):
+        if name not in runs:
+            out = tmp_path_factory.mktemp(name)
+            train_in_process([*SHORT, *METHODS[name]], out, cache_dir)
+            runs[name] = out
+        return runs[name]
+
+    return trained
 
 
 def rebuild_scores(runs, env):
@@ -76,9 +85,9 @@ def rebuild_scores(runs, env):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_each_method_rebuilds_to_the_trained_run(method_runs, run_env):
+def check_rebuilds(method_runs, env):
     runs = list(method_runs.values())
-    first, second = rebuild_scores(runs, run_env), rebuild_scores(runs, run_env)
+    first, second = rebuild_scores(runs, env), rebuild_scores(runs, env)
     for name, run in method_runs.items():
         assert first[str(run)] == second[str(run)], f"{name}: two rebuilds score differently"
         with open(run / "predictions_test.csv", newline="") as f:
@@ -91,12 +100,39 @@ def test_each_method_rebuilds_to_the_trained_run(method_runs, run_env):
         assert worst < 1e-5, f"{name}: rebuilt scores differ from the run's by {worst:.2e}"
 
 
-def test_untrained_built_parts_are_saved(method_runs):
+def test_untrained_parts_rebuild_to_the_trained_run(train_method, run_env):
+    check_rebuilds({name: train_method(name) for name in DEFAULT}, run_env)
+
+
+@pytest.mark.slow  # every method; the default test above covers the parts left untrained
+def test_each_method_rebuilds_to_the_trained_run(train_method, run_env):
+    check_rebuilds({name: train_method(name) for name in METHODS}, run_env)
+
+
+def test_untrained_built_parts_are_saved(train_method):
     from safetensors import safe_open
 
-    run = method_runs["lora_with_untrained_prompt"]
+    run = train_method("lora_with_untrained_prompt")
     with safe_open(str(run / "checkpoints" / "tuned.safetensors"), "pt") as f:
         names = list(f.keys())
     assert any(n.startswith("prompt.") for n in names), names[:5]
     assert any("lora_" in n for n in names), names[:5]
     assert json.loads((run / "metrics.json").read_text())["trainable_parameters"] > 0
+
+
+def test_a_truncated_tuned_file_is_one_line(train_method, tmp_path):
+    import shutil
+
+    from iqa_lightning.cli import error_line, user_error
+    from iqa_lightning.runs import rebuild_run
+
+    run = tmp_path / "copy"
+    shutil.copytree(train_method("lora_with_untrained_prompt"), run)
+    tuned = run / "checkpoints" / "tuned.safetensors"
+    tuned.write_bytes(tuned.read_bytes()[:100])  # a copy cut short
+    with pytest.raises(ValueError) as err:
+        rebuild_run(run)
+    assert user_error(err.value) is err.value
+    line = error_line(err.value)
+    assert line.startswith(f"error: run={run}: cannot read checkpoints/tuned.safetensors")
+    assert "damaged or was cut short" in line
