@@ -53,7 +53,8 @@ def test_the_demo_runs_wandb_run_carries_the_label(demo_run):
     from tests.test_cli import wandb_records
 
     out, _ = demo_run
-    (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    # the first: eval and analyze add later runs of the same W&B run (resumed by id)
+    run_file = sorted(out.glob("wandb/offline-run-*/run-*.wandb"))[0]
     names = {
         r.run.display_name for r in wandb_records(run_file) if r.WhichOneof("record_type") == "run"
     }
