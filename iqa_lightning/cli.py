@@ -250,7 +250,7 @@ def report_user_errors(task_function: Callable[..., Any]) -> Callable[..., Any]:
             close_experiment_loggers(exit_code=1)
             if cause is None or debug_requested():
                 with contextlib.suppress(AttributeError, TypeError):
-                    setattr(exc, TASK_MARK, True)  # iqa_lightning.hydra_errors: not Hydra's
+                    setattr(exc, TASK_MARK, True)  # iqa_lightning.hydra_entry: not Hydra's
                 raise
             multirun, out, job = _job_info()
             line = error_line(cause)

@@ -12,23 +12,24 @@ from typing import Any
 
 from iqa_lightning.cli import ConfigError
 
-#: (key pattern, kind, lowest, highest, null allowed); kind: int, number or positive (a number
-#: above 0); bounds inclusive, None: unbounded.
+#: (key pattern, kind, lowest, highest, null allowed); kind: int, number, positive (a number
+#: above 0), workers or threads (an int, or ``auto``); bounds inclusive, None: unbounded.
 RULES: tuple[tuple[str, str, float | None, float | None, bool], ...] = (
     ("seed", "int", None, None, True),
     ("model.image_size", "int", 1, None, False),
-    ("prompt.size", "int", 1, None, False),
+    ("prompt.size", "int", 1, None, True),  # null: a prompt without a size (overlay)
     ("prompt.delta", "positive", None, None, False),
     ("prompt.init_scale", "number", 0, None, False),
     ("dataset.batch_size", "int", 1, None, False),
     ("dataset.eval_batch_size", "int", 1, None, True),
-    ("dataset.num_workers", "int", 0, None, False),
+    ("dataset.num_workers", "workers", 0, None, False),
     ("dataset.split_ratios.*", "number", 0, 1, False),
     ("dataset.n_refs", "int", 1, None, False),
     ("dataset.generated_size", "int", 1, None, False),
     ("instruct.batch_size", "int", 1, None, False),
     ("instruct.steps_per_epoch", "int", 1, None, True),
-    ("instruct.num_workers", "int", 0, None, False),
+    ("instruct.num_workers", "workers", 0, None, False),
+    ("threads", "threads", 1, None, True),
     ("trainer.max_steps", "int", -1, None, True),
     ("trainer.accumulate_grad_batches", "int", 1, None, False),
     ("trainer.log_every_n_steps", "int", 1, None, False),
@@ -71,6 +72,10 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 def _problem(value: Any, kind: str, low: float | None, high: float | None, null: bool) -> str | None:
     if value is None:
         return None if null else "must be set"
+    if kind in ("workers", "threads"):
+        if value == "auto":
+            return None
+        kind = "int"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"must be {'an integer' if kind == 'int' else 'a number'}"
     if kind == "int" and not isinstance(value, int):

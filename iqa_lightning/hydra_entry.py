@@ -1,4 +1,6 @@
-"""Hydra's own errors (an unknown option, a misspelt key, an override that does not parse, an
+"""How the drivers enter Hydra: its own errors on one line, and the config composed once.
+
+Hydra's own errors (an unknown option, a misspelt key, an override that does not parse, an
 output folder that cannot be written) on one ``error:`` line with a hint that works.
 
 Hydra prints these over several lines, some with a hint that fails later
@@ -11,6 +13,10 @@ config is composed and the output folder made end as
 
 and exit code 1. Errors of the task itself keep their usual path (:mod:`iqa_lightning.cli`).
 ``IQA_DEBUG=1`` / ``HYDRA_FULL_ERROR=1`` keep Hydra's full output.
+
+Hydra composes the config twice before a run: once to read ``hydra.mode`` from it, once for the
+job. Where nothing on the command line can set ``hydra.mode`` (no ``hparams_search=``, no
+``hydra.mode=``), :func:`reported` skips the first composition (the mode comes from ``-m``).
 """
 
 from __future__ import annotations
@@ -128,8 +134,25 @@ def reported() -> Iterator[None]:
             print(f"error: {line}", file=sys.stderr, flush=True)
             sys.exit(1)
 
+    from hydra._internal.hydra import Hydra
+
+    get_mode = Hydra.get_mode
     hydra_utils.run_and_report = run_and_report
+    if not mode_may_be_set(sys.argv[1:]):
+        Hydra.get_mode = lambda self, config_name, overrides: None  # the mode of -m / none
     try:
         yield
     finally:
         hydra_utils.run_and_report = original
+        Hydra.get_mode = get_mode
+
+
+#: Command-line keys that may set ``hydra.mode`` (the sweep presets set MULTIRUN; no other
+#: group does: tests/test_safe_runs.py checks).
+MODE_KEYS = ("hparams_search", "hydra.mode")
+
+
+def mode_may_be_set(args: list[str]) -> bool:
+    """Whether an override may set ``hydra.mode`` (so Hydra must compose once to read it)."""
+    keys = [a.partition("=")[0].lstrip("+~") for a in args if "=" in a]
+    return any(k in MODE_KEYS for k in keys)

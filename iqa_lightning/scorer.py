@@ -36,6 +36,7 @@ from iqa_lightning.cli import ConfigError
 from iqa_lightning.data import ImageLoadError, load_rgb
 from iqa_lightning.data.dataset import make_loader
 from iqa_lightning.data.images import array_to_tensor, check_resize, resize_to_array
+from iqa_lightning.machine import resolve_workers
 from iqa_lightning.progress import Progress
 
 log = logging.getLogger("iqa_lightning.score")
@@ -312,7 +313,8 @@ class Scorer:
         module: The module (see :meth:`from_run`, :meth:`from_config`).
         image_size: The backbone's input size (``model.image_size``).
         batch_size: Images per forward pass.
-        num_workers: DataLoader worker processes decoding the images.
+        num_workers: DataLoader worker processes decoding the images (``auto``:
+            :func:`iqa_lightning.machine.loader_workers`).
         resize: How images become squares: ``squash`` (the datasets' default) or
             ``short_side_crop``.
         trainer: A Trainer with a :class:`RowCollector` (e.g. DDP from a ``trainer`` preset);
@@ -326,7 +328,7 @@ class Scorer:
         module: torch.nn.Module,
         image_size: int,
         batch_size: int = 8,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         resize: str = "squash",
         trainer: L.Trainer | None = None,
         **trainer_options: Any,
@@ -336,7 +338,7 @@ class Scorer:
         self.module = module
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers = resolve_workers(num_workers, "num_workers")
         try:
             self.resize = check_resize(resize)
         except ValueError as err:

@@ -319,6 +319,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     prepare_csv_history(cfg, out)
 
+    from iqa_lightning.machine import share_machine
+
+    log.debug("torch threads: %d", share_machine(cfg))
     # The data is read and checked next; nothing heavy (model, W&B run, Trainer) exists before
     # the config and the data passed their checks.
     datamodule = build_datamodule(cfg)
@@ -552,7 +555,7 @@ def main() -> None:
     """Entry point of ``python train.py``; returns val/srcc_best to sweepers that optimise it."""
     import sys
 
-    from iqa_lightning import hydra_errors
+    from iqa_lightning import hydra_entry
     from iqa_lightning.cli import error_line
     from iqa_lightning.resume import RESUME_ENV, resume_args, resumed_run
 
@@ -567,7 +570,7 @@ def main() -> None:
         os.environ[RESUME_ENV] = str(run.resolve())  # DDP processes inherit it
     elif "LOCAL_RANK" not in os.environ:
         os.environ.pop(RESUME_ENV, None)
-    with hydra_errors.reported():
+    with hydra_entry.reported():
         _hydra_main()
 
 

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from iqa_lightning.checkpoints import UnsafeCheckpointError, load_checkpoint
 from iqa_lightning.cli import ConfigError, error_line, user_error
 from iqa_lightning.hub import check_model_available
-from iqa_lightning.hydra_errors import error_message
+from iqa_lightning.hydra_entry import error_message
 from iqa_lightning.train import CONFIG_DIR, check_config, quote_numeric_choices
 from tests.conftest import REPO
 
@@ -136,3 +136,20 @@ def test_an_unsafe_checkpoint_is_a_user_error(tmp_path):
     assert user_error(err.value) is err.value
     line = error_line(err.value)
     assert line.startswith(f"error: checkpoint '{path}' holds a pickled") and "\n" not in line
+
+
+def test_only_the_sweep_presets_set_the_hydra_mode():
+    """The single composition (iqa_lightning.hydra_entry) reads the mode from -m unless a
+    MODE_KEYS override is given; no other config group may set hydra.mode."""
+    from iqa_lightning.hydra_entry import MODE_KEYS, mode_may_be_set
+
+    conf = REPO / "conf"
+    import re
+
+    setters = sorted(
+        p.relative_to(conf).parts[0]
+        for p in conf.rglob("*.yaml")
+        if re.search(r"mode: MULTIRUN|hparams_search: *(?!null)\w", p.read_text())
+    )
+    assert set(setters) <= set(MODE_KEYS), setters
+    assert mode_may_be_set(["hparams_search=methods"]) and not mode_may_be_set(["prompt=padding"])

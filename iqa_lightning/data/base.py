@@ -39,6 +39,7 @@ from .arguments import (
     integer,
     positive_int,
 )
+from ..machine import resolve_workers
 from .cache import make_image_cache
 from .checks import CHECK_LEVELS, check_cache_file, check_workers, find_bad_images
 from .dataset import IQAImageDataset, LabelledImage, make_loader
@@ -155,7 +156,7 @@ class IQADataModule(L.LightningDataModule, ABC):
             if eval_batch_size is None
             else positive_int(eval_batch_size, "eval_batch_size")
         )
-        self.num_workers = integer(num_workers, "num_workers", minimum=0)
+        self.num_workers = resolve_workers(num_workers, "dataset.num_workers")
         self.hflip = bool(hflip)
         if on_bad_image not in ("error", "skip"):
             raise ValueError(

@@ -35,6 +35,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ...machine import resolve_workers
 from ..base import IQADataModule
 from ..dataset import make_loader
 from ..records import write_csv
@@ -113,7 +114,7 @@ class InstructDataModule(L.LightningDataModule):
         self.batch_size = _count(batch_size, "batch_size")
         eval_batch_size = self.batch_size if eval_batch_size is None else eval_batch_size
         self.eval_batch_size = _count(eval_batch_size, "eval_batch_size")
-        self.num_workers = _count(num_workers, "num_workers", minimum=0)
+        self.num_workers = resolve_workers(num_workers, "instruct.num_workers")
         if score_datamodule is not None and not isinstance(score_datamodule, IQADataModule):
             raise TypeError(
                 f"score_datamodule must be an IQADataModule, got {type(score_datamodule).__name__}"

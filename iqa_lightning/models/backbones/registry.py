@@ -1,8 +1,9 @@
 """The registered backbone families: one :class:`~iqa_lightning.models.backbones.base.Backbone`
 subclass each, found by name.
 
-A family registers itself with :func:`register_family` in its own module; importing
-``iqa_lightning.models.backbones`` imports every family module. The conformance suite
+A family registers itself with :func:`register_family` in its own module;
+:func:`family` and ``iqa_lightning.models.backbones.FAMILIES`` import every family module first
+(the package imports a family only when one of its names is used). The conformance suite
 (``tests/models/test_backbones.py``) runs over every registered family and its tiny builders. A new family is one module here
 plus one YAML under ``conf/model/`` (``_target_: <module>.<Class>.from_pretrained``).
 """
@@ -36,6 +37,9 @@ def family(name: str) -> type:
     Raises:
         KeyError: Unknown family; the message lists the registered ones.
     """
+    from iqa_lightning.models.backbones import load_families
+
+    load_families()
     if name not in FAMILIES:
         raise KeyError(f"unknown backbone family {name!r}; registered: {sorted(FAMILIES)}")
     return FAMILIES[name]
