@@ -145,7 +145,10 @@ def main() -> None:
     args = sys.argv[1:]
     check_run(args, RUN_REQUIRED)
     sys.argv = [sys.argv[0], *dataset_overrides(args), *run_settings(args)]
-    _hydra_main()
+    from iqa_lightning import hydra_entry
+
+    with hydra_entry.reported():
+        _hydra_main()
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def _missing_option(exc: BaseException) -> str:
     found = re.search(r"Could not find '([^']+)'", str(exc))
     wanted = wanted or (found.group(1) if found else "")
     group, _, option = wanted.rpartition("/")
-    options = sorted(str(o) for o in (getattr(exc, "options", None) or []))
+    options = sorted(str(o) for o in (getattr(exc, "options", None) or []) if not str(o).startswith("_"))
     if not group or not options:
         return str(exc).strip().splitlines()[0]
     hint = _closest(option, options)

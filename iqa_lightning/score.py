@@ -42,6 +42,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from iqa_lightning import hydra_entry
 from iqa_lightning.cli import ConfigError, error_line, report_user_errors
 from iqa_lightning.files import atomic_write
 from iqa_lightning.image_lists import ImageList, read_images
@@ -235,14 +236,9 @@ def score(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="scoring")
 @report_user_errors
 def _hydra_main(cfg: DictConfig) -> None:
-    import warnings
+    from iqa_lightning.quiet import quiet
 
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    import lightning.pytorch  # noqa: F401  (its import adds the handlers cleared here)
-
-    # Lightning prints through its own handlers as well; Hydra's logging alone shows its lines.
-    for name in ("lightning", "lightning.pytorch"):
-        logging.getLogger(name).handlers.clear()
+    quiet()  # each Lightning line once, no tips or known library noise, the figures last
     score(cfg)
 
 
@@ -254,7 +250,8 @@ def main() -> None:
     if not flags and not any(a.split("=", 1)[0].lstrip("+") == "images" for a in args):
         print(error_line(ConfigError(IMAGES_REQUIRED)), file=sys.stderr, flush=True)
         raise SystemExit(1)
-    _hydra_main()
+    with hydra_entry.reported():
+        _hydra_main()
 
 
 if __name__ == "__main__":

@@ -49,9 +49,18 @@ def teach(cfg: DictConfig) -> dict[str, str]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="teach")
 @report_user_errors
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     quiet()  # each Lightning line once, no tips or known library noise
     teach(cfg)
+
+
+def main() -> None:
+    """Entry point of ``python -m iqa_lightning.distill.teach`` (Hydra's own errors on one line:
+    :mod:`iqa_lightning.hydra_entry`)."""
+    from iqa_lightning import hydra_entry
+
+    with hydra_entry.reported():
+        _hydra_main()
 
 
 if __name__ == "__main__":
