@@ -69,7 +69,9 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield path, value
 
 
-def _problem(value: Any, kind: str, low: float | None, high: float | None, null: bool) -> str | None:
+def _problem(
+    value: Any, kind: str, low: float | None, high: float | None, null: bool
+) -> str | None:
     if value is None:
         return None if null else "must be set"
     if kind in ("workers", "threads"):

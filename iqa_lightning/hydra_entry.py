@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import re
 import sys
 from collections.abc import Iterator
@@ -48,7 +49,8 @@ def _missing_option(exc: BaseException) -> str:
     found = re.search(r"Could not find '([^']+)'", str(exc))
     wanted = wanted or (found.group(1) if found else "")
     group, _, option = wanted.rpartition("/")
-    options = sorted(str(o) for o in (getattr(exc, "options", None) or []) if not str(o).startswith("_"))
+    given = getattr(exc, "options", None) or []
+    options = sorted(str(o) for o in given if not str(o).startswith("_"))
     if not group or not options:
         return str(exc).strip().splitlines()[0]
     hint = _closest(option, options)
@@ -112,6 +114,10 @@ def _unparsable_arg() -> str | None:
     return None
 
 
+def _reraise(exc: BaseException) -> None:
+    raise exc
+
+
 @contextlib.contextmanager
 def reported() -> Iterator[None]:
     """Within the block, Hydra's composition errors end with one ``error:`` line (exit 1)."""
@@ -126,11 +132,7 @@ def reported() -> Iterator[None]:
             task = getattr(exc, TASK_MARK, False)  # raised by the task: cli's path
             line = None if debug_requested() or task else error_message(exc)
             if line is None:
-
-                def again():
-                    raise exc
-
-                return original(again)
+                return original(functools.partial(_reraise, exc))  # Hydra's own report
             print(f"error: {line}", file=sys.stderr, flush=True)
             sys.exit(1)
 

@@ -270,7 +270,10 @@ class IQAModule(L.LightningModule):
             log.warning(
                 "%s lack %d untrained tensor(s) (%s, ...): written before untrained parts were "
                 "saved; they keep the values drawn now, so scores may differ slightly from the "
-                "run's", what, len(untrained), untrained[0],
+                "run's",
+                what,
+                len(untrained),
+                untrained[0],
             )
         return sorted(missing & trained)
 

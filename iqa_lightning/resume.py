@@ -96,7 +96,9 @@ def resume_args(args: list[str]) -> list[str]:
             f"resume={run}: nothing to resume, no {LAST.as_posix()} (the run stopped before its "
             "first validation); start it again"
         )
-    saved_args = list(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
+    saved_args = (
+        list(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else []
+    )
     saved = dict(_split(a) for a in saved_args)
     from omegaconf import OmegaConf
 
@@ -147,7 +149,9 @@ def check_resumed_config(cfg: Any, run: Path) -> None:
     saved = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "config.yaml"), resolve=False)
     now = OmegaConf.to_container(cfg, resolve=False)
     skip = set(RESUME_KEYS) | set(VOLATILE_KEYS)
-    differ = [k for k in _diff(saved, now) if not any(k == s or k.startswith(s + ".") for s in skip)]
+    differ = [
+        k for k in _diff(saved, now) if not any(k == s or k.startswith(s + ".") for s in skip)
+    ]
     if differ:
         raise ConfigError(
             f"resume={run}: the config composed now differs from the run's .hydra/config.yaml in "

@@ -31,8 +31,15 @@ def test_share_machine_sets_threads_and_auto_workers(monkeypatch):
     monkeypatch.setattr(machine, "usable_cpus", lambda: 8)
     before = torch.get_num_threads()
     try:
-        cfg = OmegaConf.create({"threads": "auto", "trainer": {
-            "devices": 2, "strategy": {"_target_": "iqa_lightning.strategies.DDPStrategy"}}})
+        cfg = OmegaConf.create(
+            {
+                "threads": "auto",
+                "trainer": {
+                    "devices": 2,
+                    "strategy": {"_target_": "iqa_lightning.strategies.DDPStrategy"},
+                },
+            }
+        )
         assert machine.share_machine(cfg) == 4 and torch.get_num_threads() == 4
         assert machine.resolve_workers("auto", "dataset.num_workers") == 3
         assert machine.resolve_workers(0, "dataset.num_workers") == 0

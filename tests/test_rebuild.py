@@ -28,7 +28,9 @@ METHODS = {
     "prompt": ["experiment=smoke", "stage=2"],
     "lora_with_untrained_prompter": ["experiment=smoke", "stage=1", "prompt=qadapt_tiny"],
     "perception_inference": [
-        "experiment=smoke", "stage=perception_inference", "stage.phases.0.epochs=1",
+        "experiment=smoke",
+        "stage=perception_inference",
+        "stage.phases.0.epochs=1",
         "trainer.max_epochs=2",
     ],  # fmt: skip
 }

@@ -51,7 +51,9 @@ def fake_run(folder: Path, overrides=("experiment=smoke", "prompt.size=30"), ckp
 
 def test_resume_composes_the_runs_own_overrides(tmp_path):
     run = fake_run(tmp_path / "run")
-    args = resume_args([f"resume={run}", "trainer.max_epochs=5", "prompt.size=30", "prompt=padding"])
+    args = resume_args(
+        [f"resume={run}", "trainer.max_epochs=5", "prompt.size=30", "prompt=padding"]
+    )
     assert args[:2] == ["experiment=smoke", "prompt.size=30"]
     assert "trainer.max_epochs=5" in args and "hydra.output_subdir=null" in args
     assert f"ckpt_path={(run / 'checkpoints' / 'last.ckpt').resolve()}" in args

@@ -43,7 +43,9 @@ def test_a_misspelt_key_gets_the_right_hint_not_a_plus():
 
 def test_the_plus_form_is_refused_before_the_trainer_is_built():
     cfg = compose_train("experiment=smoke", "+trainer.max_epoch=1")
-    with pytest.raises(ConfigError, match=r"trainer.max_epoch is not an argument .*trainer.max_epochs\?"):
+    with pytest.raises(
+        ConfigError, match=r"trainer.max_epoch is not an argument .*trainer.max_epochs\?"
+    ):
         check_config(cfg)
 
 

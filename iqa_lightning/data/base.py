@@ -30,6 +30,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from ..machine import resolve_workers
 from .arguments import (
     check_mos,
     check_mos_range,
@@ -39,7 +40,6 @@ from .arguments import (
     integer,
     positive_int,
 )
-from ..machine import resolve_workers
 from .cache import make_image_cache
 from .checks import CHECK_LEVELS, check_cache_file, check_workers, find_bad_images
 from .dataset import IQAImageDataset, LabelledImage, make_loader
