@@ -228,11 +228,11 @@ def _job_info() -> tuple[bool, Path | None, str]:
         from hydra.types import RunMode
 
         hc = HydraConfig.get()
-    except Exception:
+        multirun = hc.mode == RunMode.MULTIRUN
+        out = Path(hc.runtime.output_dir) if hc.runtime.output_dir else None
+        overrides = " ".join(hc.overrides.task)
+    except Exception:  # outside a Hydra app (or a config composed without its runtime)
         return False, None, ""
-    multirun = hc.mode == RunMode.MULTIRUN
-    out = Path(hc.runtime.output_dir) if hc.runtime.output_dir else None
-    overrides = " ".join(hc.overrides.task)
     if multirun:
         overrides = f"job {hc.job.num} ({overrides})" if overrides else f"job {hc.job.num}"
     return multirun, out, overrides

@@ -20,9 +20,20 @@ SCRIPTS = sorted(BENCHMARKS.glob("bench_*.py"))
 @pytest.fixture
 def benchmarks(monkeypatch):
     """Import benchmark modules by name, as they import each other (``from _common import``);
-    bench_rali's spawned children find the module on this path too."""
+    bench_rali's spawned children find the module on this path too. What a benchmark sets for
+    its own process (logger levels, warning filters, torch's threads) is put back after it, so
+    the tests that follow see the process as it was."""
+    import logging
+    import warnings
+
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    return importlib.import_module
+    levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    threads = torch.get_num_threads()
+    with warnings.catch_warnings():
+        yield importlib.import_module
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    torch.set_num_threads(threads)
 
 
 def test_every_benchmark_is_found():
