@@ -65,7 +65,7 @@ def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _correlations(scores: np.ndarray, targets: np.ndarray, index: np.ndarray, metric: str):
     """``metric`` (srcc or plcc) of every resample (rows of ``index``), chunked over rows."""
-    from scipy.stats import rankdata  # here: scipy.stats costs ~1 s to import at start-up
+    from scipy.stats import rankdata  # here: tools that read sweeps need no scipy until used
 
     out = np.empty(len(index), dtype=np.float64)
     step = max(1, _CHUNK_VALUES // max(1, index.shape[1]))

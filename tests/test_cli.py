@@ -171,6 +171,21 @@ def test_multirun_gives_four_runs_a_wandb_group_and_a_summary(run_env, tmp_path)
     assert list(sweep.glob("wandb/offline-run-*/files/media/table/sweep/summary_*.table.json"))
 
 
+def test_bad_prompt_mode_is_a_user_error_naming_the_key():
+    """In-process equivalent of the slow CLI test below."""
+    from hydra.utils import instantiate
+
+    from iqa_lightning.cli import error_line, user_error
+
+    spec = {"_target_": "iqa_lightning.models.prompts.PaddingPrompt", "image_size": 64,
+            "size": 8, "mode": "sub"}  # fmt: skip
+    with pytest.raises(Exception) as info:
+        instantiate(spec)
+    cause = user_error(info.value)
+    assert cause is not None and error_line(cause).startswith("error: prompt.mode='sub'")
+
+
+@pytest.mark.slow  # a subprocess; test_bad_prompt_mode_is_a_user_error_naming_the_key above
 def test_bad_config_value_is_reported_by_key(run_env, tmp_path):
     proc = subprocess.run(
         [sys.executable, "train.py", *FAST, "prompt.mode=sub", f"hydra.run.dir={tmp_path}"],

@@ -57,7 +57,7 @@ def test_option_composes_and_resolves(group, option, tmp_path):
 
 
 @pytest.mark.parametrize("option", options("prompt"))
-def test_prompt_and_score_options_instantiate_on_the_tiny_backbone(option, tmp_path):
+def test_prompt_options_instantiate_on_the_tiny_backbone(option, tmp_path):
     from iqa_lightning.models.backbones import build_tiny_llava
 
     backbone = build_tiny_llava()
@@ -68,6 +68,12 @@ def test_prompt_and_score_options_instantiate_on_the_tiny_backbone(option, tmp_p
         assert hasattr(prompt, "adapt")
     else:
         assert prompt.image_size == backbone.image_size
+
+
+def test_score_options_bind_to_the_tiny_backbone(tmp_path):
+    from iqa_lightning.models.backbones import build_tiny_llava
+
+    backbone = build_tiny_llava()
     for score in options("score"):
         cfg, _ = compose_train(["model=tiny_llava", f"score={score}"], tmp_path)
         instantiate(cfg.score).bind(backbone)  # every word is one token of the tokenizer

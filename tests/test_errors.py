@@ -103,21 +103,38 @@ def test_wrong_root_is_reported_before_the_model_is_built(loud_env, tmp_path):
     assert not (out / "wandb").exists(), "a W&B run was started for a run that never began"
 
 
-@pytest.mark.parametrize("epochs", ["0", "-3"])
-def test_max_epochs_below_one_is_refused(loud_env, tmp_path, epochs):
-    code, text = run_cli(
-        [*FAST, f"trainer.max_epochs={epochs}", f"hydra.run.dir={tmp_path}"], loud_env
-    )
-    assert code == 1
-    assert last_line(text).startswith(f"error: trainer.max_epochs={epochs}:"), text
-    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "wandb").exists()
+@pytest.mark.parametrize("epochs", [0, -3])
+def test_max_epochs_below_one_is_refused(epochs):
+    """Before anything is built (the CLI path of such a ConfigError: test_safe_runs.py's
+    subprocess runs and test_full_traceback_on_request)."""
+    from iqa_lightning.train import check_config
+
+    cfg = OmegaConf.create({"trainer": {"max_epochs": epochs}})
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert error_line(err.value).startswith(f"error: trainer.max_epochs={epochs}:")
 
 
+@pytest.mark.slow  # a subprocess; the in-process equivalent is the test below
 def test_full_traceback_on_request(loud_env, tmp_path):
     env = dict(loud_env, IQA_DEBUG="1")
     code, text = run_cli([*FAST, "trainer.max_epochs=0", f"hydra.run.dir={tmp_path}"], env)
     assert code == 1
     assert "Traceback" in text and "ConfigError" in text
+
+
+def test_debug_re_raises_the_user_error_with_its_traceback(monkeypatch):
+    from iqa_lightning.cli import report_user_errors
+
+    def task():
+        raise ConfigError("trainer.max_epochs=0: the run would test an untrained model")
+
+    monkeypatch.setenv("IQA_DEBUG", "1")
+    with pytest.raises(ConfigError, match="trainer.max_epochs=0"):
+        report_user_errors(task)()
+    monkeypatch.delenv("IQA_DEBUG")
+    with pytest.raises(SystemExit):
+        report_user_errors(task)()
 
 
 def test_a_stage_schedule_that_leaves_a_phase_no_epoch_is_refused():
