@@ -25,7 +25,9 @@ from omegaconf import OmegaConf
 
 __all__ = ["DEFAULT_TASK", "LABEL_GROUPS", "RESOLVER", "current_label", "run_label"]
 
-LABEL_GROUPS = ("stage", "model", "prompt", "dataset")
+LABEL_GROUPS = ("method", "stage", "model", "prompt", "dataset")
+#: The default method is left out of labels (so is a method its stage already names: rali).
+DEFAULT_METHOD = "word_score"
 DEFAULT_TASK = "train"
 RESOLVER = "iqa_run_label"
 
@@ -36,8 +38,9 @@ def _part(group: str, choice: str) -> str:
 
 
 def run_label(task_name: str | None, choices: Mapping[str, str | None]) -> str:
-    """The label of a run: task name (unless ``train``), then the stage, model, prompt and
-    dataset choices (null and ``none`` left out), joined with ``_``.
+    """The label of a run: task name (unless ``train``), then the method (unless the default
+    or named by the stage), stage, model, prompt and dataset choices (null and ``none`` left
+    out), joined with ``_``.
 
     Args:
         task_name: The config's ``task_name``.
@@ -46,6 +49,10 @@ def run_label(task_name: str | None, choices: Mapping[str, str | None]) -> str:
     parts = [] if task_name in (None, "", DEFAULT_TASK) else [_part("task", str(task_name))]
     for group in LABEL_GROUPS:
         choice = choices.get(group)
+        if group == "method" and (
+            choice == DEFAULT_METHOD or str(choices.get("stage") or "").startswith(str(choice))
+        ):
+            continue
         if choice is not None and str(choice) not in ("", "none", "null"):
             parts.append(_part(group, str(choice)))
     return "_".join(p for p in parts if p) or DEFAULT_TASK

@@ -134,60 +134,20 @@ def _finite(values: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def stage_one_from(run: str | Path) -> tuple[dict, dict]:
-    """LoRA settings and tuned tensors of a finished run, for ``stage.init_from``."""
-    from safetensors.torch import load_file
-
-    run = Path(run).expanduser()
-    config_file, tensors_file = (
-        run / ".hydra" / "config.yaml",
-        run / "checkpoints" / "tuned.safetensors",
-    )
-    for path in (config_file, tensors_file):
-        if not path.exists():
-            raise FileNotFoundError(f"stage.init_from={str(run)!r}: no {path.relative_to(run)}")
-    run_cfg = OmegaConf.load(config_file)
-    lora = OmegaConf.to_container(run_cfg.stage.lora) if run_cfg.stage.get("lora") else None
-    return lora, load_file(str(tensors_file))
-
-
 def build_module(cfg: DictConfig, run: Path | None = None, datamodule=None):
-    """Backbone, prompt, score head and module from the config.
+    """The run's LightningModule, built by its method (``method.name``: :mod:`iqa_lightning.methods`).
 
     Args:
         cfg: A train config.
-        run: A finished run folder to rebuild: its ``checkpoints/lora.json`` gives the LoRA
-            settings and ``stage.init_from`` is not read again (``tuned.safetensors`` holds all).
-        datamodule: The run's data, set up (``stage.scorer=rali`` prepares its scorer on the
-            training split: :func:`iqa_lightning.distill.build.build_rali_module`).
+        run: A finished run folder to rebuild from its saved files (nothing is trained or
+            prepared again).
+        datamodule: The run's data, set up, for methods that prepare from it (RALI's scorer).
     """
-    from hydra.utils import instantiate
-
     from iqa_lightning.hub import check_model_available, preset_choice
+    from iqa_lightning.methods import method_of
 
     check_model_available(cfg.model, preset_choice("model"))
-    if cfg.stage.get("scorer") == "rali":  # an LLM-free CLIP scorer distilled from a teacher
-        from iqa_lightning.distill.build import build_rali_module
-
-        return build_rali_module(cfg, run=run, datamodule=datamodule)
-
-    parts = {
-        "backbone": instantiate(cfg.model),
-        "prompt": instantiate(cfg.prompt),
-        "score": instantiate(cfg.score),
-    }
-    if run is not None:
-        lora_file = run / "checkpoints" / "lora.json"
-        lora = json.loads(lora_file.read_text()) if lora_file.exists() else None
-        return instantiate(cfg.module, **parts, lora=lora)
-    init_from = cfg.stage.get("init_from")
-    if not init_from:
-        return instantiate(cfg.module, **parts)
-    lora, tensors = stage_one_from(init_from)
-    module = instantiate(cfg.module, **parts, lora=lora)
-    module.load_tuned(tensors, strict=False)
-    log.info("stage.init_from: loaded %d tensors from %s", len(tensors), init_from)
-    return module
+    return method_of(cfg).build_module(cfg, run=run, datamodule=datamodule)
 
 
 def build_datamodule(cfg: DictConfig):
@@ -195,7 +155,8 @@ def build_datamodule(cfg: DictConfig):
     from hydra.utils import instantiate
 
     datamodule = instantiate(cfg.dataset)
-    if "instruct" in (cfg.stage.get("tasks") or ["score"]):
+    tasks = OmegaConf.select(cfg, "method.tasks", default=None) or cfg.stage.get("tasks")
+    if "instruct" in (tasks or ["score"]):  # the method's tasks, else the stage's
         datamodule = instantiate(cfg.instruct, score_datamodule=datamodule)
     return datamodule
 
@@ -229,7 +190,10 @@ def check_config(cfg: DictConfig) -> None:
                 f"trainer.max_epochs={max_epochs}: the run would test an untrained model; "
                 "set trainer.max_epochs to 1 or more (or use eval.py to test without training)"
             )
-    phases = list((cfg.get("stage") or {}).get("phases") or [])
+    phases = OmegaConf.select(cfg, "module.phases", default=None)  # the method's schedule
+    if phases is None:
+        phases = (cfg.get("stage") or {}).get("phases")
+    phases = list(phases or [])
     if max_epochs is None or max_epochs < 1 or len(phases) < 2:
         return
     start = 0

@@ -1,0 +1,30 @@
+"""RALI (arXiv 2510.11369): an LLM-free CLIP scorer distilled from a teacher LMM's texts.
+
+A new run prepares its scorer on the training split first (teacher texts, CLIP text embeddings,
+PCA, the bucketed k-means basis: :func:`iqa_lightning.distill.build.prepare`, each step cached
+in the run folder); a finished run is rebuilt from its exported ``scorer/`` folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from iqa_lightning.distill.build import build_rali_module
+from iqa_lightning.methods import Method, register
+
+
+@register
+class RALI(Method):
+    name = "rali"
+    rebuild_files = ("scorer/scorer.json",)
+
+    def build_module(self, cfg: Any, run: Path | None = None, datamodule: Any = None):
+        return build_rali_module(cfg, run=run, datamodule=datamodule)
+
+    def missing_files(self, run: Path) -> list[str]:
+        """A run stopped before the export is rebuilt from its ``distill/init`` scorer."""
+        run = Path(run)
+        if (run / "scorer" / "scorer.json").exists() or (run / "distill" / "init").is_dir():
+            return []
+        return list(self.rebuild_files)

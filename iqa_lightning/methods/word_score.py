@@ -1,0 +1,66 @@
+"""Word-score tuning: a frozen LMM scored through the probabilities of its quality words, with
+the parts a run tunes (a pixel prompt, LoRA, a Q-Adapt prompter) and the module ``module``
+names (:class:`~iqa_lightning.module.IQAModule`, or the perception-then-inference module).
+``stage.init_from`` starts from an earlier run's tuned tensors (Q-Adapt's stage 2 after stage 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from iqa_lightning.methods import Method, register
+
+log = logging.getLogger("iqa_lightning")
+
+
+def stage_one_from(run: str | Path) -> tuple[dict | None, dict]:
+    """LoRA settings and tuned tensors of a finished run, for ``stage.init_from``."""
+    from safetensors.torch import load_file
+
+    run = Path(run).expanduser()
+    config_file, tensors_file = (
+        run / ".hydra" / "config.yaml",
+        run / "checkpoints" / "tuned.safetensors",
+    )
+    for path in (config_file, tensors_file):
+        if not path.exists():
+            raise FileNotFoundError(f"stage.init_from={str(run)!r}: no {path.relative_to(run)}")
+    run_cfg = OmegaConf.load(config_file)
+    lora = OmegaConf.to_container(run_cfg.stage.lora) if run_cfg.stage.get("lora") else None
+    return lora, load_file(str(tensors_file))
+
+
+@register
+class WordScore(Method):
+    """Backbone (``model``), prompt (``prompt``), word-score head (``score``) and the module
+    (``module``) of the config."""
+
+    name = "word_score"
+
+    def parts(self, cfg: Any) -> dict[str, Any]:
+        return {
+            "backbone": instantiate(cfg.model),
+            "prompt": instantiate(cfg.prompt),
+            "score": instantiate(cfg.score),
+        }
+
+    def build_module(self, cfg: Any, run: Path | None = None, datamodule: Any = None):
+        parts = self.parts(cfg)
+        if run is not None:  # lora.json gives the LoRA settings; tuned.safetensors holds all
+            lora_file = Path(run) / "checkpoints" / "lora.json"
+            lora = json.loads(lora_file.read_text()) if lora_file.exists() else None
+            return instantiate(cfg.module, **parts, lora=lora)
+        init_from = cfg.stage.get("init_from")
+        if not init_from:
+            return instantiate(cfg.module, **parts)
+        lora, tensors = stage_one_from(init_from)
+        module = instantiate(cfg.module, **parts, lora=lora)
+        module.load_tuned(tensors, strict=False)
+        log.info("stage.init_from: loaded %d tensors from %s", len(tensors), init_from)
+        return module
