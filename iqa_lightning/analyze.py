@@ -35,7 +35,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from iqa_lightning.cli import ConfigError, report_user_errors
+from iqa_lightning.cli import report_user_errors
+from iqa_lightning.errors import ConfigError
 from iqa_lightning.eval import check_run, dataset_config, dataset_overrides, run_settings
 from iqa_lightning.quiet import quiet
 from iqa_lightning.runs import load_run_config, rebuild_run, resumed_wandb_run, run_folder

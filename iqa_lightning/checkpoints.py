@@ -25,11 +25,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from iqa_lightning.errors import UnsafeCheckpointError
 from iqa_lightning.files import atomic_write
-
-
-class UnsafeCheckpointError(RuntimeError):
-    """A checkpoint holds pickled objects beyond tensors and plain containers."""
 
 
 def plain(value: Any) -> Any:

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from iqa_lightning.errors import USER_ERRORS, ConfigError
+
 __all__ = [
     "ERROR_FILE",
     "USER_ERROR_TYPES",
@@ -56,34 +58,16 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 log = logging.getLogger("iqa_lightning")
 
 
-class ConfigError(ValueError):
-    """A config value the run cannot use; the message names the key (``trainer.max_epochs``)."""
-
-
 def debug_requested() -> bool:
     """True when ``IQA_DEBUG`` or ``HYDRA_FULL_ERROR`` asks for full tracebacks."""
     return any(os.environ.get(name, "") not in ("", "0") for name in DEBUG_ENV)
 
 
-# The project's own error types, by name: matching on the class keeps this module free of
-# heavy imports (torch) on the error path.
-USER_ERROR_TYPES = (
-    "ConfigError",
-    "AnnotationError",
-    "ImageLoadError",
-    "SplitError",
-    "InstructFormatError",
-    "UnsafeCheckpointError",
-)
+#: The project's own error types (:mod:`iqa_lightning.errors`, which imports nothing heavy: the
+#: error path stays free of torch).
+USER_ERROR_TYPES = USER_ERRORS
 #: ``OSError`` numbers of a place the user cannot write: permission denied, read-only.
 UNWRITABLE = (errno.EACCES, errno.EROFS, errno.EPERM)
-
-
-def _is_project_error_type(exc: BaseException) -> bool:
-    return any(
-        cls.__name__ in USER_ERROR_TYPES and cls.__module__.startswith("iqa_lightning")
-        for cls in type(exc).__mro__
-    )
 
 
 _WORKER_TRACEBACK = "Original Traceback (most recent call last):"
@@ -129,15 +113,16 @@ def _message(exc: BaseException) -> str:
 def user_error(exc: BaseException) -> BaseException | None:
     """The user error behind ``exc``, or None when ``exc`` is a bug.
 
-    User errors are this project's own error types (:class:`ConfigError`, ``AnnotationError``,
-    ``ImageLoadError``, ``SplitError``, ``InstructFormatError``) and the ``ValueError`` /
+    User errors are this project's own error types (:data:`iqa_lightning.errors.USER_ERRORS`:
+    :class:`ConfigError`, ``AnnotationError``, ``ImageLoadError``, ``SplitError``,
+    ``InstructFormatError``, ``UnsafeCheckpointError``) and the ``ValueError`` /
     ``FileNotFoundError`` raised by the project's checks (not by a library underneath). Hydra's
     ``InstantiationException`` is looked through to the error of the constructor it called.
     """
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if _is_project_error_type(exc):
+        if isinstance(exc, USER_ERROR_TYPES):
             return exc
         if isinstance(exc, (ValueError, FileNotFoundError)) and _raised_in_package(exc):
             return exc

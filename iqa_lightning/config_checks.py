@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from iqa_lightning.cli import ConfigError
+from iqa_lightning.errors import ConfigError
 
 #: (key pattern, kind, lowest, highest, null allowed); kind: int, number, positive (a number
 #: above 0), workers or threads (an int, or ``auto``); bounds inclusive, None: unbounded.

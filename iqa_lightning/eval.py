@@ -39,7 +39,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from iqa_lightning.cli import ConfigError, error_line, report_user_errors
+from iqa_lightning.cli import error_line, report_user_errors
+from iqa_lightning.errors import ConfigError
 from iqa_lightning.quiet import quiet
 from iqa_lightning.runs import load_run_config, rebuild_run, resumed_wandb_run, run_folder
 from iqa_lightning.train import CONFIG_DIR

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from iqa_lightning.cli import ConfigError
+from iqa_lightning.errors import ConfigError
 
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 #: Seconds to wait for the hub's address and a TCP connection.

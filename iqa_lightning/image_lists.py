@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iqa_lightning.cli import ConfigError
 from iqa_lightning.data.datasets.table import IMAGE_KEYS as TABLE_IMAGE_KEYS
 from iqa_lightning.data.datasets.table import SCORE_KEYS as TABLE_SCORE_KEYS
+from iqa_lightning.errors import ConfigError
 
 LIST_SUFFIXES = (".csv", ".json", ".txt")
 # The keys dataset=table detects (Q-Align / DeQA-Score lists, label CSVs), then plain path names.

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from iqa_lightning.cli import ConfigError
+from iqa_lightning.errors import ConfigError
 
 log = logging.getLogger("iqa_lightning")
 

@@ -43,7 +43,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from iqa_lightning import hydra_entry
-from iqa_lightning.cli import ConfigError, error_line, report_user_errors
+from iqa_lightning.cli import error_line, report_user_errors
+from iqa_lightning.errors import ConfigError
 from iqa_lightning.files import atomic_write
 from iqa_lightning.image_lists import ImageList, read_images
 from iqa_lightning.train import CONFIG_DIR
@@ -157,22 +158,24 @@ def build_scorer(cfg: DictConfig):
 
     resize = cfg.get("resize") or "auto"
 
-    if cfg.get("scorer") is not None:  # RALI's LLM-free scorer (scorer=rali)
+    if cfg.get("scorer") is not None:  # a published scorer of the scorer group (scorer=rali)
         from hydra.errors import InstantiationException
         from hydra.utils import instantiate
 
-        from iqa_lightning.scorer import rali_module
+        from iqa_lightning.hub import preset_choice
 
+        name = preset_choice("scorer") or "<option>"
         if cfg.get("run"):
             raise ConfigError("scorer= scores with its own folder (scorer.pretrained); drop run=")
         if OmegaConf.is_missing(cfg.scorer, "pretrained"):
-            raise ConfigError("scorer=rali needs scorer.pretrained=<scorer folder or RALI release>")
+            raise ConfigError(f"scorer={name} needs scorer.pretrained=<its folder>")
         try:
-            rali = instantiate(cfg.scorer)
+            module = instantiate(cfg.scorer)
         except InstantiationException as err:  # the loader's own one-line error
             raise (err.__cause__ or err) from None
-        module, image_size = rali_module(rali), rali.image_size
-        resize = "short_side_crop" if resize == "auto" else resize  # as CLIP's processor
+        image_size = int(module.image_size)
+        if resize == "auto":  # the scorer's own pre-processing
+            resize = getattr(module, "resize", "squash")
     elif cfg.get("run"):
         clash = run_clashes(_task_overrides())
         if clash:

@@ -2,7 +2,7 @@
 
 Each analysis is one module with the same parts:
 
-- ``check(options)``: the options are usable (a :class:`~iqa_lightning.cli.ConfigError` if not);
+- ``check(options)``: the options are usable (a :class:`~iqa_lightning.errors.ConfigError` if not);
 
 - ``compute(scorer, pixels, options, batch=None)``: what one batch gives, a dict of CPU tensors
   whose first dimension is the image (run inside ``Trainer.predict``, so the scorer's own forward path is

@@ -43,6 +43,7 @@ from iqa_lightning.analysis.segments import (
     score_prompt_segments,
     segment_mass,
 )
+from iqa_lightning.errors import ConfigError
 
 FILES = ("attention.csv", "attention.json", "attention.png")
 PARTS = ("image", "question", "description")
@@ -166,8 +167,6 @@ class Attention:
 def summarise(batches: list[dict[str, Any]], scorer, options: Mapping) -> Attention:
     """Join the per-batch masses."""
     if not batches:
-        from iqa_lightning.cli import ConfigError
-
         raise ConfigError("attention got no image: the dataset split is empty")
     return Attention(image_ids(batches), concat(batches, "mass"), concat(batches, "positions"))
 

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from iqa_lightning.errors import ConfigError
 from iqa_lightning.progress import Progress
 
 
@@ -67,8 +68,6 @@ def collect(
         The per-batch outputs, in loader order, each with its ``image_id`` list.
     """
     if trainer.world_size > 1:
-        from iqa_lightning.cli import ConfigError
-
         raise ConfigError(
             f"analyses run in one process (the trainer preset has {trainer.world_size}); "
             "use trainer=default or trainer=gpu"

@@ -27,6 +27,8 @@ from functools import lru_cache
 
 import torch
 
+from iqa_lightning.errors import ConfigError
+
 SOURCES = ("run", "generated", "given")
 #: The perception question when neither the run nor ``analysis.question`` gives one.
 DEFAULT_QUESTION = "Describe the basic visual features of this image."
@@ -39,8 +41,6 @@ def is_described(scorer) -> bool:
 
 def check_source(options: Mapping) -> None:
     """``analysis.description`` and ``analysis.max_new_tokens`` are usable."""
-    from iqa_lightning.cli import ConfigError
-
     source = options.get("description", "run")
     if source not in SOURCES:
         raise ConfigError(f"analysis.description={source!r} must be one of {list(SOURCES)}")
@@ -79,8 +79,6 @@ def ground_truth(scorer, options: Mapping, image_ids: Sequence[str]) -> list[str
         ConfigError: No source (a one-stage run without ``analysis.descriptions``), or an image
             without a description (names it).
     """
-    from iqa_lightning.cli import ConfigError
-
     node = options.get("descriptions")
     if node is not None:
         from omegaconf import OmegaConf
@@ -120,8 +118,6 @@ def descriptions(scorer, pixels: torch.Tensor, batch: Mapping | None, options: M
     if source_of(scorer, options) == "given":
         ids = None if batch is None else batch.get("image_id")
         if ids is None:
-            from iqa_lightning.cli import ConfigError
-
             raise ConfigError("analysis.description=given needs image ids in the batches")
         return ground_truth(scorer, options, ids)
     return generate(scorer, pixels, question(scorer, options), max_new_tokens(scorer, options))

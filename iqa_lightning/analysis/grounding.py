@@ -46,6 +46,7 @@ import torch
 from iqa_lightning.analysis import describing
 from iqa_lightning.analysis.common import concat, image_ids
 from iqa_lightning.analysis.wording import FeatureMentions
+from iqa_lightning.errors import ConfigError
 
 FILES = ("grounding.json", "grounding.csv", "grounding.png")
 
@@ -54,8 +55,6 @@ log = logging.getLogger(__name__)
 
 def mentions_of(options: Mapping) -> FeatureMentions:
     """The feature detector of ``analysis.features`` (None: the documented lists)."""
-    from iqa_lightning.cli import ConfigError
-
     features = options.get("features")
     keywords = None if features is None else {k: list(v) for k, v in features.items()}
     try:
@@ -180,8 +179,6 @@ def from_texts(
 
 def summarise(batches: list[dict[str, Any]], scorer, options: Mapping) -> Grounding:
     """Detect the mentions and fit the regression."""
-    from iqa_lightning.cli import ConfigError
-
     if not batches:
         raise ConfigError("grounding got no image: the dataset split is empty")
     texts = [t for b in batches for t in b["descriptions"]]

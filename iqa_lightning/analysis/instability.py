@@ -59,6 +59,7 @@ import torch
 from iqa_lightning.analysis import describing
 from iqa_lightning.analysis.common import concat, image_ids
 from iqa_lightning.analysis.wording import polarity
+from iqa_lightning.errors import ConfigError
 from iqa_lightning.progress import current
 
 FILES = ("instability.json", "instability.csv", "instability.png")
@@ -81,8 +82,6 @@ class Sampling:
         Raises:
             ConfigError: A setting is out of range; names the key.
         """
-        from iqa_lightning.cli import ConfigError
-
         s = cls(
             samples=int(options.get("samples", 10)),
             temperature=float(options.get("temperature", 1.0)),
@@ -275,8 +274,6 @@ def summarise(batches: list[dict[str, Any]], scorer, options: Mapping) -> Instab
     """Sample the answers of every image from its level-word logits."""
     sampling = Sampling.of(options)
     if not batches:
-        from iqa_lightning.cli import ConfigError
-
         raise ConfigError("instability got no image: the dataset split is empty")
     logits = concat(batches, "level_logits")
     if "descriptions" not in batches[0]:

@@ -40,6 +40,7 @@ import torch
 from iqa_lightning.analysis import describing
 from iqa_lightning.analysis.attention import run_prompts
 from iqa_lightning.analysis.common import concat, image_ids
+from iqa_lightning.errors import ConfigError
 
 FILES = ("logit_lens.csv", "logit_lens_top.csv", "logit_lens_examples.csv", "logit_lens.png")
 
@@ -72,8 +73,6 @@ def check(options: Mapping) -> None:
 def _top_k(options: Mapping) -> int:
     k = int(options.get("top_k", 4))
     if k < 1:
-        from iqa_lightning.cli import ConfigError
-
         raise ConfigError(f"analysis.top_k={k} must be a positive integer")
     return k
 
@@ -138,8 +137,6 @@ def token_text(tokenizer, token_id: int) -> str:
 def summarise(batches: list[dict[str, Any]], scorer, options: Mapping) -> LogitLens:
     """Means over the images, the mean distribution's top tokens, and the examples."""
     if not batches:
-        from iqa_lightning.cli import ConfigError
-
         raise ConfigError("the logit lens got no image: the dataset split is empty")
     k = _top_k(options)
     tokenizer = scorer.backbone.tokenizer

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .records import AnnotationError, ImageRecord
+from iqa_lightning.errors import AnnotationError
+
+from .records import ImageRecord
 from .splits import SPLIT_NAMES
 
 __all__ = [

@@ -30,6 +30,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from iqa_lightning.errors import AnnotationError, SplitError
+
 from ..machine import resolve_workers
 from .arguments import (
     check_mos,
@@ -44,10 +46,10 @@ from .cache import make_image_cache
 from .checks import CHECK_LEVELS, check_cache_file, check_workers, find_bad_images
 from .dataset import IQAImageDataset, LabelledImage, make_loader
 from .images import check_resize
-from .records import AnnotationError, ImageRecord, write_csv
+from .records import ImageRecord, write_csv
 from .spec import DatasetSpec
 from .split_files import DEFAULT_SPLIT_COLUMN, resolve_split_file, split_from_file
-from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios
+from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, assign_splits, check_ratios
 
 __all__ = ["TARGETS", "IQADataModule", "IQAImageDataset", "LabelledImage", "check_histograms"]
 

@@ -36,9 +36,10 @@ from pathlib import Path
 import PIL
 from PIL import Image
 
+from iqa_lightning.errors import ImageLoadError
 from iqa_lightning.progress import Progress
 
-from .images import ImageLoadError, describe_error, image_problem
+from .images import describe_error, image_problem
 from .records import ImageRecord
 
 __all__ = [

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from iqa_lightning.errors import AnnotationError
+
 from .records import (
-    AnnotationError,
     AnnotationRow,
     check_unique_key,
     parse_number,

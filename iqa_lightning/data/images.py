@@ -19,6 +19,9 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import default_collate, get_worker_info
 
+from iqa_lightning.errors import ImageLoadError
+from iqa_lightning.preprocessing import PAD_COLOR, PAD_COLORS, RESIZES, check_resize
+
 __all__ = [
     "INTERPOLATIONS",
     "RESIZES",
@@ -52,32 +55,6 @@ INTERPOLATIONS = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-
-
-class ImageLoadError(RuntimeError):
-    """An image file could not be read or decoded.
-
-    The message always names the file and the reason. The single-string constructor keeps
-    the type intact when a DataLoader worker re-raises the error in the main process.
-
-    Args:
-        message: Full message; build it with :meth:`for_path` to get the standard wording.
-        path: The file that failed, if known.
-        reason: Why it failed, if known.
-    """
-
-    def __init__(self, message: str, path: str | os.PathLike | None = None, reason: str = ""):
-        super().__init__(message)
-        self.path = None if path is None else str(path)
-        self.reason = reason
-
-    @classmethod
-    def for_path(cls, path: str | os.PathLike, reason: str) -> ImageLoadError:
-        """Build the error with the standard message naming ``path`` and ``reason``."""
-        return cls(f"cannot load image '{path}': {reason}", path=path, reason=reason)
-
-    def __reduce__(self):
-        return (type(self), (str(self), self.path, self.reason))
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
@@ -182,31 +159,6 @@ def image_to_tensor(
         Float32 tensor of shape ``[3, size, size]`` with values in [0, 1].
     """
     return array_to_tensor(resize_to_array(img, size, interpolation, resize))
-
-
-# How an image becomes a square (config key ``dataset.resize``):
-# - squash: resize both sides to the target, changing the aspect ratio;
-# - short_side_crop: resize the short side to the target keeping the aspect ratio, then take the
-#   centre square, as torchvision's ``Resize(size)`` + ``CenterCrop(size)`` do (the long side
-#   becomes ``int(size * long / short)``, the crop offset ``int(round((long - size) / 2))``).
-# - pad_square: pad the short side to a square with PAD_COLOR, image centred (mPLUG-Owl2's
-#   expand2square), then resize both sides to the target: the default of the mPLUG-Owl2 presets.
-# - pad_square_siglip: the same with SigLIP's mean colour (Bunny's expand2square): the default of
-#   the Bunny presets.
-RESIZES = ("squash", "short_side_crop", "pad_square", "pad_square_siglip")
-#: The colour of ``pad_square``: CLIP's mean times 255, truncated, as mPLUG-Owl2 pads
-#: (``tuple(int(x * 255) for x in image_mean)``, Q-Align q_align/evaluate/scorer.py:47).
-PAD_COLOR = (122, 116, 104)
-#: The padding colour of each ``pad_square*`` mode (SigLIP's mean 0.5 times 255, truncated, for
-#: Bunny, as its pre-processing computes it from the image processor's mean).
-PAD_COLORS = {"pad_square": PAD_COLOR, "pad_square_siglip": (127, 127, 127)}
-
-
-def check_resize(resize: str) -> str:
-    """Return ``resize`` if it is a key of :data:`RESIZES`; otherwise say so, naming the key."""
-    if resize not in RESIZES:
-        raise ValueError(f"dataset.resize={resize!r} is not one of {list(RESIZES)}")
-    return resize
 
 
 def resize_to_array(

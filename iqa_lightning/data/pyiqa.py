@@ -31,10 +31,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from iqa_lightning.errors import SplitError
+
 from .base import IQADataModule
 from .pyiqa_files import MetaRow, read_meta_info, read_split_pickle
 from .records import ImageRecord
-from .splits import SplitError
 
 __all__ = [
     "LAYOUTS",

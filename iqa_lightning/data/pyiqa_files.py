@@ -18,7 +18,9 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import AnnotationError, check_unique_key, parse_line_number, read_csv_rows
+from iqa_lightning.errors import AnnotationError
+
+from .records import check_unique_key, parse_line_number, read_csv_rows
 
 __all__ = ["MetaRow", "read_meta_info", "read_split_pickle"]
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iqa_lightning.errors import AnnotationError
+
 __all__ = [
     "AnnotationError",
     "AnnotationRow",
@@ -55,10 +57,6 @@ class ImageRecord:
     source_split: str | None = None
     mos_std: float | None = None
     rating_counts: tuple[float, ...] | None = None
-
-
-class AnnotationError(ValueError):
-    """An annotation file is malformed; the message names the file and where."""
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from iqa_lightning.errors import SplitError
+
 from .formats import read_table
 from .records import ImageRecord
-from .splits import OFFICIAL_SPLIT_NAMES, SplitError, check_non_empty
+from .splits import OFFICIAL_SPLIT_NAMES, check_non_empty
 
 __all__ = ["DEFAULT_SPLIT_COLUMN", "resolve_split_file", "split_from_file"]
 

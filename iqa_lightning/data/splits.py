@@ -31,6 +31,8 @@ import math
 import random
 from collections.abc import Sequence
 
+from iqa_lightning.errors import SplitError
+
 from .records import ImageRecord
 
 __all__ = [
@@ -64,10 +66,6 @@ OFFICIAL_SPLIT_NAMES = {
     "test": "test",
     "testing": "test",
 }
-
-
-class SplitError(ValueError):
-    """A split cannot be built as configured; the message says what to change."""
 
 
 def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:

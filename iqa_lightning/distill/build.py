@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from iqa_lightning.cli import ConfigError
+from iqa_lightning.errors import ConfigError
 from iqa_lightning.files import save_tensors
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from iqa_lightning.cli import ConfigError, report_user_errors
+from iqa_lightning.cli import report_user_errors
+from iqa_lightning.errors import ConfigError
 from iqa_lightning.quiet import quiet
 from iqa_lightning.train import CONFIG_DIR
 

@@ -25,9 +25,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from iqa_lightning.errors import AnnotationError
+
 from ..formats import read_table
 from ..pyiqa import LabelTableDataModule, MetaRow
-from ..records import AnnotationError, ImageRecord
+from ..records import ImageRecord
 from ..spec import DatasetSpec
 
 __all__ = ["CSIQ_DISTORTIONS", "CSIQDataModule"]

@@ -22,8 +22,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from iqa_lightning.errors import AnnotationError
+
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
-from ..records import AnnotationError, ImageRecord, parse_line_number, read_annotation_csv
+from ..records import ImageRecord, parse_line_number, read_annotation_csv
 from ..spec import DatasetSpec
 
 __all__ = ["KADIDDataModule"]

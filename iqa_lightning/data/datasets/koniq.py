@@ -33,10 +33,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from iqa_lightning.errors import AnnotationError, SplitError
+
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
-from ..records import AnnotationError, ImageRecord, parse_line_number, read_annotation_csv
+from ..records import ImageRecord, parse_line_number, read_annotation_csv
 from ..spec import DatasetSpec
-from ..splits import SplitError
 
 __all__ = ["KonIQDataModule"]
 

@@ -26,9 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from iqa_lightning.errors import AnnotationError
+
 from ..formats import load_mat, mat_strings
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
-from ..records import AnnotationError, ImageRecord
+from ..records import ImageRecord
 from ..spec import DatasetSpec
 
 __all__ = ["LIVE_FOLDERS", "LIVEDataModule"]

@@ -25,8 +25,10 @@ import csv
 import os
 from pathlib import Path
 
+from iqa_lightning.errors import AnnotationError
+
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
-from ..records import AnnotationError, ImageRecord, parse_line_number
+from ..records import ImageRecord, parse_line_number
 from ..spec import DatasetSpec
 
 __all__ = ["PIPAL_IMAGE_DIRS", "PIPALDataModule"]

@@ -26,9 +26,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from iqa_lightning.errors import AnnotationError
+
 from ..base import IQADataModule
 from ..records import (
-    AnnotationError,
     ImageRecord,
     check_unique_key,
     parse_number,

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from iqa_lightning.errors import AnnotationError
+
 from ..formats import read_text_columns
 from ..pyiqa import MetaRow, PyiqaLayoutDataModule
-from ..records import AnnotationError, ImageRecord
+from ..records import ImageRecord
 from ..spec import DatasetSpec
 
 __all__ = ["TID2013DataModule"]

@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from iqa_lightning.errors import InstructFormatError
+
 from ..images import image_problems, image_to_tensor, load_rgb
 
 __all__ = [
@@ -56,10 +58,6 @@ IMAGE_PLACEHOLDERS = (IMAGE_PLACEHOLDER, "<|image|>")
 ROLES = ("human", "gpt")
 BAD_IMAGE_MODES = ("error", "skip")
 _SHOW_AT_MOST = 5
-
-
-class InstructFormatError(ValueError):
-    """An instruction / question file is malformed; the message names the file and record."""
 
 
 class MissingImageError(InstructFormatError, FileNotFoundError):

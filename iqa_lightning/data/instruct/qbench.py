@@ -28,10 +28,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from iqa_lightning.errors import InstructFormatError
+
 from ..images import image_to_tensor, load_rgb
 from .conversations import (
     Conversation,
-    InstructFormatError,
     RecordList,
     check_images,
     image_field,
@@ -102,7 +103,7 @@ def read_qbench(
 ) -> RecordList:
     """Read and validate a Q-Bench multiple-choice file.
 
-    Errors (:class:`~iqa_lightning.data.instruct.conversations.InstructFormatError`) name the file, the
+    Errors (:class:`~iqa_lightning.errors.InstructFormatError`) name the file, the
     record index and id: missing ``img_path`` / ``question`` / ``candidates`` / ``type`` /
     ``concern``; fewer than 2 or more than 26 candidates; duplicate or empty candidates; a
     ``correct_ans`` that is not one of the candidates; an unknown type or concern code.

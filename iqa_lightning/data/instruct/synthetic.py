@@ -37,6 +37,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from iqa_lightning.errors import AnnotationError
+
 from ..datasets.synthetic import (
     DISTORTIONS,
     SyntheticDataModule,
@@ -46,7 +48,7 @@ from ..datasets.synthetic import (
 )
 from ..generated import GeneratedSet
 from ..images import load_rgb
-from ..records import AnnotationError, read_annotation_csv
+from ..records import read_annotation_csv
 from .descriptions import PERCEPTION_QUESTION, describe_features, reference_content
 from .mixture import QBENCH_SPLIT_FILES, InstructDataModule
 from .templates import (

@@ -18,11 +18,11 @@ from iqa_lightning.models.backbones.attention import AttentionReadout
 from iqa_lightning.models.backbones.blocks import checkpointing_blocks, set_gradient_checkpointing
 from iqa_lightning.models.backbones.loading import DTYPES, load_pretrained, resolve_dtype
 from iqa_lightning.models.backbones.text import ChatTemplate, PromptEncoding
+from iqa_lightning.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
-# ImageNet statistics: what the visual-prompt reference normalises mPLUG-Owl2's input with
-# (mplug2-vp-for-nriqa src/transforms.py:6-7) although the model was trained with CLIP's.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# ``imagenet``: ImageNet's statistics, what the visual-prompt reference normalises mPLUG-Owl2's
+# input with (mplug2-vp-for-nriqa src/transforms.py:6-7) although the model was trained with
+# CLIP's.
 NORMALIZATIONS = ("backbone", "imagenet")
 
 __all__ = [

@@ -19,8 +19,6 @@ from torch import nn
 
 from iqa_lightning.models.backbones.base import ChatTemplate
 from iqa_lightning.models.backbones.bunny_checkpoint import (
-    SIGLIP_MEAN,
-    SIGLIP_STD,
     bunny_llava_config,
     load_original,
     read_config,
@@ -29,6 +27,7 @@ from iqa_lightning.models.backbones.llava import LlavaBackbone
 from iqa_lightning.models.backbones.loading import load_pretrained, resolve_dtype
 from iqa_lightning.models.backbones.registry import register_family
 from iqa_lightning.models.backbones.tokenizer import build_tiny_tokenizer
+from iqa_lightning.preprocessing import SIGLIP_MEAN, SIGLIP_STD, check_resize
 
 BUNNY_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -84,8 +83,6 @@ class BunnyBackbone(LlavaBackbone):
         normalization: str = "backbone",
         resize: str = RESIZE,
     ) -> None:
-        from iqa_lightning.data.images import check_resize
-
         super().__init__(model, tokenizer, image_size, image_mean, image_std, normalization)
         self.resize = check_resize(resize)
         # An <image> row appended past Bunny's vocabulary (bunny_checkpoint.add_image_token)

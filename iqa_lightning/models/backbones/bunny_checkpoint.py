@@ -23,23 +23,22 @@ where its id lies past the vocabulary, one embedding / LM-head row is appended f
 the embedding row is always overwritten by image features) and the adapter trims the logits
 back to the original vocabulary, so logits, losses and generation are exactly the original's.
 
-Save a converted folder (``model_type: llava``; loads with plain ``transformers`` too)::
+Save a converted folder (``model_type: llava``; loads with plain ``transformers`` too) with
+:mod:`.bunny_convert`::
 
-    python -m iqa_lightning.models.backbones.bunny_checkpoint BAAI/Bunny-v1_0-3B /models/bunny-llava
+    python -m iqa_lightning.models.backbones.bunny_convert BAAI/Bunny-v1_0-3B /models/bunny-llava
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
 from iqa_lightning.models.backbones.loading import load_pretrained, resolve_dtype
+from iqa_lightning.preprocessing import SIGLIP_MEAN, SIGLIP_STD
 
 IMAGE_TOKEN = "<image>"
-SIGLIP_MEAN = (0.5, 0.5, 0.5)
-SIGLIP_STD = (0.5, 0.5, 0.5)
 
 #: SigLIP towers Bunny names in ``mm_vision_tower``, with their published configs (so the tower
 #: needs no download: its weights are in the Bunny checkpoint).
@@ -241,18 +240,7 @@ def save_converted(backbone, folder: str | Path) -> Path:
     return folder
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m iqa_lightning.models.backbones.bunny_checkpoint SRC DST``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("source", help="published Bunny folder or hub id (BAAI/Bunny-v1_0-3B)")
-    parser.add_argument("target", help="folder to write the converted LLaVA checkpoint to")
-    parser.add_argument("--dtype", default="bfloat16")
-    args = parser.parse_args(argv)
-    from iqa_lightning.models.backbones.bunny import BunnyBackbone
-
-    backbone = BunnyBackbone.from_pretrained(args.source, dtype=args.dtype)
-    print(save_converted(backbone, args.target))
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the command's older name
+    raise SystemExit(
+        "the converter is: python -m iqa_lightning.models.backbones.bunny_convert SOURCE TARGET"
+    )

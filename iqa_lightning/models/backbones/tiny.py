@@ -16,9 +16,7 @@ import torch
 from iqa_lightning.models.backbones.llava import LlavaBackbone
 from iqa_lightning.models.backbones.qwen2_vl import Qwen2VLBackbone
 from iqa_lightning.models.backbones.tokenizer import build_tiny_tokenizer
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from iqa_lightning.preprocessing import CLIP_MEAN, CLIP_STD
 
 
 def _seeded(build, seed: int):

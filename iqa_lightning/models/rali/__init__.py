@@ -8,8 +8,8 @@ from iqa_lightning.models.rali.clip import (
     vision_tower,
 )
 from iqa_lightning.models.rali.pca_pickle import PCAFileError, UnsafePickleError, load_pca
-from iqa_lightning.models.rali.published import PublishedFormatError, load_scorer
-from iqa_lightning.models.rali.scorer import RALIScorer
+from iqa_lightning.models.rali.published import PublishedFormatError
+from iqa_lightning.models.rali.scorer import RALIScorer, load_scorer
 
 __all__ = [
     "CLIPEncoder",

@@ -30,8 +30,8 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from iqa_lightning.preprocessing import CLIP_MEAN, CLIP_STD
+
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 

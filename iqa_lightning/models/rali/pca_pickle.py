@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from iqa_lightning.cli import ConfigError
+from iqa_lightning.errors import ConfigError
 
 # Classes the estimator may be pickled as (module, name).
 ESTIMATORS = {

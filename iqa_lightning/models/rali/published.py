@@ -31,13 +31,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from iqa_lightning.cli import ConfigError
+from iqa_lightning.errors import ConfigError
 from iqa_lightning.models.rali.clip import preprocessor_settings
 from iqa_lightning.models.rali.pca_pickle import load_pca
 
 log = logging.getLogger(__name__)
 
 PUBLISHED_FILES = {"ckpt": "ckpt.pt", "pca": "pca.pkl", "basis": "basis.npz"}
+# This package's scorer folder (:meth:`RALIScorer.save` writes it, :func:`read_saved` reads it).
+FORMAT = "iqa-lightning/rali-scorer"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "scorer.json"
 CLIP_FOLDER = "best"
 SCORER_KEYS = ("pca_scale", "pca_components", "prototypes", "proto_scores", "logit_scale")
 DEFAULT_TAU = 0.07  # CLIP_IQA_Proto's tau, the initial logit_scale = 1 / tau
@@ -219,8 +224,6 @@ def read_saved(cls: type, folder: Path, dtype: str = "float32"):
     from safetensors.torch import load_file
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from iqa_lightning.models.rali.scorer import CONFIG_FILE, FORMAT, WEIGHTS_FILE
-
     config_file, weights_file = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for file in (config_file, weights_file):
         if not file.is_file():
@@ -263,39 +266,13 @@ def read_saved(cls: type, folder: Path, dtype: str = "float32"):
     return scorer.eval()
 
 
-def load_scorer(pretrained: str | Path, dtype: str = "float32", score_range=None):
-    """A RALI scorer from a folder of either format: ``scorer.json`` (this package's) or
-    ``ckpt.pt`` (RALI's release). The ``_target_`` of ``conf/scorer/rali.yaml``.
-
-    Args:
-        pretrained: The folder.
-        dtype: The encoder's dtype.
-        score_range: ``[lo, hi]`` of a release's basis scores (default [0, 1]); a saved
-            folder records its own.
-    """
-    from iqa_lightning.models.rali.scorer import CONFIG_FILE, RALIScorer
-
-    folder = Path(str(pretrained)).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"scorer.pretrained={pretrained}: no such folder")
-    if (folder / CONFIG_FILE).is_file():
-        if score_range is not None:
-            raise ConfigError(
-                f"scorer.score_range: {folder} records its own score range; leave it null"
-            )
-        return RALIScorer.load(folder, dtype=dtype)
-    if (folder / PUBLISHED_FILES["ckpt"]).is_file():
-        kwargs = {"score_range": tuple(score_range)} if score_range is not None else {}
-        return RALIScorer.from_published(folder, dtype=dtype, **kwargs).eval()
-    raise FileNotFoundError(
-        f"scorer.pretrained={pretrained}: neither a RALI scorer folder ({CONFIG_FILE}) nor "
-        f"RALI's release ({PUBLISHED_FILES['ckpt']}, {PUBLISHED_FILES['pca']}, ...)"
-    )
-
-
 __all__ = [
+    "CONFIG_FILE",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "PUBLISHED_FILES",
+    "WEIGHTS_FILE",
     "PublishedFormatError",
-    "load_scorer",
     "published_paths",
     "read_basis",
     "read_checkpoint",

@@ -23,6 +23,7 @@ Interface::
     scorer.project(features [N, D]) -> [N, d]  scorer.parameter_groups()
     scorer.save(folder, provenance)       RALIScorer.load(folder)
     RALIScorer.from_published(folder) or (ckpt=, pca=, basis=, clip=)
+    load_scorer(folder)                   either format (``conf/scorer/rali.yaml``)
 
 A saved folder holds ``model.safetensors`` (encoder, PCA and basis tensors by their names here)
 and ``scorer.json`` (tau, score range, image size and statistics, the CLIP vision config,
@@ -41,13 +42,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iqa_lightning.errors import ConfigError
 from iqa_lightning.files import save_tensors
 from iqa_lightning.models.rali.clip import CLIP_MEAN, CLIP_STD, vision_tower
+from iqa_lightning.models.rali.published import (
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    PUBLISHED_FILES,
+    WEIGHTS_FILE,
+    read_published,
+    read_saved,
+)
 
-FORMAT = "iqa-lightning/rali-scorer"
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "scorer.json"
 GROUPS = ("encoder", "basis", "basis_scores")
 
 
@@ -266,8 +273,6 @@ class RALIScorer(nn.Module):
             FileNotFoundError: A file of the folder is missing.
             ConfigError: ``scorer.json`` is not this format, or a tensor is missing / unknown.
         """
-        from iqa_lightning.models.rali.published import read_saved
-
         return read_saved(cls, Path(folder), dtype)
 
     @classmethod
@@ -294,10 +299,36 @@ class RALIScorer(nn.Module):
             score_range: The units of the basis scores (RALI's: normalised MOS, [0, 1]).
             dtype: The encoder's dtype.
         """
-        from iqa_lightning.models.rali.published import read_published
-
         kwargs = read_published(folder, ckpt=ckpt, pca=pca, basis=basis, clip=clip, dtype=dtype)
         return cls(**kwargs, score_range=score_range)
 
 
-__all__ = ["CONFIG_FILE", "FORMAT", "GROUPS", "WEIGHTS_FILE", "RALIScorer"]
+def load_scorer(pretrained: str | Path, dtype: str = "float32", score_range=None):
+    """A RALI scorer from a folder of either format: ``scorer.json`` (this package's) or
+    ``ckpt.pt`` (RALI's release). The ``_target_`` of ``conf/scorer/rali.yaml``.
+
+    Args:
+        pretrained: The folder.
+        dtype: The encoder's dtype.
+        score_range: ``[lo, hi]`` of a release's basis scores (default [0, 1]); a saved
+            folder records its own.
+    """
+    folder = Path(str(pretrained)).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"scorer.pretrained={pretrained}: no such folder")
+    if (folder / CONFIG_FILE).is_file():
+        if score_range is not None:
+            raise ConfigError(
+                f"scorer.score_range: {folder} records its own score range; leave it null"
+            )
+        return RALIScorer.load(folder, dtype=dtype)
+    if (folder / PUBLISHED_FILES["ckpt"]).is_file():
+        kwargs = {"score_range": tuple(score_range)} if score_range is not None else {}
+        return RALIScorer.from_published(folder, dtype=dtype, **kwargs).eval()
+    raise FileNotFoundError(
+        f"scorer.pretrained={pretrained}: neither a RALI scorer folder ({CONFIG_FILE}) nor "
+        f"RALI's release ({PUBLISHED_FILES['ckpt']}, {PUBLISHED_FILES['pca']}, ...)"
+    )
+
+
+__all__ = ["CONFIG_FILE", "FORMAT", "GROUPS", "WEIGHTS_FILE", "RALIScorer", "load_scorer"]

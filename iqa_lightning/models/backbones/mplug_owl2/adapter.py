@@ -16,6 +16,7 @@ from iqa_lightning.models.backbones.base import Backbone, ChatTemplate
 from iqa_lightning.models.backbones.mplug_owl2.loading import load_mplug_owl2
 from iqa_lightning.models.backbones.mplug_owl2.modeling import IMAGE_PLACEHOLDER, IMAGE_TOKEN_INDEX
 from iqa_lightning.models.backbones.registry import register_family
+from iqa_lightning.preprocessing import check_resize
 
 # mPLUG-Owl2's conversation (conv_mplug_owl2, TWO_NO_SYS: sep " ", sep2 "</s>"); the image
 # opens the first question, as in its training data and the visual-prompt paper's prompt.
@@ -89,8 +90,6 @@ class MplugOwl2Backbone(Backbone):
             )
         if template not in TEMPLATES:
             raise ValueError(f"model.template={template!r} is not one of {sorted(TEMPLATES)}")
-        from iqa_lightning.data.images import check_resize
-
         check_resize(resize)
         super().__init__(model, tokenizer, image_size, image_mean, image_std, normalization)
         self.resize = resize

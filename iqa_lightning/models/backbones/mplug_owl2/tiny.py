@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from iqa_lightning.models.backbones.mplug_owl2.adapter import RESIZE, MplugOwl2Backbone
 from iqa_lightning.models.backbones.tokenizer import build_tiny_tokenizer
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from iqa_lightning.preprocessing import CLIP_MEAN, CLIP_STD
 
 
 def build_tiny_mplug_owl2(
