@@ -164,7 +164,8 @@ def build_scorer(cfg: DictConfig):
 
         from iqa_lightning.hub import preset_choice
 
-        name = preset_choice("scorer") or "<option>"
+        # The option's name; outside a Hydra app, the module of its target (methods/rali.py).
+        name = preset_choice("scorer") or str(cfg.scorer.get("_target_", "")).split(".")[-2:][0]
         if cfg.get("run"):
             raise ConfigError("scorer= scores with its own folder (scorer.pretrained); drop run=")
         if OmegaConf.is_missing(cfg.scorer, "pretrained"):

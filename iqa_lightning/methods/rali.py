@@ -28,3 +28,18 @@ class RALI(Method):
         if (run / "scorer" / "scorer.json").exists() or (run / "distill" / "init").is_dir():
             return []
         return list(self.rebuild_files)
+
+
+def published_scorer(
+    pretrained: str | Path, dtype: str = "float32", score_range: Any = None
+):  # fmt: skip
+    """A frozen scoring module of a RALI scorer folder (``scorer.json``) or RALI's release
+    (``conf/scorer/rali.yaml``, ``python -m iqa_lightning.score scorer=rali``): its
+    ``image_size``, and ``resize`` as CLIP's processor does (short side, centre crop)."""
+    from iqa_lightning.models.rali import load_scorer
+    from iqa_lightning.scorer import rali_module
+
+    rali = load_scorer(pretrained, dtype=dtype, score_range=score_range)
+    module = rali_module(rali)
+    module.image_size, module.resize = int(rali.image_size), "short_side_crop"
+    return module
