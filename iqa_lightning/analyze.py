@@ -35,12 +35,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from iqa_lightning.build import CONFIG_DIR
 from iqa_lightning.cli import report_user_errors
 from iqa_lightning.errors import ConfigError
 from iqa_lightning.eval import check_run, dataset_config, dataset_overrides, run_settings
 from iqa_lightning.quiet import quiet
 from iqa_lightning.runs import load_run_config, rebuild_run, resumed_wandb_run, run_folder
-from iqa_lightning.train import CONFIG_DIR
 
 log = logging.getLogger("iqa_lightning.analyze")
 
@@ -70,7 +70,7 @@ def analyze(cfg: DictConfig) -> list[Path]:
     from hydra.utils import instantiate
 
     from iqa_lightning.analysis import ANALYSES, run_analysis
-    from iqa_lightning.train import build_trainer
+    from iqa_lightning.build import build_trainer
 
     if OmegaConf.is_missing(cfg, "run") or not str(cfg.run or "").strip():
         raise ConfigError(RUN_REQUIRED)

@@ -39,11 +39,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from iqa_lightning.build import CONFIG_DIR
 from iqa_lightning.cli import error_line, report_user_errors
 from iqa_lightning.errors import ConfigError
 from iqa_lightning.quiet import quiet
 from iqa_lightning.runs import load_run_config, rebuild_run, resumed_wandb_run, run_folder
-from iqa_lightning.train import CONFIG_DIR
 
 log = logging.getLogger("iqa_lightning.eval")
 
@@ -226,9 +226,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """
     from hydra.utils import instantiate
 
+    from iqa_lightning.build import build_trainer
     from iqa_lightning.callbacks.predictions import write_rows
     from iqa_lightning.scorer import RowCollector, score_loader
-    from iqa_lightning.train import build_trainer
 
     if OmegaConf.is_missing(cfg, "run") or not str(cfg.run or "").strip():
         raise ConfigError(RUN_REQUIRED)

@@ -131,7 +131,7 @@ def rebuild_run(run: str | Path, run_cfg=None):
     """
     from safetensors.torch import load_file
 
-    from iqa_lightning.train import build_module
+    from iqa_lightning.build import build_module
 
     run = run_folder(run)
     weights = run / TUNED

@@ -43,11 +43,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from iqa_lightning import hydra_entry
+from iqa_lightning.build import CONFIG_DIR
 from iqa_lightning.cli import error_line, report_user_errors
 from iqa_lightning.errors import ConfigError
 from iqa_lightning.files import atomic_write
 from iqa_lightning.image_lists import ImageList, read_images
-from iqa_lightning.train import CONFIG_DIR
 
 log = logging.getLogger("iqa_lightning.score")
 
@@ -152,9 +152,9 @@ def run_clashes(overrides: list[str]) -> list[str]:
 def build_scorer(cfg: DictConfig):
     """The :class:`~iqa_lightning.scorer.Scorer` of a scoring config: the run's model with
     ``run=``, else the zero-shot ``model``/``score``/``prompt``; its Trainer from ``trainer``."""
+    from iqa_lightning.build import build_trainer
     from iqa_lightning.runs import load_run_config, rebuild_run
     from iqa_lightning.scorer import RowCollector, Scorer, zero_shot_module
-    from iqa_lightning.train import build_trainer
 
     resize = cfg.get("resize") or "auto"
 

@@ -180,7 +180,7 @@ def compose_scoring(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    from iqa_lightning.train import CONFIG_DIR
+    from iqa_lightning.build import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         try:
@@ -192,7 +192,7 @@ def compose_scoring(overrides: Sequence[str] = ()) -> DictConfig:
 def zero_shot_module(cfg: DictConfig) -> torch.nn.Module:
     """The frozen module of a scoring config (``model``, ``score``, ``prompt``; the one phase
     of ``module.phases`` trains nothing, so an untrained prompt stays as initialised)."""
-    from iqa_lightning.train import build_module
+    from iqa_lightning.build import build_module
 
     return build_module(cfg).eval()
 

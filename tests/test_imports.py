@@ -26,19 +26,9 @@ from tests.conftest import REPO
 
 PACKAGE = "iqa_lightning"
 
-#: Function-level imports that close a cycle through the drivers being rewritten (train.py,
-#: runs.py, scorer.py); each is left out of ``test_no_cycle_through_function_level_imports`` and
-#: the cycles it closes are reported by the xfail ``test_no_known_exception_is_needed``. Delete an
-#: entry once its edge is gone (the first test prints the stale ones).
-KNOWN_CYCLE_EDGES = {
-    # runs.py rebuilds a run's module with train.build_module:
-    # runs.py -> train.py -> scorer.py -> runs.py (train.py's RowCollector, scorer.py's
-    # rebuild of a run folder).
-    ("iqa_lightning.runs", "iqa_lightning.train"),
-    # scorer.py builds a config's module with train.build_module: scorer.py -> train.py ->
-    # scorer.py (RowCollector) and scorer.py -> train.py -> zero_shot.py -> scorer.py.
-    ("iqa_lightning.scorer", "iqa_lightning.train"),
-}
+#: Function-level imports allowed to close a cycle: none (the drivers build through
+#: iqa_lightning.build, which imports no driver). An entry here must name its edge and why.
+KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 
 #: Modules at the bottom: every layer imports them, they import nothing of the package.
 BOTTOM = ("iqa_lightning.errors", "iqa_lightning.preprocessing")
@@ -242,12 +232,7 @@ def test_no_cycle_through_function_level_imports(graph):
     assert not loops, "import cycles (with the function-level imports):\n" + _show(loops)
 
 
-@pytest.mark.xfail(
-    reason="known cycles through the drivers being rewritten: runs.py and scorer.py import "
-    "train.py (build_module), which imports scorer.py and zero_shot.py; see KNOWN_CYCLE_EDGES",
-    strict=False,
-)
-def test_no_known_exception_is_needed(graph):
+def test_no_cycle_at_all(graph):
     loops = cycles(_with_function_level(graph))
     print(_show(loops))
     assert not loops, "import cycles (with the function-level imports):\n" + _show(loops)

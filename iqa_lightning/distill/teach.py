@@ -16,10 +16,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from iqa_lightning.build import CONFIG_DIR
 from iqa_lightning.cli import report_user_errors
 from iqa_lightning.errors import ConfigError
 from iqa_lightning.quiet import quiet
-from iqa_lightning.train import CONFIG_DIR
 
 
 def teach(cfg: DictConfig) -> dict[str, str]:
