@@ -141,17 +141,28 @@ def resume_args(args: list[str]) -> list[str]:
 def check_resumed_config(cfg: Any, run: Path) -> None:
     """The composed config equals the run's saved one, but for :data:`RESUME_KEYS`.
 
+    A key the saved config lacks (one added to ``conf/`` since the run, such as ``method``) or
+    one it has and ``conf/`` no longer does (``stage.scorer``) is logged, not refused: the run
+    was trained without it. A value that differs is refused.
+
     Raises:
-        ConfigError: Naming the keys that differ (``conf/`` changed since the run).
+        ConfigError: Naming the keys whose values differ (``conf/`` changed since the run).
     """
     from omegaconf import OmegaConf
 
     saved = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "config.yaml"), resolve=False)
     now = OmegaConf.to_container(cfg, resolve=False)
     skip = set(RESUME_KEYS) | set(VOLATILE_KEYS)
-    differ = [
-        k for k in _diff(saved, now) if not any(k == s or k.startswith(s + ".") for s in skip)
-    ]
+    differ, shape = [], []
+    for key, before, after in _diff(saved, now):
+        if any(key == s or key.startswith(s + ".") for s in skip):
+            continue
+        (shape if ABSENT in (before, after) else differ).append(key)
+    if shape:
+        log.warning(
+            "resume=%s: keys added to or dropped from conf/ since the run: %s (resumed as it "
+            "was trained)", run, ", ".join(shape[:8]) + (" ..." if len(shape) > 8 else ""),
+        )  # fmt: skip
     if differ:
         raise ConfigError(
             f"resume={run}: the config composed now differs from the run's .hydra/config.yaml in "
@@ -160,14 +171,19 @@ def check_resumed_config(cfg: Any, run: Path) -> None:
         )
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+ABSENT = "<absent>"
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(key, saved value, value now) of every leaf that differs; :data:`ABSENT` where a side
+    lacks the key."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for key in sorted(set(a) | set(b), key=str):
             name = f"{prefix}.{key}" if prefix else str(key)
-            out += _diff(a.get(key, "<absent>"), b.get(key, "<absent>"), name)
+            out += _diff(a.get(key, ABSENT), b.get(key, ABSENT), name)
         return out
-    return [] if a == b else [prefix]
+    return [] if a == b else [(prefix, a, b)]
 
 
 def checkpoint_epoch(path: Path) -> int:

@@ -86,9 +86,19 @@ def test_a_config_that_changed_since_the_run_is_named(tmp_path):
     same = OmegaConf.create({"prompt": {"size": 30}, "trainer": {"max_epochs": 7}, "seed": 42,
                              "ckpt_path": "x"})  # fmt: skip
     check_resumed_config(same, run)
-    changed = OmegaConf.create({"prompt": {"size": 30, "init": "zeros"}, "trainer": {}, "seed": 1})
-    with pytest.raises(ConfigError, match=r"differs .* in prompt.init, seed"):
+    changed = OmegaConf.create({"prompt": {"size": 31}, "trainer": {}, "seed": 1})
+    with pytest.raises(ConfigError, match=r"differs .* in prompt.size, seed \("):
         check_resumed_config(changed, run)
+
+
+def test_keys_added_to_conf_since_the_run_are_logged_not_refused(tmp_path, caplog):
+    """A run written before a config node existed (``method``) resumes as it was trained."""
+    run = fake_run(tmp_path / "run")
+    grown = OmegaConf.create({"prompt": {"size": 30}, "trainer": {}, "seed": 42,
+                              "method": {"name": "word_score"}})  # fmt: skip
+    with caplog.at_level("WARNING", logger="iqa_lightning"):
+        check_resumed_config(grown, run)
+    assert "keys added to or dropped from conf/ since the run: method (" in caplog.text
 
 
 def test_metrics_after_the_checkpoint_are_dropped_and_the_logger_appends(tmp_path):

@@ -179,13 +179,6 @@ def test_a_fixture_runs_last_checkpoint_loads_and_trains_on(method, tmp_path, ca
     check_resumed(method, tmp_path, monkeypatch, check_config=False, extra=short)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConfigError,
-    reason="since 6bc306c the composed config has a `method` node that a run written before the "
-    "method group lacks, and resume's check_resumed_config refuses any difference ('conf/ "
-    "changed since the run'): `python train.py resume=<old run>` is refused",
-)
 @pytest.mark.parametrize("method", resumable())
 def test_a_fixture_run_resumes_from_its_last_checkpoint(method, tmp_path, cache_dir, monkeypatch):
     """``python train.py resume=<run>`` on a run of the fixtures' commit: the config composed
