@@ -22,7 +22,6 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from iqa_lightning.cli import ConfigError
 from iqa_lightning.runs import load_run, load_run_config
 from iqa_lightning.scorer import Scorer
 from iqa_lightning.train import CONFIG_DIR, quote_numeric_choices
