@@ -204,6 +204,7 @@ def test_without_run_the_driver_says_so_in_one_line(monkeypatch, capsys):
         "dataset=koniq", "dataset.root=/d"]  # fmt: skip
 
 
+@pytest.mark.slow  # a subprocess; in-process: test_logit_lens_files_hold_the_means_and_examples
 def test_the_driver_writes_the_logit_lens_of_a_run_folder(demo_run, run_env):
     run, _ = demo_run
     args = [f"run={run}", "analysis=logit_lens", "analysis.max_images=8", "analysis.top_k=3"]

@@ -32,6 +32,8 @@ def roots(tmp_path_factory):
     return {"kadid": write_kadid(base / "kadid10k", n_refs=4), "koniq": write_koniq(base / "koniq")}
 
 
+@pytest.mark.slow  # a subprocess; one-dataset eval runs by default (test_rebuilt_run_reproduces_its
+# _test_predictions), the table and intervals in test_bootstrap_intervals_join_the_figures_table_and_json
 def test_two_datasets_give_one_table(demo_run, roots, run_env):
     run, _ = demo_run
     proc = run_train(

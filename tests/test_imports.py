@@ -305,3 +305,25 @@ def test_cycles_names_one_loop_per_edge_of_a_component():
     assert cycles(edges) == [["a", "b", "a"], ["a", "b", "c", "a"]]
     assert strongly_connected(edges) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_a_run_imports_no_backbone_family_at_module_level(graph):
+    """The drivers, the build layer and the module reach no backbone family through
+    module-level imports: the package names load on first use (models/backbones/__init__.py),
+    so a LLaVA run never imports mPLUG-Owl2's modelling code. (tests/test_startup.py checks the
+    same in a fresh process.)"""
+    edges, _ = graph
+    seen, todo = set(), ["iqa_lightning.train", "iqa_lightning.build", "iqa_lightning.module"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += sorted(edges.get(module, ()))
+    families = [
+        m
+        for m in seen
+        if m.startswith("iqa_lightning.models.backbones.")
+        and m.rsplit(".", 2)[-2:][0] in ("mplug_owl2", "bunny")
+        or m.endswith(".bunny")
+    ]
+    assert not families, families

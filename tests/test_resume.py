@@ -29,7 +29,8 @@ from iqa_lightning.resume import (
 )
 from tests.conftest import REPO
 
-SHORT = ["experiment=smoke", "dataset.n_refs=4", "dataset.generated_size=96"]
+SHORT = ["experiment=smoke", "dataset.n_refs=4", "dataset.generated_size=96",
+         "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]  # fmt: skip
 
 
 def fake_run(folder: Path, overrides=("experiment=smoke", "prompt.size=30"), ckpt=True) -> Path:

@@ -107,17 +107,40 @@ def test_an_unreachable_hub_fails_at_once(monkeypatch, tmp_path):
         check_model_available({"pretrained": "Qwen/Qwen2.5-VL-7B-Instruct"}, preset="qwen")
 
 
-def test_plain_train_offline_is_one_line_and_leaves_no_stub(run_env, tmp_path):
-    env = {**run_env, "IQA_ROOT": str(tmp_path), "HF_HOME": str(tmp_path / "hf")}
-    proc = subprocess.run(
-        [sys.executable, "train.py", "prompt=paddng"], cwd=REPO, env=env, text=True,
-        capture_output=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [
+def test_hydras_errors_end_on_one_line_through_its_own_report(monkeypatch, capsys):
+    """What ``python train.py prompt=paddng`` prints: Hydra's report is replaced while the
+    config is composed (iqa_lightning.hydra_entry.reported), a task's own error is not."""
+    import hydra._internal.utils as hydra_utils
+
+    from iqa_lightning import hydra_entry
+
+    monkeypatch.setattr(sys, "argv", ["train.py", "prompt=paddng"])
+    failure = composition_error("prompt=paddng")
+
+    def compose():
+        raise failure
+
+    with hydra_entry.reported(), pytest.raises(SystemExit) as stop:
+        hydra_utils.run_and_report(compose)
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
         "error: prompt=paddng: no such option in prompt; did you mean prompt=padding? (options: "
         "none, overlay, padding, patch_center, patch_topleft, qadapt, qadapt_tiny)"
-    ], proc.stderr
+    ]
+    assert hydra_utils.run_and_report is not None  # put back after the block
+    bug = RuntimeError("a bug in a task")
+    setattr(bug, "_iqa_raised_by_task", True)
+
+    def task():
+        raise bug
+
+    with hydra_entry.reported(), pytest.raises(SystemExit):  # Hydra's own report: a traceback
+        hydra_utils.run_and_report(task)
+    assert "RuntimeError: a bug in a task" in capsys.readouterr().err
+
+
+def test_plain_train_offline_is_one_line_and_leaves_no_stub(run_env, tmp_path):
+    env = {**run_env, "IQA_ROOT": str(tmp_path), "HF_HOME": str(tmp_path / "hf")}
     proc = subprocess.run(
         [sys.executable, "train.py"], cwd=REPO, env=env, text=True, capture_output=True,
         timeout=120,

@@ -5,6 +5,8 @@ config once unless an override may set ``hydra.mode``. The timing is a benchmark
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 IMPORTS = r"""
@@ -19,6 +21,7 @@ print("FAMILIES", sorted(FAMILIES))
 """
 
 
+@pytest.mark.slow  # a fresh process; test_imports checks the module-level graph by default
 def test_a_llava_run_imports_no_other_family():
     proc = subprocess.run(
         [sys.executable, "-c", IMPORTS], cwd=REPO, capture_output=True, text=True, timeout=120
