@@ -13,6 +13,9 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # a subprocess; in-process: tests/test_perception.py (the module's phases),
+# test_stages' progressive run (the phase switch in a Trainer), test_run_fixtures (a
+# perception_inference run folder rebuilt and scored)
 def test_perception_inference_switches_phases_and_writes_the_run_folder(run_env, tmp_path):
     out = tmp_path / "pi"
     run_train(

@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from iqa_lightning.checkpoints import UnsafeCheckpointError, load_checkpoint
-from iqa_lightning.cli import ConfigError, error_line, user_error
+from iqa_lightning.cli import TASK_MARK, ConfigError, error_line, user_error
 from iqa_lightning.hub import check_model_available
 from iqa_lightning.hydra_entry import error_message
 from iqa_lightning.train import CONFIG_DIR, check_config, quote_numeric_choices
@@ -129,7 +129,7 @@ def test_hydras_errors_end_on_one_line_through_its_own_report(monkeypatch, capsy
     ]
     assert hydra_utils.run_and_report is not None  # put back after the block
     bug = RuntimeError("a bug in a task")
-    setattr(bug, "_iqa_raised_by_task", True)
+    setattr(bug, TASK_MARK, True)  # as cli.report_user_errors marks what left the task
 
     def task():
         raise bug
