@@ -68,8 +68,8 @@ def test_corrupt_image_met_in_training_is_the_last_line(loud_env, tmp_path):
     line = last_line(text)
     assert line.startswith("error: cannot load image") and str(bad) in line, text[-3000:]
     assert "Traceback" not in text
-    # The W&B run was started (data is read in training) and closed before the error line.
-    assert list((out / "wandb").glob("offline-run-*"))
+    # The W&B run (started: data is read in training) is closed before the error line; its
+    # offline folder went with the run folder, which held nothing worth keeping.
     wandb_lines = [i for i, t in enumerate(text.splitlines()) if t.startswith("wandb:")]
     error_at = text.splitlines().index(line)
     assert all(i < error_at for i in wandb_lines)
