@@ -19,8 +19,10 @@ from iqa_lightning.methods import Method, register
 log = logging.getLogger("iqa_lightning")
 
 
-def stage_one_from(run: str | Path) -> tuple[dict | None, dict]:
-    """LoRA settings and tuned tensors of a finished run, for ``stage.init_from``."""
+def stage_one_from(run: str | Path) -> tuple[dict | None, dict[str, Any]]:
+    """LoRA settings and tuned tensors of a finished run, for ``stage.init_from``: only those
+    of the groups the run trained (its LoRA; a prompt it built and left untrained stays behind,
+    and the new run draws its own)."""
     from safetensors.torch import load_file
 
     run = Path(run).expanduser()
@@ -33,7 +35,21 @@ def stage_one_from(run: str | Path) -> tuple[dict | None, dict]:
             raise FileNotFoundError(f"stage.init_from={str(run)!r}: no {path.relative_to(run)}")
     run_cfg = OmegaConf.load(config_file)
     lora = OmegaConf.to_container(run_cfg.stage.lora) if run_cfg.stage.get("lora") else None
-    return lora, load_file(str(tensors_file))
+    phases = OmegaConf.select(run_cfg, "module.phases", default=None) or run_cfg.stage.phases
+    trained = {str(g) for phase in phases for g in phase.get("trainable") or []}
+    return lora, {"groups": trained | ({"lora"} if lora else set()),
+                  "tensors": load_file(str(tensors_file))}  # fmt: skip
+
+
+def trained_tensors(module: Any, earlier: dict) -> dict:
+    """The tensors of ``earlier`` (:func:`stage_one_from`) that belong to a group the earlier
+    run trained, by this module's group names (``prompt`` names its prompter)."""
+    groups = module.parameter_groups()
+    wanted = {
+        "prompter" if g == "prompt" and "prompter" in groups else g for g in earlier["groups"]
+    }
+    keep = {name for group in wanted & set(groups) for name in groups[group]}
+    return {name: t for name, t in earlier["tensors"].items() if name in keep}
 
 
 @register
@@ -59,8 +75,9 @@ class WordScore(Method):
         init_from = cfg.stage.get("init_from")
         if not init_from:
             return instantiate(cfg.module, **parts)
-        lora, tensors = stage_one_from(init_from)
+        lora, earlier = stage_one_from(init_from)
         module = instantiate(cfg.module, **parts, lora=lora)
+        tensors = trained_tensors(module, earlier)
         module.load_tuned(tensors, strict=False)
         log.info("stage.init_from: loaded %d tensors from %s", len(tensors), init_from)
         return module
