@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 
 METRICS = ("srcc", "plcc")
 INTERVAL_KEYS = ("srcc_lo", "srcc_hi", "plcc_lo", "plcc_hi")
@@ -65,8 +66,6 @@ def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _correlations(scores: np.ndarray, targets: np.ndarray, index: np.ndarray, metric: str):
     """``metric`` (srcc or plcc) of every resample (rows of ``index``), chunked over rows."""
-    from scipy.stats import rankdata  # here: tools that read sweeps need no scipy until used
-
     out = np.empty(len(index), dtype=np.float64)
     step = max(1, _CHUNK_VALUES // max(1, index.shape[1]))
     for start in range(0, len(index), step):
