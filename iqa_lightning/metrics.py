@@ -7,19 +7,21 @@ epoch: torchmetrics keeps every prediction of the epoch (and gathers them across
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torchmetrics import MetricCollection
 from torchmetrics.regression import KendallRankCorrCoef, PearsonCorrCoef, SpearmanCorrCoef
 
+#: The batch key naming each image's dataset (batches of ``dataset=mix``).
+SOURCE_KEY = "dataset"
+#: The figures :class:`CorrelationMetrics` averages over datasets.
+CORRELATIONS = ("srcc", "plcc", "krcc")
 
-def correlation_metrics(prefix: str) -> MetricCollection:
-    """SRCC, PLCC and KRCC as one collection with keys like ``val/srcc``.
 
-    Args:
-        prefix: Prepended to each key (``"val/"``, ``"test/"``).
-    """
+def _collection(prefix: str) -> MetricCollection:
     metrics = MetricCollection(
         {"srcc": SpearmanCorrCoef(), "plcc": PearsonCorrCoef(), "krcc": KendallRankCorrCoef()},
         prefix=prefix,
@@ -27,6 +29,96 @@ def correlation_metrics(prefix: str) -> MetricCollection:
     )
     # fp64 states: the figures do not depend on how a split is sharded across DDP ranks.
     return metrics.set_dtype(torch.float64)
+
+
+class CorrelationMetrics(MetricCollection):
+    """SRCC, PLCC and KRCC over a split (keys like ``val/srcc``), and per dataset where the
+    batches name each image's dataset (a mix of datasets, ``batch["dataset"]``).
+
+    With dataset names, :meth:`compute` gives each dataset's figures (``val/koniq/srcc``,
+    ``val/koniq/plcc``, ``val/koniq/krcc``, ``val/koniq/srcc_plcc``), their mean over the
+    datasets as the split's figures (``val/srcc`` ...: so ``val/srcc_plcc``, the early-stopping
+    metric, is the mean of the datasets' (SRCC + PLCC) / 2), and the figures over all images
+    pooled (``val/pooled/srcc`` ...). Without, the collection is the plain one.
+
+    :meth:`set_sources` takes the names of the batch about to be scored (the module calls it
+    for each batch); :meth:`update` then splits the batch's scores by them.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        base = _collection(prefix)
+        super().__init__(dict(base.items(keep_base=True)), prefix=prefix, compute_groups=False)
+        self.sources: list[str] | None = None
+        self.by_source: dict[str, MetricCollection] = {}
+
+    def set_sources(self, batch: Any) -> None:
+        """Take the per-image dataset names of the batch about to be scored (None where the
+        batch names none)."""
+        names = batch.get(SOURCE_KEY) if isinstance(batch, dict) else None
+        self.sources = None if names is None else ([names] if isinstance(names, str) else list(names))
+
+    def _of(self, name: str, device: torch.device) -> MetricCollection:
+        if name not in self.by_source:
+            self.by_source[name] = _collection(f"{self.prefix}{name}/").to(device)
+        return self.by_source[name]
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
+        super().update(preds, target)
+        sources = self.sources
+        if sources is None:
+            return
+        if len(sources) != len(preds):
+            raise ValueError(
+                f"{len(preds)} scores but {len(sources)} dataset names in the batch's "
+                f"'{SOURCE_KEY}'"
+            )
+        for name in dict.fromkeys(sources):
+            mask = torch.tensor([s == name for s in sources], device=preds.device)
+            self._of(name, preds.device).update(preds[mask], target[mask])
+
+    def _names(self) -> list[str]:
+        """Every rank's dataset names (a rank may have scored no image of one dataset)."""
+        names = sorted(self.by_source)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts: list[list[str]] = [[] for _ in range(dist.get_world_size())]
+            dist.all_gather_object(parts, names)
+            names = sorted({n for part in parts for n in part})
+        return names
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        values = super().compute()
+        names = self._names()
+        if not names:
+            return values
+        prefix = self.prefix or ""
+        out = {f"{prefix}pooled/{k[len(prefix):]}": v for k, v in values.items()}
+        device = next(iter(values.values())).device
+        per = {}
+        for name in names:
+            figures = self._of(name, device).compute()
+            key = f"{prefix}{name}/"
+            figures[f"{key}srcc_plcc"] = (figures[f"{key}srcc"] + figures[f"{key}plcc"]) / 2
+            per.update(figures)
+        for metric in CORRELATIONS:
+            out[f"{prefix}{metric}"] = torch.stack(
+                [per[f"{prefix}{n}/{metric}"].double() for n in names]
+            ).mean()
+        out.update(per)
+        return out
+
+    def reset(self) -> None:
+        super().reset()
+        self.by_source = {}
+
+
+def correlation_metrics(prefix: str) -> CorrelationMetrics:
+    """SRCC, PLCC and KRCC as one collection with keys like ``val/srcc`` (per dataset too where
+    batches name theirs: :class:`CorrelationMetrics`).
+
+    Args:
+        prefix: Prepended to each key (``"val/"``, ``"test/"``).
+    """
+    return CorrelationMetrics(prefix).set_dtype(torch.float64)
 
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:

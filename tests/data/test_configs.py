@@ -60,7 +60,8 @@ def compose(name, tmp_path):
 
 
 def test_every_dataset_config_is_tested():
-    assert set(OPTIONS) == {*WRITERS, "synthetic", "table", "learning"}
+    # mix: several of these at once (tests/test_mix.py)
+    assert set(OPTIONS) == {*WRITERS, "synthetic", "table", "learning", "mix"}
 
 
 @pytest.mark.parametrize("name", OPTIONS)
