@@ -1,11 +1,10 @@
 """Checkpoints: atomic writes, weights_only reads, tuned tensors only, resume into phase 2."""
 
 import collections
+import multiprocessing
 import os
 import signal
 import stat
-import subprocess
-import sys
 import time
 from functools import partial
 
@@ -32,25 +31,33 @@ from iqa_lightning.models.prompts import PaddingPrompt
 from iqa_lightning.models.score import WordScore
 from iqa_lightning.module import IQAModule
 
-WRITER = """
-import sys, torch
-from iqa_lightning.checkpoints import atomic_save
-i = 0
-while True:
-    atomic_save({"step": i, "x": torch.full((2_000_000,), float(i))}, sys.argv[1])
-    i += 1
-"""
+
+def _write_forever(path):
+    """Checkpoints of growing step numbers, one after another, until killed."""
+    torch.set_num_threads(1)  # a forked child: no OpenMP pool of the parent's to wait on
+    i = 0
+    while True:
+        atomic_save({"step": i, "x": torch.full((2_000_000,), float(i))}, path)
+        i += 1
 
 
 def test_a_kill_during_writes_never_leaves_a_torn_file(tmp_path):
+    """A writer process (forked from this one: torch is imported already) killed with SIGKILL
+    while it writes: the file is one whole checkpoint, never a part of one."""
     path = tmp_path / "last.ckpt"
     for delay in (0.4,):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
-        while not path.exists():
-            time.sleep(0.01)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL
+        proc = multiprocessing.get_context("fork").Process(target=_write_forever, args=(path,))
+        proc.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not path.exists() and proc.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(delay)
+            assert proc.is_alive(), f"the writer ended on its own (exit code {proc.exitcode})"
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.join(timeout=30)
+        assert proc.exitcode == -signal.SIGKILL
         state = load_checkpoint(path)
         assert torch.equal(state["x"], torch.full((2_000_000,), float(state["step"])))
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import FAST, REPO, run_train
+from tests.conftest import FAST, REPO, run_main, run_train
 
 
 def test_demo_prints_its_run_folder_and_figures(demo_run):
@@ -263,9 +263,11 @@ def test_stage2_padding_on_a_koniq_layout(run_env, tmp_path):
     assert metrics["test/srcc"] is not None
 
 
-def test_help_is_the_apps_own(run_env):
-    proc = run_train(["--help"], run_env)
-    text = proc.stdout
+def test_help_is_the_apps_own(run_env, capsys):
+    """``python train.py --help``, run in this process."""
+    ended = run_main("iqa_lightning.train", ["--help"], capsys, env=run_env)
+    assert ended.code == 0, ended.text[-3000:]
+    text = ended.out
     assert text.startswith("iqa-lightning train: train a large multimodal model")
     assert "is powered by Hydra" not in text
     groups = dict(

@@ -1,5 +1,5 @@
-"""The RALI demo end to end in a subprocess (shortened): teach -> embed -> PCA -> basis -> train ->
-export, and the run folder contract."""
+"""The RALI demo end to end (shortened): teach -> embed -> PCA -> basis -> train -> export, and
+the run folder contract; ``python train.py`` run in this process."""
 
 import csv
 import json
@@ -7,17 +7,20 @@ import json
 import torch
 
 from iqa_lightning.models.rali.scorer import RALIScorer
-from tests.conftest import run_train
+from tests.conftest import run_main
 
 
-def test_rali_demo_distils_and_exports(run_env, tmp_path):
+def test_rali_demo_distils_and_exports(run_env, tmp_path, capsys):
     out = tmp_path / "run"
-    run_train(
+    ended = run_main(
+        "iqa_lightning.train",
         ["experiment=rali_smoke", "dataset.n_refs=4", "dataset.generated_size=96",
          "trainer.max_epochs=3", "teacher.max_new_tokens=8", "logger=none",
          f"hydra.run.dir={out}"],
-        run_env,
+        capsys,
+        env=run_env,
     )  # fmt: skip
+    assert ended.code == 0, ended.text[-5000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"test/srcc", "test/plcc", "val/srcc_best"} <= set(metrics)
     summary = json.loads((out / "distill" / "summary.json").read_text())

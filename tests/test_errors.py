@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from iqa_lightning.cli import ConfigError, error_line, user_error
-from tests.conftest import FAST, REPO
+from tests.conftest import FAST, REPO, run_main
 
 
 def run_cli(args, env, timeout=300):
@@ -80,11 +80,13 @@ def test_corrupt_image_met_in_training_is_the_last_line(loud_env, tmp_path):
     assert log_file.parent.name == "failed" and "Traceback" in log_file.read_text()
 
 
-def test_wrong_root_is_reported_before_the_model_is_built(loud_env, tmp_path):
-    """A 7B preset whose weights are not there and a wrong dataset.root: the data error."""
+def test_wrong_root_is_reported_before_the_model_is_built(loud_env, tmp_path, capsys):
+    """A 7B preset whose weights are not there and a wrong dataset.root: the data error
+    (``python train.py ...`` run in this process: what it prints and its exit code)."""
     out = tmp_path / "run"
     missing_root = tmp_path / "no such kadid"
-    code, text = run_cli(
+    ended = run_main(
+        "iqa_lightning.train",
         [
             "experiment=smoke",
             "model=llava_1_5_7b",
@@ -93,13 +95,14 @@ def test_wrong_root_is_reported_before_the_model_is_built(loud_env, tmp_path):
             f"dataset.root={missing_root}",
             f"hydra.run.dir={out}",
         ],
-        loud_env,
+        capsys,
+        env=loud_env,
     )
-    assert code == 1
-    line = last_line(text)
-    assert line.startswith("error: kadid: dataset root") and str(missing_root) in line, text
-    assert "no-such-model" not in text and "building model" not in text
-    assert "Traceback" not in text
+    assert ended.code == 1, ended.text[-3000:]
+    line = ended.last_line()
+    assert line.startswith("error: kadid: dataset root") and str(missing_root) in line, ended.text
+    assert "no-such-model" not in ended.text and "building model" not in ended.text
+    assert "Traceback" not in ended.text
     assert not (out / "wandb").exists(), "a W&B run was started for a run that never began"
 
 

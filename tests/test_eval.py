@@ -7,7 +7,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 
 from iqa_lightning.eval import correlations
 from iqa_lightning.metrics import plcc_logistic
-from tests.conftest import QUIETING_ENV, REPO, run_train
+from tests.conftest import QUIETING_ENV, run_main, run_train
 from tests.data.fixtures import write_kadid, write_koniq
 
 EVAL = ("-m", "iqa_lightning.eval")
@@ -147,16 +146,13 @@ def test_ddp_sim_eval_scores_each_image_once_with_single_process_figures(
                        "eval.log"}, written  # fmt: skip
 
 
-def test_eval_without_run_says_what_is_missing(run_env):
-    proc = subprocess.run(
-        [sys.executable, *EVAL, "eval.split=test"], cwd=REPO, env=run_env,
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == (
+def test_eval_without_run_says_what_is_missing(run_env, capsys):
+    ended = run_main("iqa_lightning.eval", ["eval.split=test"], capsys, env=run_env)
+    assert ended.code == 1
+    assert ended.last_line() == (
         "error: run=<run folder> is required: the train.py run folder to evaluate"
     )
-    assert "Traceback" not in proc.stderr and "MissingMandatoryValue" not in proc.stderr
+    assert "Traceback" not in ended.err and "MissingMandatoryValue" not in ended.err
 
 
 @pytest.mark.parametrize("driver", ["eval", "analyze"])
@@ -187,13 +183,10 @@ def test_auto_split_is_the_runs_test_split_and_every_image_elsewhere():
     assert split_for("all", koniq, run_cfg) == "all" and split_for("test", kadid, run_cfg) == "test"
 
 
-def test_missing_run_folder_is_named(run_env, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, *EVAL, f"run={tmp_path}"], cwd=REPO, env=run_env,
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode != 0
-    assert ".hydra/config.yaml" in proc.stderr.strip().splitlines()[-1]
+def test_missing_run_folder_is_named(run_env, tmp_path, capsys):
+    ended = run_main("iqa_lightning.eval", [f"run={tmp_path}"], capsys, env=run_env)
+    assert ended.code != 0
+    assert ".hydra/config.yaml" in ended.last_line()
 
 
 def test_logistic_plcc_undoes_a_monotonic_nonlinearity():

@@ -4,7 +4,6 @@ local cache while offline, a damaged tuned-tensor file, an unsafe checkpoint, a 
 """
 
 import errno
-import subprocess
 import sys
 
 import pytest
@@ -16,7 +15,7 @@ from iqa_lightning.cli import TASK_MARK, ConfigError, error_line, user_error
 from iqa_lightning.hub import check_model_available
 from iqa_lightning.hydra_entry import error_message
 from iqa_lightning.train import CONFIG_DIR, check_config, quote_numeric_choices
-from tests.conftest import REPO
+from tests.conftest import REPO, run_main
 
 
 def compose_train(*overrides):
@@ -139,15 +138,18 @@ def test_hydras_errors_end_on_one_line_through_its_own_report(monkeypatch, capsy
     assert "RuntimeError: a bug in a task" in capsys.readouterr().err
 
 
-def test_plain_train_offline_is_one_line_and_leaves_no_stub(run_env, tmp_path):
+def test_plain_train_offline_is_one_line_and_leaves_no_stub(run_env, tmp_path, capsys, monkeypatch):
+    """``python train.py`` with nothing cached, run in this process (the hub cache read from an
+    empty folder, as HF_HOME would make it)."""
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     env = {**run_env, "IQA_ROOT": str(tmp_path), "HF_HOME": str(tmp_path / "hf")}
-    proc = subprocess.run(
-        [sys.executable, "train.py"], cwd=REPO, env=env, text=True, capture_output=True,
-        timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 1
-    last = proc.stderr.strip().splitlines()[-1]
+    ended = run_main("iqa_lightning.train", [], capsys, env=env)
+    assert ended.code == 1, ended.text[-3000:]
+    last = ended.last_line()
     assert last.startswith("error: model=llava_1_5_7b: llava-hf/llava-1.5-7b-hf is not in"), last
+    assert str(tmp_path / "hf" / "hub") in last
     assert not list((tmp_path / "outputs" / "runs").iterdir())  # no stub run folder
     (log_file,) = (tmp_path / "outputs" / "failed").iterdir()
     assert "ConfigError" in log_file.read_text()

@@ -1,13 +1,11 @@
 """The grid sweeper's job list and a sweep whose jobs fail (no training: quick)."""
 
 import csv
-import subprocess
-import sys
 
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_main
 
 
 def composed_jobs(overrides):
@@ -91,32 +89,19 @@ def test_a_job_composing_like_an_earlier_one_is_dropped():
     assert "prompt=padding" in sweeper.dropped[0]
 
 
-def test_failed_jobs_are_listed_and_the_sweep_exits_1(run_env, tmp_path):
+def test_failed_jobs_are_listed_and_the_sweep_exits_1(run_env, tmp_path, capsys):
     """Every job of a sweep stops at the config check: the summary lists each, once (the
     prompt_grid preset's 7 jobs compose in-process in test_prompt_grid_runs_each_prompt_once_...).
+    ``python train.py -m ...`` runs in this process: Hydra's launcher runs its jobs in it too.
     """
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "train.py",
-            "-m",
-            "prompt=padding,overlay",
-            "experiment=smoke",
-            "logger=csv",
-            "trainer.max_epochs=0",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=REPO,
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    args = ["-m", "prompt=padding,overlay", "experiment=smoke", "logger=csv",
+            "trainer.max_epochs=0", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    ended = run_main("iqa_lightning.train", args, capsys, env=run_env)
+    assert ended.code == 1, ended.err[-3000:]
+    lines = [line for line in ended.err.splitlines() if line.strip()]
     assert lines[-1].startswith("error: 2 of 2 sweep job(s) did not finish"), lines[-3:]
-    assert "trainer.max_epochs=0" in lines[-1] and "Traceback" not in proc.stderr
+    assert "trainer.max_epochs=0" in lines[-1] and "Traceback" not in ended.err
     # One "error: job N (...)" line per job, then the sweep's own line.
     assert sum(line.startswith("error: job ") for line in lines) == 2
     configs = [p.read_text() for p in sweep.glob("*/.hydra/config.yaml")]
