@@ -41,7 +41,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from iqa_lightning.build import CONFIG_DIR
 from iqa_lightning.cli import error_line, report_user_errors
+from iqa_lightning.data.mix import compose_dataset
 from iqa_lightning.errors import ConfigError
+from iqa_lightning.protocols import protocol_test_sets, write_protocol
 from iqa_lightning.quiet import quiet
 from iqa_lightning.runs import load_run_config, rebuild_run, resumed_wandb_run, run_folder
 
@@ -102,10 +104,16 @@ def dataset_configs(cfg: DictConfig, run_cfg: DictConfig) -> dict[str, DictConfi
     from hydra.core.hydra_config import HydraConfig
 
     names = list(cfg.eval.get("datasets") or [])
+    protocol = cfg.get("protocol")
+    if not names and protocol is not None:  # the protocol's test sets, in the papers' order
+        names = list(protocol_test_sets(protocol))
+    if not names and cfg.get("dataset") is None:  # a mix's datasets, each its own table row
+        names = mixed_datasets(run_cfg)
     if not names:
         node = dataset_config(cfg, run_cfg)
         return {node.get("name") or "dataset": node}
-    roots = cfg.eval.get("roots") or {}
+    # The run's own roots of the datasets it mixed, unless eval.roots gives others.
+    roots = {**mixed_roots(run_cfg), **(cfg.eval.get("roots") or {})}
     options = sorted(p.stem for p in (Path(CONFIG_DIR) / "dataset").glob("[!_]*.yaml"))
     # The command's overrides, but the dataset choice and its root: dataset.<key> settings such
     # as dataset.eval_batch_size apply to every dataset of the table (given as +dataset.<key>
@@ -126,14 +134,35 @@ def dataset_configs(cfg: DictConfig, run_cfg: DictConfig) -> dict[str, DictConfi
     return out
 
 
+def mixed_datasets(run_cfg: DictConfig) -> list[str]:
+    """The dataset options a run trained on together (``dataset=mix``); empty for one dataset."""
+    names = OmegaConf.select(run_cfg, "dataset.datasets", default=None)
+    return [str(n) for n in names] if OmegaConf.is_list(names) else []
+
+
+def mixed_roots(run_cfg: DictConfig) -> dict[str, str]:
+    """The root of each dataset a mix run trained on: its ``dataset.roots`` entry, else the
+    option's default root composed in the run's context (the run's ``paths.data_dir``)."""
+    names = mixed_datasets(run_cfg)
+    if not names:
+        return {}
+    node = OmegaConf.to_container(run_cfg.dataset, resolve=True)
+    roots = node.get("roots") or {}
+    return {
+        name: str(roots.get(name) or compose_dataset(name, node["context"]).root)
+        for name in names
+    }
+
+
 def split_for(split: str, node: DictConfig, run_cfg: DictConfig) -> str:
     """The split to score of dataset ``node``: ``split`` unless ``auto``; ``auto`` is ``test``
-    for the run's own dataset (same ``name``: the images the run never trained on) and ``all``
-    for any other (cross-dataset evaluation scores it whole)."""
+    for the run's own dataset (same ``name``, or one of the datasets a mix run trained on: the
+    images the run never trained on) and ``all`` for any other (cross-dataset evaluation scores
+    it whole)."""
     if split != "auto":
         return split
-    own = OmegaConf.select(run_cfg, "dataset.name", default=None)
-    return "test" if node.get("name") == own else "all"
+    own = {OmegaConf.select(run_cfg, "dataset.name", default=None), *mixed_datasets(run_cfg)}
+    return "test" if node.get("name") in own else "all"
 
 
 def correlations(
@@ -268,12 +297,18 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
     if not trainer.is_global_zero:
         return results
-    table_name = cfg.eval.get("name") or "_".join(results)
+    protocol = cfg.get("protocol")
+    table_name = cfg.eval.get("name") or (
+        f"protocol_{protocol.name}" if protocol is not None else "_".join(results)
+    )
     (run / f"eval_{table_name}.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
     table = markdown_table(results)
     (run / f"eval_{table_name}.md").write_text(table)
     log_to_wandb(run, run_cfg, table_name, results)
     print(f"\n{run}/eval_{table_name}.md\n{table}", flush=True)
+    if protocol is not None:  # the papers' table: our row beside the published ones
+        md, _ = write_protocol(run, protocol, results, ours=run.name)
+        print(f"\n{md}\n{md.read_text()}", flush=True)
     return results
 
 

@@ -436,13 +436,14 @@ class IQAModule(L.LightningModule):
         if bounds is not None:
             self.levels.set_bounds(bounds())
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0):
         """Per-dataset figures: a batch of a mix of datasets names each image's dataset
         (``batch["dataset"]``); the correlation metrics take the names before the step scores it
         (:class:`~iqa_lightning.metrics.CorrelationMetrics`)."""
         for metrics in (self.val_metrics, self.test_metrics):
             metrics.set_sources(batch)
-        return batch
+
+    on_test_batch_start = on_validation_batch_start
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
         self._eval_step(batch, "val")

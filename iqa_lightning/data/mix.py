@@ -135,7 +135,9 @@ def mix_datasets(
     for key, given in (("roots", roots), ("options", options)):
         unknown = sorted(set(given) - set(names))
         if unknown:
-            raise ConfigError(f"dataset.{key} names {unknown}, which are not in dataset.datasets {names}")
+            raise ConfigError(
+                f"dataset.{key} names {unknown}, which are not in dataset.datasets {names}"
+            )
     members = {}
     for name in names:
         settings = {**(shared or {}), **((options or {}).get(name) or {})}
@@ -204,7 +206,9 @@ class MixDataModule(IQADataModule):
                 raise ConfigError(f"dataset {name!r} of the mix is a {type(member).__name__}, "
                                   "not an image quality data module")  # fmt: skip
         if normalize not in NORMALIZE:
-            raise ConfigError(f"dataset.normalize must be one of {list(NORMALIZE)}, got {normalize!r}")
+            raise ConfigError(
+                f"dataset.normalize must be one of {list(NORMALIZE)}, got {normalize!r}"
+            )
         self.normalize = normalize
         self.weights = self._check_weights(weights or {})
         self._sources: dict[str, str] = {}
