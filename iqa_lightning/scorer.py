@@ -395,7 +395,8 @@ class Scorer:
 
         Args:
             model: A model preset (``"tiny_llava"``); default: ``conf/scoring.yaml``'s.
-            score: A score head preset (``"qalign"``); default: ``conf/scoring.yaml``'s.
+            score: A score head preset (``"qalign"``); default: the model preset's own head
+                (a checkpoint preset such as ``one_align``) or ``conf/scoring.yaml``'s.
             prompt: A prompt preset; default ``"none"``.
             overrides: More Hydra overrides, e.g. ``["model.pretrained=/models/llava"]``.
             **kwargs: :class:`Scorer` arguments.
@@ -403,6 +404,8 @@ class Scorer:
         choices = {"model": model, "score": score, "prompt": prompt}
         chosen = [f"{group}={name}" for group, name in choices.items() if name is not None]
         cfg = compose_scoring([*chosen, *overrides])
+        # The model's own pre-processing where it declares one (model.resize), as the score CLI.
+        kwargs.setdefault("resize", cfg.model.get("resize") or "squash")
         return cls(zero_shot_module(cfg), int(cfg.model.image_size), **kwargs)
 
     def score(
