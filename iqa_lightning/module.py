@@ -9,8 +9,13 @@ Data flow of a score step (see DESIGN.md)::
 Instruction batches train the same model with next-token cross-entropy on the answers, and
 multiple-choice batches are answered by the likelihood of each option's letter (:mod:`tasks`).
 
-Scoring goes through a :class:`~iqa_lightning.models.scorer.QualityScorer`
-(:class:`~iqa_lightning.models.scorer.LMMWordScorer` here): ``forward`` is ``scorer(pixels)``.
+Scoring goes through a :class:`~iqa_lightning.models.scorer.QualityScorer`, a child module
+(``module.scorer``; :class:`~iqa_lightning.models.scorer.LMMWordScorer` by default) that owns the
+backbone and the tuned parts: ``scorer.score(batch)`` gives a
+:class:`~iqa_lightning.models.scorer.ScoreOutput`, and the loss (``module.loss``, a
+:class:`~iqa_lightning.models.losses.ScoreLoss`) reads it. The module never reaches into the
+scorer beyond that contract, and the scorer never reaches back. Tensor names in checkpoints and
+``tuned.safetensors`` are the scorer's own (``backbone.*``, ``prompt.*``, ...).
 
 Trainable parameters are an explicit contract: each part declares its parameter group and its
 parameters (``group`` and ``trainable_parameters()`` of prompts and prompters, LoRA through
@@ -31,26 +36,21 @@ from typing import Any
 import lightning as L
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from iqa_lightning.metrics import correlation_metrics
-from iqa_lightning.models.levels import (
-    LEVEL_LOSSES,
-    LevelTargets,
-    check_level_words,
-    histogram_labels,
-)
 from iqa_lightning.models.lora import add_lora
+from iqa_lightning.models.losses import ScoreLoss, make_loss, target_distribution
 from iqa_lightning.models.score import WordScore
-from iqa_lightning.models.scorer import LMMWordScorer
+from iqa_lightning.models.scorer import LMMWordScorer, QualityScorer, ScoreOutput
 from iqa_lightning.phases import Phase, PhasePlan
 from iqa_lightning.tasks import MCQTally, pick_answers, task_of
 
-LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
 #: Parameter groups built by the run rather than loaded with the pretrained backbone: saved
 #: with the tuned tensors whether a phase trains them or not.
 BUILT_GROUPS = ("lora", "prompt", "prompter")
+#: The scorer's attribute name, before its parameter names inside this module.
+SCORER = "scorer."
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +102,18 @@ class IQAModule(L.LightningModule):
             ``warmup_ratio``, ``scheduler_interval``, ``lr`` (per-group learning rates).
         lora: ``add_lora`` keyword arguments, or None for no LoRA.
         task_weights: Loss weight per training task (``score``, ``instruct``).
-        loss: ``mse``, ``l1`` or ``smooth_l1`` between score and target; ``level_ce``
-            (Q-Align: cross-entropy on each image's level word) or ``soft_label`` (DeQA-Score:
-            KL to the level distribution of its score and rating std, or of its rating
-            histogram), which need a score head of 5 level words, best first
-            (:mod:`~iqa_lightning.models.levels`).
+        loss: A :class:`~iqa_lightning.models.losses.ScoreLoss` or its name
+            (:data:`~iqa_lightning.models.losses.LOSSES`): ``mse``, ``l1`` or ``smooth_l1``
+            between score and target; ``level_ce`` (Q-Align: cross-entropy on each image's level
+            word) or ``soft_label`` (DeQA-Score: KL to the level distribution of its score and
+            rating std, or of its rating histogram), which need a score head of 5 level words,
+            best first.
         levels: :class:`~iqa_lightning.models.levels.LevelTargets` keyword arguments
-            (``module.levels``): ``range``, ``density``, ``min_std``, ``max_shift``, ``std``,
-            ``softmax``.
-        scorer: ``(backbone, prompt, score) -> scorer`` (e.g. a ``functools.partial`` of a
-            :class:`~iqa_lightning.models.scorer.LMMWordScorer` subclass); None: an
+            (``module.levels``) of a level loss named by ``loss``: ``range``, ``density``,
+            ``min_std``, ``max_shift``, ``std``, ``softmax``.
+        scorer: ``(backbone, prompt, score) -> QualityScorer`` (e.g. a ``functools.partial``
+            of a :class:`~iqa_lightning.models.scorer.LMMWordScorer` subclass), or a built
+            :class:`~iqa_lightning.models.scorer.QualityScorer`; None: an
             :class:`~iqa_lightning.models.scorer.LMMWordScorer`.
     """
 
@@ -126,37 +128,22 @@ class IQAModule(L.LightningModule):
         phases: Sequence[Phase | dict[str, Any]],
         lora: dict[str, Any] | None = None,
         task_weights: dict[str, float] | None = None,
-        loss: str = "mse",
+        loss: str | ScoreLoss = "mse",
         levels: dict[str, Any] | None = None,
         scorer: Any = None,
     ) -> None:
         super().__init__()
-        if loss not in LOSSES and loss not in LEVEL_LOSSES:
-            raise ValueError(
-                f"module.loss={loss!r} must be one of {sorted(LOSSES) + list(LEVEL_LOSSES)}"
-            )
-        if loss in LEVEL_LOSSES:
-            check_level_words(loss, score.words, score.weights.tolist(), score.name)
-        self.levels = LevelTargets(**(levels or {}))
+        self.loss = make_loss(loss, levels)
         self.plan = PhasePlan(phases)
         self.save_hyperparameters(ignore=list(self.hparams_ignore))
-        if lora:
-            add_lora(backbone, **lora)
-        if isinstance(prompt, functools.partial) or not isinstance(prompt, nn.Module):
-            prompt = prompt(backbone=backbone)
-        scorer = (scorer or LMMWordScorer)(backbone, prompt, score)
-        # The parts stay attributes of the module: parameter names are backbone.*, prompt.*, ...
-        for name, part in scorer.parts().items():
-            setattr(self, name, part)
-        scorer.attach(self)
+        if not isinstance(scorer, QualityScorer):
+            if lora:
+                add_lora(backbone, **lora)
+            if isinstance(prompt, functools.partial) or not isinstance(prompt, nn.Module):
+                prompt = prompt(backbone=backbone)
+            scorer = (scorer or LMMWordScorer)(backbone, prompt, score)
         self.scorer = scorer
-        self.loss_name = loss
-        self.loss_fn = LOSSES.get(loss)
-        if loss in LEVEL_LOSSES and not hasattr(scorer, "logits"):
-            raise ValueError(
-                f"module.loss={loss} trains the level words' logits; "
-                f"{type(scorer).__name__} gives none"
-            )
+        self.loss.check(scorer)
         self.task_weights = {"score": 1.0, "instruct": 1.0, **(task_weights or {})}
         self.val_metrics = correlation_metrics("val/")
         self.test_metrics = correlation_metrics("test/")
@@ -175,9 +162,31 @@ class IQAModule(L.LightningModule):
         self.lora_config = _plain(lora) if lora else None
         self.set_phase(0)
 
+    # ------------------------------------------------------------ the scorer's parts
+    @property
+    def backbone(self) -> nn.Module | None:
+        """The scorer's backbone (None for a scorer without one)."""
+        return getattr(self.scorer, "backbone", None)
+
+    @property
+    def prompt(self) -> nn.Module | None:
+        """The scorer's pixel prompt."""
+        return getattr(self.scorer, "prompt", None)
+
+    @property
+    def prompter(self) -> nn.Module | None:
+        """The scorer's feature prompter (None without one)."""
+        return getattr(self.scorer, "prompter", None)
+
+    @property
+    def score(self) -> WordScore | None:
+        """The scorer's word-score head (None for a scorer that reads no words)."""
+        return self.scorer.word_head
+
     # ------------------------------------------------------------ parameter groups
     def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
-        """Every tunable part's declared parameters by group name, as ``{full name: parameter}``."""
+        """Every tunable part's declared parameters by group name, as ``{name: parameter}``
+        (names relative to the scorer: the names of saved tensors)."""
         return {
             name: {_unwrapped(n): p for n, p in params.items()}
             for name, params in self.scorer.parameter_groups().items()
@@ -249,12 +258,12 @@ class IQAModule(L.LightningModule):
         Raises:
             KeyError: A tensor is missing (strict) or a name matches no parameter.
         """
-        params = dict(self.named_parameters())
-        unknown = sorted(set(tensors) - set(params))
+        params = {_unwrapped(n) for n, _ in self.scorer.named_parameters()}
+        unknown = sorted(set(tensors) - params)
         missing = self.missing_tuned(tensors, "tuned tensors") if strict else []
         if missing or unknown:
             raise KeyError(f"tuned tensors: missing {missing[:5]}, unknown {unknown[:5]}")
-        self.load_state_dict(tensors, strict=False)
+        self.scorer.load_state_dict(tensors, strict=False)
 
     def missing_tuned(self, tensors: dict[str, Any], what: str) -> list[str]:
         """Tuned tensors that ``tensors`` lacks, by name.
@@ -286,10 +295,9 @@ class IQAModule(L.LightningModule):
         return self.scorer(pixels)
 
     def score_batch(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Scores ``[B]`` of a score batch: the scorer's ``score_batch`` when it reads more of
-        the batch than the pixels (e.g. image ids), else :meth:`forward` on ``pixels``."""
-        read = getattr(self.scorer, "score_batch", None)
-        return read(batch) if read is not None else self(batch["pixels"])
+        """Scores ``[B]`` of a score batch (the scorer may read more of it than the pixels,
+        e.g. image ids)."""
+        return self.scorer.score(batch).scores
 
     def _needs(self, task: str) -> None:
         if task not in self.scorer.tasks:
@@ -334,7 +342,7 @@ class IQAModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         task = task_of(batch)
         if task == "score":
-            _, loss, _ = self.score_step(batch)
+            _, loss = self.score_step(batch)
         elif task == "instruct":
             loss = self.instruct_loss(batch)
         else:
@@ -360,81 +368,56 @@ class IQAModule(L.LightningModule):
                 add_dataloader_idx=False,
             )  # fmt: skip
             return
-        scores, loss, probs = self.score_step(batch, with_loss=stage == "val")
-        target = batch["target"].float()
+        output, loss = self.score_step(batch, with_loss=stage == "val")
+        scores, target = output.scores, batch["target"].float()
         # fp64 figures whatever the precision, and whatever the sharding across DDP ranks.
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(scores.double(), target.double())
         if stage == "val":
             self.log("val/loss", loss, batch_size=len(scores), add_dataloader_idx=False)
             return
-        for image_id, mos, tgt, score in zip(
-            batch["image_id"], batch["mos_raw"].tolist(), target.tolist(), scores.tolist(),
-            strict=True,
-        ):  # fmt: skip
-            self.test_rows.append(
-                {"image_id": image_id, "mos_raw": mos, "target": tgt, "score": score}
-            )
-        if probs is not None:
-            self._add_distributions(self.test_rows[-len(scores) :], batch, probs)
+        self.test_rows.extend(self.prediction_rows(batch, output))
 
     def score_step(
         self, batch: dict[str, Any], with_loss: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Scores ``[B]`` of a score batch, the loss against its targets (``module.loss``;
-        None without ``with_loss``) and the score words' probabilities ``[B, words]`` (None for
-        a scorer without word logits)."""
-        level_loss = self.loss_name in LEVEL_LOSSES
-        reads_batch = getattr(self.scorer, "score_batch", None) is not None
-        if not level_loss and (reads_batch or not hasattr(self.scorer, "logits")):
-            scores = self.score_batch(batch)
-            loss = self.loss_fn(scores, batch["target"].float()) if with_loss else None
-            return scores, loss, None
-        logits = self.scorer.logits(batch["pixels"])
-        scores = self.score(logits)
-        with torch.autocast(logits.device.type, enabled=False):
-            probs = self.score.probabilities(logits)
-        loss = None
-        if with_loss and level_loss:
-            loss = self.levels.loss(self.loss_name, logits, self.score.token_ids, batch)
-        elif with_loss:
-            loss = self.loss_fn(scores, batch["target"].float())
-        return scores, loss, probs
+    ) -> tuple[ScoreOutput, torch.Tensor | None]:
+        """The scorer's output for a score batch and its loss against the batch's targets
+        (``module.loss``; None without ``with_loss``)."""
+        output = self.scorer.score(batch)
+        return output, self.loss(output, batch) if with_loss else None
 
-    def target_distribution(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        """``[B, 5]`` level distribution each image is trained towards, best first: its rating
-        histogram where the batch has one, else the ``soft_label`` or (one-hot) ``level_ce``
-        target; None for other losses or before the level range is known."""
-        if "target_hist" in batch:
-            return histogram_labels(batch["target_hist"])
-        if self.loss_name not in LEVEL_LOSSES or not self.levels.ready:
-            return None
-        if self.loss_name == "soft_label":
-            return self.levels.soft_labels(batch)
-        index = self.levels.level_index(batch["target"])
-        return F.one_hot(index, len(self.score.words)).double()
-
-    def _add_distributions(self, rows, batch, probs) -> None:
-        """Per-level columns of test rows: ``p_<word>`` predicted, ``target_<word>`` target."""
-        words = self.score.words
-        targets = self.target_distribution(batch)
+    def prediction_rows(self, batch: dict[str, Any], output: ScoreOutput) -> list[dict[str, Any]]:
+        """One test row per image: ``image_id``, ``mos_raw``, ``target``, ``score``; with word
+        probabilities ``p_<word>`` (and ``target_<word>``, the level distribution the loss trains
+        towards or the rating histogram); and the scorer's extras (e.g. ``description``)."""
+        rows = [
+            {"image_id": image_id, "mos_raw": mos, "target": target, "score": score}
+            for image_id, mos, target, score in zip(
+                batch["image_id"], batch["mos_raw"].tolist(), batch["target"].float().tolist(),
+                output.scores.tolist(), strict=True,
+            )
+        ]  # fmt: skip
+        for key, values in output.extras.items():
+            for row, value in zip(rows, values, strict=True):
+                row[key] = value
+        head = self.scorer.word_head
+        if output.probs is None or head is None:
+            return rows
+        words = head.words
+        targets = target_distribution(self.loss, batch, len(words))
         if targets is not None and targets.shape[-1] != len(words):
             targets = None
         for i, row in enumerate(rows):
-            row.update({f"p_{w}": float(p) for w, p in zip(words, probs[i].tolist(), strict=True)})
+            probs = output.probs[i].tolist()
+            row.update({f"p_{w}": float(p) for w, p in zip(words, probs, strict=True)})
             if targets is not None:
                 values = targets[i].tolist()
                 row.update({f"target_{w}": float(t) for w, t in zip(words, values, strict=True)})
+        return rows
 
     def setup(self, stage: str) -> None:
-        """Level losses: take the dataset's observed target range from the data module."""
-        if self.loss_name not in LEVEL_LOSSES:
-            return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        datamodule = getattr(datamodule, "score_datamodule", datamodule)
-        bounds = getattr(datamodule, "target_bounds", None)
-        if bounds is not None:
-            self.levels.set_bounds(bounds())
+        """Let the loss read what it needs of the data (a level loss: the score range)."""
+        self.loss.setup(getattr(self.trainer, "datamodule", None))
 
     def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0):
         """Per-dataset figures: a batch of a mix of datasets names each image's dataset
@@ -493,13 +476,21 @@ class IQAModule(L.LightningModule):
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep only the tuned tensors: a checkpoint never holds a frozen backbone weight."""
+        """Keep only the tuned tensors, by the scorer's names: a checkpoint never holds a
+        frozen backbone weight."""
         keep = set(self.tuned_state_dict())
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        state = {_unwrapped(k).removeprefix(SCORER): v for k, v in checkpoint["state_dict"].items()}
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if k in keep}
         checkpoint["best_val"] = dict(self.best_val)
         checkpoint["phase_index"] = self.phase_index
         if "hyper_parameters" in checkpoint:  # plain containers: loadable with weights_only
             checkpoint["hyper_parameters"] = _plain(checkpoint["hyper_parameters"])
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load tensors named as this module's or as the scorer's (the names of checkpoints and
+        ``tuned.safetensors``)."""
+        named = {k if k.startswith(SCORER) else SCORER + k: v for k, v in state_dict.items()}
+        return super().load_state_dict(named, strict=strict, assign=assign)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the phase first: the optimiser built next and DDP's wrapping follow it."""
@@ -516,4 +507,5 @@ class IQAModule(L.LightningModule):
                 f"checkpoint lacks tuned tensors {sorted(missing)[:5]}; was it written by a run "
                 "with the same prompt and stage?"
             )
+
         self.best_val.update(checkpoint.get("best_val", {}))

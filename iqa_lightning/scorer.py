@@ -63,8 +63,7 @@ class ScoringStep(L.LightningModule):
         return self.model.backbone
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
-        read = getattr(self.model, "score_batch", None)
-        return read(batch) if read is not None else self.model(batch["pixels"])
+        return self.model.score_batch(batch)
 
 
 def _item(value: Any, i: int) -> Any:
@@ -346,15 +345,18 @@ class Scorer:
         self.trainer = trainer if trainer is not None else scoring_trainer(**trainer_options)
 
     @classmethod
-    def from_run(cls, run: str | Path, **kwargs: Any) -> Scorer:
+    def from_run(cls, run: str | Path, quantization: str | None = None, **kwargs: Any) -> Scorer:
         """The model of a finished train.py run folder, with its tuned tensors; images are resized
-        as the run's dataset resized them (``dataset.resize``) unless ``resize=`` says otherwise."""
+        as the run's dataset resized them (``dataset.resize``) unless ``resize=`` says otherwise.
+        ``quantization="int8"`` or ``"int4"`` loads the run's checkpoint with integer weights
+        (:mod:`iqa_lightning.quantization`)."""
         from omegaconf import OmegaConf
 
+        from iqa_lightning.quantization import with_quantization
         from iqa_lightning.runs import load_run_config, rebuild_run
 
         run_cfg = load_run_config(run)
-        module = rebuild_run(run, run_cfg)
+        module = rebuild_run(run, with_quantization(run_cfg, quantization, run))
         kwargs.setdefault("resize", OmegaConf.select(run_cfg, "dataset.resize", default="squash"))
         return cls(module, int(run_cfg.model.image_size), **kwargs)
 

@@ -103,11 +103,11 @@ def test_part_masses_are_the_weights_summed_over_their_positions(llava):
     ids = scorer.input_ids[0]
     weights = llava.last_token_attention(pixels, scorer.input_ids).double().mean(2)
     image = ids == llava.image_token_id
-    text = llava.build_prompt(scorer.score.question, scorer.score.answer_prefix)
-    segments = score_prompt_segments(llava, scorer.score.question, scorer.score.answer_prefix)
+    text = llava.build_prompt(scorer.word_head.question, scorer.word_head.answer_prefix)
+    segments = score_prompt_segments(llava, scorer.word_head.question, scorer.word_head.answer_prefix)
     q0, q1 = segments.spans["question"]
     pieces = llava.tokenizer.decode(ids[q0:q1]).strip()
-    assert pieces == scorer.score.question and scorer.score.question in text
+    assert pieces == scorer.word_head.question and scorer.word_head.question in text
     question = torch.zeros_like(image)
     question[q0:q1] = True
     mass = out["mass"]  # [B, layers, parts]

@@ -78,7 +78,7 @@ def test_logit_lens_last_layer_is_the_scorers_own_distribution(family, module):
     layers = len(scorer.backbone.language_model().layers)
     assert out["renormalised"].shape == (3, layers, len(WORDS))
     assert torch.allclose(out["renormalised"][:, -1], own, atol=1e-5)
-    ids = scorer.score.token_ids
+    ids = scorer.word_head.token_ids
     assert torch.allclose(out["probability"][:, -1], full[:, ids], atol=1e-5)
     assert torch.allclose(out["top_probs"][:, -1], full.topk(4, -1).values, atol=1e-5)
     for layer in range(layers - 1):

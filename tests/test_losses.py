@@ -172,15 +172,15 @@ def test_level_losses_train_only_the_prompt_and_fall(backbone, loss):
     losses = []
     for _ in range(4):
         optimiser.zero_grad()
-        _, value, probs = module.score_step(batch)
+        output, value = module.score_step(batch)
         value.backward()
         losses.append(value.item())
         optimiser.step()
-    grads = {n for n, p in module.named_parameters() if p.grad is not None}
+    grads = {n for n, p in module.scorer.named_parameters() if p.grad is not None}
     assert grads and all(n.startswith("prompt.") for n in grads)
     assert all(p.grad is None for p in backbone.parameters())
     assert losses[-1] < losses[0]
-    assert torch.allclose(probs.sum(-1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(output.probs.sum(-1), torch.ones(4), atol=1e-5)
 
 
 def test_loss_values_are_the_references_formulas(backbone):
@@ -189,7 +189,7 @@ def test_loss_values_are_the_references_formulas(backbone):
     logits = module.scorer.logits(batch["pixels"]).float()
     ids = module.score.token_ids
     log_p = torch.log_softmax(logits, -1)[:, ids]  # over the vocabulary, as DeQA-Score
-    labels = module.levels.soft_labels(batch).float()
+    labels = module.loss.levels.soft_labels(batch).float()
     kl = (torch.xlogy(labels, labels) - labels * log_p).sum() / 4
     assert module.score_step(batch)[1].item() == pytest.approx(float(kl), rel=1e-5)
     ce = make(backbone, "level_ce", softmax="words")
@@ -204,7 +204,7 @@ def test_config_errors_are_named(backbone):
     good_bad = WordScore(["good", "bad"], [1, 0], name="good_vs_bad")
     with pytest.raises(ValueError, match=r"module.loss=soft_label .* score=good_vs_bad"):
         IQAModule(backbone, prompt, good_bad, phases=[phase], loss="soft_label")
-    with pytest.raises(ValueError, match=r"must be one of \['l1', 'mse', 'smooth_l1', 'level_ce'"):
+    with pytest.raises(ValueError, match=r"must be one of \['l1', 'level_ce', 'mse', 'smooth_l1', 'soft_label'\]"):
         IQAModule(backbone, prompt, WordScore(**QALIGN), phases=[phase], loss="kl")
     with pytest.raises(ValueError, match="module.levels.density='gauss'"):
         LevelTargets(density="gauss")
@@ -228,7 +228,7 @@ def test_test_rows_carry_predicted_and_target_distributions(backbone):
     words = list(QALIGN_LEVELS)
     assert columns == [*COLUMNS, *(f"p_{w}" for w in words), *(f"target_{w}" for w in words)]
     assert sum(rows[0][f"p_{w}"] for w in words) == pytest.approx(1.0, abs=1e-5)
-    labels = module.levels.soft_labels(batch_of(backbone.image_size))
+    labels = module.loss.levels.soft_labels(batch_of(backbone.image_size))
     assert [rows[3][f"target_{w}"] for w in words] == pytest.approx(labels[3].tolist())
 
 

@@ -44,7 +44,7 @@ def datamodule(cache_dir, image_size):
 
 def test_only_prompt_parameters_require_grad():
     module = make_module(build_tiny_llava())
-    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    trainable = {n for n, p in module.scorer.named_parameters() if p.requires_grad}
     assert trainable == {"prompt.pad_up", "prompt.pad_down", "prompt.pad_left", "prompt.pad_right"}
     assert module.num_trainable() == 3 * (64**2 - 48**2)
 
@@ -133,8 +133,8 @@ def test_frozen_stays_frozen(trainable, cache_dir, tmp_path):
     )
     train = declared(module, trainable)
     assert set().union(*(module.parameter_groups()[g] for g in trainable)) == train
-    assert {n for n, p in module.named_parameters() if p.requires_grad} == train
-    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    assert {n for n, p in module.scorer.named_parameters() if p.requires_grad} == train
+    before = {n: p.detach().clone() for n, p in module.scorer.named_parameters()}
     buffers = {n: b.clone() for n, b in module.named_buffers()}
     trainer = L.Trainer(
         max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu",
@@ -143,7 +143,7 @@ def test_frozen_stays_frozen(trainable, cache_dir, tmp_path):
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule(cache_dir, 64))
     moved = set()
-    for name, param in module.named_parameters():
+    for name, param in module.scorer.named_parameters():
         if name in train:
             moved |= {name} if not torch.equal(param, before[name]) else set()
             continue

@@ -179,10 +179,10 @@ def test_given_and_generated_descriptions_route_where_they_say():
     with torch.no_grad():
         own = generated.generated(pixels)
         assert own != truth  # a random model does not write the ground truth
-        torch.testing.assert_close(given.score_batch(batch), given.scores_from(pixels, truth))
-        torch.testing.assert_close(generated.score_batch(batch), given.scores_from(pixels, own))
-        torch.testing.assert_close(generated(pixels), generated.score_batch(batch))
-        assert not torch.allclose(given.score_batch(batch), generated.score_batch(batch))
+        torch.testing.assert_close(given.score(batch).scores, given.scores_from(pixels, truth))
+        torch.testing.assert_close(generated.score(batch).scores, given.scores_from(pixels, own))
+        torch.testing.assert_close(generated(pixels), generated.score(batch).scores)
+        assert not torch.allclose(given.score(batch).scores, generated.score(batch).scores)
         # image=none: the pixels never reach the model; visible: they do.
         noise = torch.rand_like(pixels)
         torch.testing.assert_close(
@@ -191,7 +191,7 @@ def test_given_and_generated_descriptions_route_where_they_say():
         seen = _scorer(backbone, description="given", image="visible")
         assert not torch.allclose(seen.scores_from(noise, truth), seen.scores_from(pixels, truth))
     with pytest.raises(ValueError, match="inference.description=given needs the images' ids"):
-        given.score_batch({"pixels": pixels})
+        given.score({"pixels": pixels})
     with pytest.raises(ValueError, match="inference.image='hidden'"):
         _scorer(backbone, image="hidden")
 

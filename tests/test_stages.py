@@ -45,11 +45,11 @@ def make(build=build_tiny_llava, prompt=QADAPT, lora=LORA, stage_phases=None):
 
 
 def snapshot(module):
-    return {n: p.detach().clone() for n, p in module.named_parameters()}
+    return {n: p.detach().clone() for n, p in module.scorer.named_parameters()}
 
 
 def changed(before, module):
-    return {n for n, p in module.named_parameters() if not torch.equal(p, before[n])}
+    return {n for n, p in module.scorer.named_parameters() if not torch.equal(p, before[n])}
 
 
 @pytest.mark.parametrize("build", [build_tiny_llava, build_tiny_qwen2_vl])
@@ -83,7 +83,7 @@ def test_progressive_run_changes_only_each_stage_groups(build, cache_dir, tmp_pa
     saved = load_file(tmp_path / "checkpoints" / "stage1" / "trainable.safetensors")
     assert set(saved) == set(groups["lora"])
     for name, tensor in saved.items():
-        assert torch.equal(tensor, dict(module.named_parameters())[name].detach())
+        assert torch.equal(tensor, dict(module.scorer.named_parameters())[name].detach())
     assert module.phase["name"] == "stage2" and module.trainable_groups == ["prompter"]
 
 

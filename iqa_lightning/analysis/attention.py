@@ -67,7 +67,7 @@ def run_prompts(scorer, pixels: torch.Tensor, batch: Mapping | None, options: Ma
     question conditions the prompter either way.
     """
     n = pixels.shape[0]
-    instructions = [scorer.score.question] * n
+    instructions = [scorer.word_head.question] * n
     if describing.is_described(scorer):
         texts = describing.descriptions(scorer, pixels, batch, options)
         inputs = scorer.inference_inputs(texts)
@@ -75,7 +75,7 @@ def run_prompts(scorer, pixels: torch.Tensor, batch: Mapping | None, options: Ma
             {part: getattr(p, part) or (0, 0) for part in PARTS} for p in inputs.prompts
         ]  # fmt: skip
         return scorer.image_input(pixels), inputs.ids, inputs.mask, spans, instructions
-    score = scorer.score
+    score = scorer.word_head
     segments = score_prompt_segments(scorer.backbone, score.question, score.answer_prefix)
     if segments.ids != scorer.input_ids[0].tolist():
         raise ValueError("the score prompt's segments do not match the scorer's prompt ids")

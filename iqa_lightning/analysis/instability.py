@@ -106,7 +106,7 @@ def compute(scorer, pixels: torch.Tensor, options: Mapping, batch=None) -> dict[
     """One batch: ``level_logits`` ``[B, words]`` (fp32), read through the scorer's own forward
     path (:meth:`~iqa_lightning.models.scorer.LMMWordScorer.logits`); for a described run
     ``[B, samples, words]`` after each sampled description, and the ``descriptions``."""
-    ids = scorer.score.token_ids.to(pixels.device)
+    ids = scorer.word_head.token_ids.to(pixels.device)
     if describing.is_described(scorer):
         return described_answers(scorer, pixels, options, ids)
     logits = scorer.logits(pixels)
@@ -277,10 +277,10 @@ def summarise(batches: list[dict[str, Any]], scorer, options: Mapping) -> Instab
         raise ConfigError("instability got no image: the dataset split is empty")
     logits = concat(batches, "level_logits")
     if "descriptions" not in batches[0]:
-        return from_logits(logits, scorer.score, image_ids(batches), sampling)
+        return from_logits(logits, scorer.word_head, image_ids(batches), sampling)
     return Instability(
-        words=list(scorer.score.words),
-        weights=[float(w) for w in scorer.score.weights.tolist()],
+        words=list(scorer.word_head.words),
+        weights=[float(w) for w in scorer.word_head.weights.tolist()],
         image_ids=image_ids(batches),
         levels=logits.argmax(-1),
         sampling=sampling,

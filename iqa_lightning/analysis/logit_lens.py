@@ -60,7 +60,7 @@ def layer_logits(
         device = pixels.device
         with scorer.features(list(instructions)):
             return scorer.backbone.layer_logits(image, ids.to(device), mask.to(device))
-    with scorer.features([scorer.score.question] * pixels.shape[0]):
+    with scorer.features([scorer.word_head.question] * pixels.shape[0]):
         ids = scorer.input_ids.to(pixels.device)
         return scorer.backbone.layer_logits(scorer.prompt(pixels), ids)
 
@@ -86,7 +86,7 @@ def compute(scorer, pixels: torch.Tensor, options: Mapping, batch=None) -> dict[
     with torch.autocast(logits.device.type, enabled=False):
         logits = logits.float()
         probs = torch.softmax(logits, dim=-1)
-        ids = scorer.score.token_ids.to(logits.device)
+        ids = scorer.word_head.token_ids.to(logits.device)
         level = probs.index_select(-1, ids)
         renorm = torch.softmax(logits.index_select(-1, ids), dim=-1)
         top_probs, top_ids = probs.topk(min(k, probs.shape[-1]), dim=-1)
@@ -162,7 +162,7 @@ def summarise(batches: list[dict[str, Any]], scorer, options: Mapping) -> LogitL
         for i in range(min(n_examples, len(ids)))
     ]
     return LogitLens(
-        words=list(scorer.score.words),
+        words=list(scorer.word_head.words),
         image_ids=ids,
         probability=probability.mean(0).float(),
         renormalised=renormalised.mean(0).float(),

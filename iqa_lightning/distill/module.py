@@ -28,42 +28,30 @@ from torch import nn
 
 from iqa_lightning.models.prompts import NoPrompt
 from iqa_lightning.models.rali.contrastive import info_nce
+from iqa_lightning.models.scorer import QualityScorer, ScoreOutput, prefixed
 from iqa_lightning.module import IQAModule
 
 __all__ = ["RALIModule", "RALIParts"]
 
 
-class RALIParts:
-    """The scorer seam of :class:`IQAModule` for a RALI scorer: registers it as ``rali`` (and
-    a no-op ``prompt``), and reads its groups with full names."""
-
-    tasks = frozenset({"score"})
+class RALIParts(QualityScorer):
+    """A RALI scorer as the module's scorer: its child ``rali`` (parameter names ``rali.*``)
+    and a no-op ``prompt``; its groups by those names."""
 
     def __init__(self, rali: nn.Module) -> None:
-        self._parts = {"rali": rali, "prompt": NoPrompt()}
-        self._owner: Any = None
-
-    def parts(self) -> dict[str, nn.Module]:
-        return dict(self._parts)
-
-    def attach(self, owner: Any) -> None:
-        self._owner = owner
-
-    @property
-    def rali(self) -> nn.Module:
-        return self._owner.rali if self._owner is not None else self._parts["rali"]
+        super().__init__()
+        self.rali = rali
+        self.prompt = NoPrompt()
 
     def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
         return {
-            group: {f"rali.{name}": p for name, p in params.items()}
+            group: prefixed("rali", params)
             for group, params in self.rali.parameter_groups().items()
         }
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.forward(pixels)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.rali(pixels)
+    def score(self, batch: dict[str, Any]) -> ScoreOutput:
+        pixels = batch["pixels"]
+        return ScoreOutput(self.rali(pixels))
 
     def distribution(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.rali.distribution(pixels)
@@ -104,7 +92,7 @@ class RALIModule(IQAModule):
             score=None,
             phases=phases,
             loss=loss,
-            scorer=lambda backbone, prompt, score: RALIParts(rali),
+            scorer=RALIParts(rali),
         )
         names = {p.name for p in self.plan}
         self.contrastive_phases = tuple(str(p) for p in contrastive_phases)
@@ -131,6 +119,11 @@ class RALIModule(IQAModule):
         self.text_rows = {str(i): row for row, i in enumerate(text_ids)}
         self.export_dir = Path(export_dir) if export_dir else None
         self.provenance = dict(provenance or {})
+
+    @property
+    def rali(self) -> nn.Module:
+        """The RALI scorer being trained."""
+        return self.scorer.rali
 
     # ---------------------------------------------------------------- training
     def texts_of(self, image_ids: Sequence[str]) -> torch.Tensor:

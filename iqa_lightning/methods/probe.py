@@ -22,7 +22,12 @@ from torch import nn
 
 from iqa_lightning.methods import Method, register
 from iqa_lightning.methods.word_score import WordScore
-from iqa_lightning.models.scorer import declared_parameters
+from iqa_lightning.models.scorer import (
+    QualityScorer,
+    ScoreOutput,
+    declared_parameters,
+    prefixed,
+)
 
 
 class _Captured(Exception):
@@ -54,10 +59,8 @@ class ProbeHead(nn.Module):
         return self.net(features.float()).squeeze(-1)
 
 
-class ProbeScorer:
-    """Scores from a head on pooled vision features (the scorer contract of
-    :class:`~iqa_lightning.module.IQAModule`: ``parts``, ``attach``, ``parameter_groups``,
-    ``tasks``, calling it on pixels).
+class ProbeScorer(QualityScorer):
+    """Scores from a head on pooled vision features.
 
     Args:
         backbone: A :class:`~iqa_lightning.models.backbones.Backbone` (frozen).
@@ -67,49 +70,37 @@ class ProbeScorer:
         hidden: Hidden units of the head (0: linear).
     """
 
-    tasks = frozenset({"score"})
-
     def __init__(self, backbone: nn.Module, prompt: nn.Module, score: Any, hidden: int = 0):
-        from types import SimpleNamespace
-
-        self._owner: Any = SimpleNamespace(
-            backbone=backbone, prompt=prompt, head=ProbeHead(backbone.vision_feature_dim, hidden)
-        )
+        super().__init__()
+        self.backbone = backbone
+        self.prompt = prompt
+        self.head = ProbeHead(backbone.vision_feature_dim, hidden)
         self.input_ids = backbone.encode_prompt(score.question, score.answer_prefix)
-
-    def parts(self) -> dict[str, nn.Module]:
-        return {name: getattr(self._owner, name) for name in ("backbone", "prompt", "head")}
-
-    def attach(self, owner: Any) -> None:
-        self._owner = owner
 
     def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
         groups = {
-            "head": {f"head.{n}": p for n, p in self._owner.head.named_parameters()},
-            "prompt": {
-                f"prompt.{n}": p for n, p in declared_parameters(self._owner.prompt).items()
-            },
+            "head": prefixed("head", dict(self.head.named_parameters())),
+            "prompt": prefixed("prompt", declared_parameters(self.prompt)),
         }
         return {name: params for name, params in groups.items() if params}
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Mean-pooled vision features ``[B, D]`` of the prompted pixels."""
-        backbone = self._owner.backbone
 
         def capture(features: torch.Tensor) -> torch.Tensor:
             raise _Captured(features)
 
         try:
-            with backbone.feature_hook(capture):
-                backbone._forward(self._owner.prompt(pixels), self.input_ids)
+            with self.backbone.feature_hook(capture):
+                self.backbone._forward(self.prompt(pixels), self.input_ids)
         except _Captured as found:
             return found.features.float().mean(dim=1)
-        raise RuntimeError(f"{type(backbone).__name__}: the vision features never reached the hook")
+        raise RuntimeError(
+            f"{type(self.backbone).__name__}: the vision features never reached the hook"
+        )
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self._owner.head(self.features(pixels))
-
-    forward = __call__
+    def score(self, batch: dict[str, Any]) -> ScoreOutput:
+        return ScoreOutput(self.head(self.features(batch["pixels"])))
 
 
 @register

@@ -22,12 +22,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 #: Q-Align's five level words, best first.
 QALIGN_LEVELS = ("excellent", "good", "fair", "poor", "bad")
-#: The losses on level distributions.
-LEVEL_LOSSES = ("level_ce", "soft_label")
 #: ``range``: the score range cut into levels.
 RANGES = ("observed", "declared")
 #: ``density``: how DeQA-Score discretises the Gaussian.
@@ -283,24 +280,9 @@ class LevelTargets:
             return torch.log_softmax(logits, -1).index_select(-1, token_ids)
         return torch.log_softmax(logits.index_select(-1, token_ids), -1)
 
-    def loss(
-        self, kind: str, logits: torch.Tensor, token_ids: torch.Tensor, batch: dict
-    ) -> torch.Tensor:
-        """``level_ce``: cross-entropy on each image's level word; ``soft_label``:
-        ``KL(label || predicted)`` averaged over the batch (``F.kl_div``, ``batchmean``)."""
-        with torch.autocast(logits.device.type, enabled=False):
-            log_probs = self.log_probs(logits, token_ids)
-            if kind == "level_ce":
-                return F.nll_loss(log_probs, self.level_index(batch["target"]).to(logits.device))
-            if kind == "soft_label":
-                labels = self.soft_labels(batch).to(log_probs)
-                return F.kl_div(log_probs, labels, reduction="batchmean")
-        raise ValueError(f"module.loss={kind!r} is not one of {list(LEVEL_LOSSES)}")
-
 
 __all__ = [
     "DENSITIES",
-    "LEVEL_LOSSES",
     "QALIGN_LEVELS",
     "RANGES",
     "SOFTMAXES",

@@ -1,17 +1,29 @@
-"""Quality scorers: what the module trains and evaluates, behind one small protocol.
+"""Quality scorers: what a module trains and evaluates, behind one explicit base class.
 
-A :class:`QualityScorer` maps pixels to scores; :class:`LMMWordScorer` is the LMM one used by
-every method here today: pixel prompt -> backbone (with a feature prompter on the vision
-features) -> next-token logits -> :class:`~iqa_lightning.models.score.WordScore`. A later family
-(e.g. RALI's LLM-free scorer, arXiv 2510.11369) implements the same protocol.
+A :class:`QualityScorer` is an ``nn.Module`` that owns its parts (backbone, prompts, heads) and
+answers one call, :meth:`QualityScorer.score`: a batch (``pixels`` and whatever else it reads,
+e.g. ``image_id``) in, a :class:`ScoreOutput` out (scores, and where it has them the next-token
+logits at the answer position and the score words' probabilities, plus per-image extras such as
+the description a score was read after). The LightningModule holds the scorer as an ordinary
+child module (``module.scorer``) and never reaches into it beyond this contract; the scorer
+never reaches back.
+
+:class:`LMMWordScorer` is the LMM one: pixel prompt -> backbone (with a feature prompter on the
+vision features) -> next-token logits -> :class:`~iqa_lightning.models.score.WordScore`. Other
+methods subclass :class:`QualityScorer` (the perception-then-inference scorer, RALI's CLIP
+scorer, the linear probe).
+
+Parameter names are relative to the scorer (``backbone.*``, ``prompt.*``, ``prompter.*``,
+``head.*``, ``rali.*``): they are the names in ``tuned.safetensors`` and checkpoints.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from collections.abc import Sequence
-from types import SimpleNamespace
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,27 +33,25 @@ from iqa_lightning.models.prompts import NoPrompt
 from iqa_lightning.models.score import WordScore
 
 TASKS = frozenset({"score", "instruct", "mcq"})
-PARTS = ("backbone", "prompter", "prompt", "score")
 
 
-@runtime_checkable
-class QualityScorer(Protocol):
-    """What the module needs of a scorer.
+@dataclass
+class ScoreOutput:
+    """What a scorer gives for a batch.
 
-    ``forward(pixels)`` (and calling it): ``[B, 3, R, R]`` pixels in [0, 1] -> ``[B]`` fp32
-    scores.
-    ``distribution(pixels)`` (optional): ``[B, levels]`` probabilities over quality levels.
-    ``tasks``: the tasks it serves, a subset of ``{"score", "instruct", "mcq"}``.
-    ``parameter_groups()``: group name -> ``{full parameter name: parameter}``.
+    Attributes:
+        scores: ``[B]`` fp32 quality scores.
+        logits: ``[B, vocab]`` next-token logits at the answer position, for scorers that read
+            a word distribution (what the level losses train); None otherwise.
+        probs: ``[B, words]`` fp32 probabilities of the score words (None without words).
+        extras: Per-image values to keep with the predictions, each a list of ``B``
+            (e.g. ``{"description": [...]}``).
     """
 
-    tasks: frozenset[str]
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor: ...
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor: ...
-
-    def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]: ...
+    scores: torch.Tensor
+    logits: torch.Tensor | None = None
+    probs: torch.Tensor | None = None
+    extras: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def declared_parameters(part: nn.Module) -> dict[str, nn.Parameter]:
@@ -50,74 +60,92 @@ def declared_parameters(part: nn.Module) -> dict[str, nn.Parameter]:
     return dict(declare()) if declare is not None else dict(part.named_parameters())
 
 
-class LMMWordScorer:
-    """Scores from the logits of quality words of a (frozen) LMM.
+def prefixed(prefix: str, params: dict[str, nn.Parameter]) -> dict[str, nn.Parameter]:
+    """``params`` with ``prefix.`` before each name."""
+    return {f"{prefix}.{name}": p for name, p in params.items()}
 
-    Not an ``nn.Module``: the owner registers its parts under the names :meth:`parts` gives
-    (``backbone``, ``prompter``, ``prompt``, ``score``) and passes itself to :meth:`attach`, so
-    parameter and checkpoint names stay ``backbone.*``, ``prompt.*``, ``prompter.*``.
+
+class QualityScorer(nn.Module, metaclass=abc.ABCMeta):
+    """Base class of every scorer a module trains and evaluates.
+
+    Subclasses set :attr:`tasks`, register their parts as child modules and implement
+    :meth:`score` and :meth:`parameter_groups`; :meth:`forward` (pixels -> scores) follows.
+
+    Attributes:
+        tasks: The tasks it serves, a subset of ``{"score", "instruct", "mcq"}``.
+    """
+
+    tasks: frozenset[str] = frozenset({"score"})
+
+    @abc.abstractmethod
+    def score(self, batch: dict[str, Any]) -> ScoreOutput:
+        """The :class:`ScoreOutput` of a batch (``pixels`` ``[B, 3, R, R]`` in [0, 1], ...)."""
+
+    @abc.abstractmethod
+    def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
+        """Group name -> ``{parameter name relative to the scorer: parameter}``; empty groups
+        left out."""
+
+    @property
+    def word_head(self) -> WordScore | None:
+        """The word-score head whose words :attr:`ScoreOutput.logits` are read at (None: the
+        scorer reads no words, so no level loss can train it)."""
+        return None
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Quality scores ``[B]`` (fp32) for ``[B, 3, R, R]`` pixels in [0, 1]."""
+        return self.score({"pixels": pixels}).scores
+
+    def distribution(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` fp32 probabilities over the scorer's levels or words."""
+        probs = self.score({"pixels": pixels}).probs
+        if probs is None:
+            raise ValueError(f"{type(self).__name__} gives no distribution over words or levels")
+        return probs
+
+
+class LMMWordScorer(QualityScorer):
+    """Scores from the logits of quality words of a (frozen) LMM.
 
     Args:
         backbone: A :class:`~iqa_lightning.models.backbones.Backbone`.
         prompt: A pixel prompt (``group = "prompt"``) or a feature prompter
             (``group = "prompter"``, with ``conditioned`` and ``adapt``).
         score: The :class:`WordScore` head (bound to the backbone's tokenizer here).
+
+    Children: ``backbone``, ``prompter`` (a feature prompter, else None), ``prompt`` (a pixel
+    prompt, else :class:`NoPrompt`) and ``head`` (the word score, which holds no parameters).
     """
 
     tasks = TASKS
 
     def __init__(self, backbone: nn.Module, prompt: nn.Module, score: WordScore) -> None:
+        super().__init__()
         feature = getattr(prompt, "group", "prompt") == "prompter"
         if feature and not hasattr(prompt, "adapt"):
             raise TypeError(f"{type(prompt).__name__} has group 'prompter' but no adapt()")
-        self._owner: Any = SimpleNamespace(
-            backbone=backbone,
-            prompter=prompt if feature else None,
-            prompt=NoPrompt() if feature else prompt,
-            score=score.bind(backbone),
-        )
+        self.backbone = backbone
+        self.prompter = prompt if feature else None
+        self.prompt = NoPrompt() if feature else prompt
+        self.head = score.bind(backbone)
         self.input_ids = backbone.encode_prompt(score.question, score.answer_prefix)
         self._ids: dict[torch.device, torch.Tensor] = {}
         self._letter_ids: dict[str, int] = {}
 
-    def parts(self) -> dict[str, nn.Module | None]:
-        """The modules the owner registers, by attribute name (in registration order)."""
-        return {name: getattr(self._owner, name) for name in PARTS}
-
-    def attach(self, owner: Any) -> None:
-        """Read the parts from ``owner``'s attributes from now on, so that a part a strategy
-        wraps in place (FSDP) is called through its wrapper."""
-        self._owner = owner
-
     @property
-    def backbone(self) -> nn.Module:
-        return self._owner.backbone
-
-    @property
-    def prompt(self) -> nn.Module:
-        return self._owner.prompt
-
-    @property
-    def prompter(self) -> nn.Module | None:
-        return self._owner.prompter
-
-    @property
-    def score(self) -> WordScore:
-        return self._owner.score
+    def word_head(self) -> WordScore:
+        return self.head
 
     def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
-        """Every declared group (empty ones left out), each as ``{full name: parameter}``."""
+        """Every declared group (empty ones left out), each as ``{name: parameter}``."""
         groups: dict[str, dict[str, nn.Parameter]] = {}
         for attr in ("prompt", "prompter"):
             part = getattr(self, attr)
-            if part is None:
-                continue
-            params = {f"{attr}.{n}": p for n, p in declared_parameters(part).items()}
-            groups.setdefault(getattr(part, "group", attr), {}).update(params)
-        groups["lora"] = {f"backbone.{n}": p for n, p in lora_parameters(self.backbone).items()}
-        groups["projector"] = {
-            f"backbone.{n}": p for n, p in projector_parameters(self.backbone).items()
-        }
+            if part is not None:
+                group = getattr(part, "group", attr)
+                groups.setdefault(group, {}).update(prefixed(attr, declared_parameters(part)))
+        groups["lora"] = prefixed("backbone", lora_parameters(self.backbone))
+        groups["projector"] = prefixed("backbone", projector_parameters(self.backbone))
         return {name: params for name, params in groups.items() if params}
 
     # ---------------------------------------------------------------- forward
@@ -138,23 +166,19 @@ class LMMWordScorer:
 
     def logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, vocab]`` next-token logits at the answer position of the score prompt."""
-        with self.features([self.score.question] * pixels.shape[0]):
+        with self.features([self.head.question] * pixels.shape[0]):
             return self.backbone.next_token_logits(
                 self.prompt(pixels), self._prompt_ids(pixels.device)
             )
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.forward(pixels)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Quality scores ``[B]`` (fp32) for ``[B, 3, R, R]`` pixels in [0, 1]."""
-        return self.score(self.logits(pixels))
-
-    def distribution(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``[B, len(words)]`` fp32 probabilities of the score words."""
-        logits = self.logits(pixels)
+    def output(self, logits: torch.Tensor, **extras: list[Any]) -> ScoreOutput:
+        """The :class:`ScoreOutput` of next-token logits at the answer position."""
         with torch.autocast(logits.device.type, enabled=False):
-            return self.score.probabilities(logits)
+            probs = self.head.probabilities(logits)
+        return ScoreOutput(self.head(logits), logits=logits, probs=probs, extras=extras)
+
+    def score(self, batch: dict[str, Any]) -> ScoreOutput:
+        return self.output(self.logits(batch["pixels"]))
 
     # ------------------------------------------------------------ other tasks
     def instruct_loss(self, pixels: torch.Tensor, turns: Sequence[Any]) -> torch.Tensor:
@@ -184,4 +208,11 @@ class LMMWordScorer:
             return self.backbone.generate(self.prompt(pixels), list(questions), max_new_tokens)
 
 
-__all__ = ["TASKS", "LMMWordScorer", "QualityScorer", "declared_parameters"]
+__all__ = [
+    "TASKS",
+    "LMMWordScorer",
+    "QualityScorer",
+    "ScoreOutput",
+    "declared_parameters",
+    "prefixed",
+]

@@ -86,24 +86,15 @@ class PerceptionInferenceModule(IQAModule):
             raise ValueError(f"perception.phases names {unknown}, but stage.phases are {names}")
         self.perception_phases = tuple(str(p) for p in perception_phases)
         self.keep_weight = float(keep_weight)
-        self.test_descriptions: list[dict[str, str]] = []
 
     @property
     def describing(self) -> bool:
         """Whether the current phase trains on descriptions (a perception phase)."""
         return self.phase.name in self.perception_phases
 
-    def _score_and_loss(
-        self, batch: dict[str, Any], descriptions: Sequence[str]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores ``[B]`` read after ``descriptions`` and their ``module.loss`` to the targets."""
-        logits = self.scorer.inference_logits(batch["pixels"], descriptions)
-        scores = self.score(logits)
-        if self.loss_fn is None:  # a level loss on the level words' logits
-            loss = self.levels.loss(self.loss_name, logits, self.score.token_ids, batch)
-        else:
-            loss = self.loss_fn(scores, batch["target"].float())
-        return scores, loss
+    def _given(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch with its images' ground-truth descriptions (what training reads)."""
+        return {**batch, "descriptions": self.scorer.ground_truth(batch["image_id"])}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if task_of(batch) != "score":
@@ -113,7 +104,7 @@ class PerceptionInferenceModule(IQAModule):
             loss = self.scorer.describe_loss(pixels, ids)
             self.log("train/loss_describe", loss, batch_size=size)
         else:
-            _, loss = self._score_and_loss(batch, self.scorer.ground_truth(ids))
+            _, loss = self.score_step(self._given(batch))
             self.log("train/loss_score", loss, batch_size=size)
             if self.keep_weight > 0:
                 kept = self.scorer.describe_loss(pixels, ids)
@@ -123,25 +114,7 @@ class PerceptionInferenceModule(IQAModule):
         return loss
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
-        if task_of(batch) != "score":
-            return super()._eval_step(batch, stage)
-        pixels, ids = batch["pixels"], batch["image_id"]
-        descriptions = self.scorer.descriptions_for(pixels, ids)
-        scores, loss = self._score_and_loss(batch, descriptions)
-        target = batch["target"].float()
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(scores.double(), target.double())
-        if stage == "val":
-            size = len(scores)
-            self.log("val/loss", loss, batch_size=size)
-            describe = self.scorer.describe_loss(pixels, ids)
-            self.log("val/loss_describe", describe, batch_size=size)
-            return
-        for image_id, mos, tgt, score, text in zip(
-            ids, batch["mos_raw"].tolist(), target.tolist(), scores.tolist(), descriptions,
-            strict=True,
-        ):  # fmt: skip
-            self.test_rows.append(
-                {"image_id": image_id, "mos_raw": mos, "target": tgt, "score": score,
-                 "description": text}
-            )  # fmt: skip
+        super()._eval_step(batch, stage)
+        if task_of(batch) == "score" and stage == "val":
+            describe = self.scorer.describe_loss(batch["pixels"], batch["image_id"])
+            self.log("val/loss_describe", describe, batch_size=len(batch["image_id"]))

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from iqa_lightning.data.instruct.descriptions import PERCEPTION_QUESTION
-from iqa_lightning.models.scorer import LMMWordScorer
+from iqa_lightning.models.scorer import LMMWordScorer, ScoreOutput
 from iqa_lightning.perception.describe import describe
 from iqa_lightning.perception.prompts import DESCRIPTION_LEAD, InferenceBatch, inference_batch
 
@@ -112,8 +112,8 @@ class DescriptionScorer(LMMWordScorer):
     def inference_inputs(self, descriptions: Sequence[str]) -> InferenceBatch:
         """The batch's inference prompts (ids, mask and per-row token spans)."""
         return inference_batch(
-            self.backbone, self.score.question, list(descriptions), self.image == "visible",
-            self.score.answer_prefix, self.lead,
+            self.backbone, self.head.question, list(descriptions), self.image == "visible",
+            self.head.answer_prefix, self.lead,
         )  # fmt: skip
 
     def image_input(self, pixels: torch.Tensor) -> torch.Tensor | None:
@@ -126,23 +126,30 @@ class DescriptionScorer(LMMWordScorer):
         ids, mask = batch.ids.to(pixels.device), batch.mask.to(pixels.device)
         if self.image == "none":
             return self.backbone.next_token_logits(None, ids, mask)
-        with self.features([self.score.question] * pixels.shape[0]):
+        with self.features([self.head.question] * pixels.shape[0]):
             return self.backbone.next_token_logits(self.image_input(pixels), ids, mask)
 
     def scores_from(self, pixels: torch.Tensor, descriptions: Sequence[str]) -> torch.Tensor:
         """Quality scores ``[B]`` (fp32) read after the given descriptions."""
-        return self.score(self.inference_logits(pixels, descriptions))
+        return self.head(self.inference_logits(pixels, descriptions))
 
     # ---------------------------------------------------------------- forward
     def logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, vocab]`` logits at the answer position after the model's own descriptions."""
         return self.inference_logits(pixels, self.descriptions_for(pixels, mode="generated"))
 
-    def score_batch(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Scores ``[B]`` of a batch as evaluation reads them (:attr:`description`)."""
+    def score(self, batch: dict[str, Any]) -> ScoreOutput:
+        """Scores read after the batch's ``descriptions`` where it has them (training reads
+        the ground truth this way), else after the descriptions evaluation reads
+        (:attr:`description`); each row's description is in ``extras["description"]``."""
         pixels = batch["pixels"]
-        ids = batch.get("image_id")
-        return self.scores_from(pixels, self.descriptions_for(pixels, ids))
+        descriptions = batch.get("descriptions")
+        if descriptions is None:
+            descriptions = self.descriptions_for(pixels, batch.get("image_id"))
+        descriptions = list(descriptions)
+        return self.output(
+            self.inference_logits(pixels, descriptions), description=descriptions
+        )
 
     def describe_loss(self, pixels: torch.Tensor, image_ids: Sequence[str]) -> torch.Tensor:
         """Next-token loss of the ground-truth descriptions as answers to the perception

@@ -61,7 +61,7 @@ def bare_step(module, batch, steps: int, warmup: int) -> float:
     for i in range(steps + warmup):
         if i == warmup:
             start = time.perf_counter()
-        loss = module.loss_fn(module(pixels), target)
+        loss = torch.nn.functional.mse_loss(module(pixels), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,13 +1,14 @@
-"""The scorer protocol and the LMM word scorer the module scores through."""
+"""The scorer base class and the LMM word scorer the module scores through."""
 
 from functools import partial
 
+import pytest
 import torch
 
 from iqa_lightning.models.backbones import build_tiny_llava
 from iqa_lightning.models.prompts import PaddingPrompt, QAdaptPrompt
 from iqa_lightning.models.score import WordScore
-from iqa_lightning.models.scorer import LMMWordScorer, QualityScorer
+from iqa_lightning.models.scorer import LMMWordScorer, QualityScorer, ScoreOutput
 from iqa_lightning.module import IQAModule
 
 QADAPT = partial(QAdaptPrompt, num_queries=4, hidden_size=32, num_layers=1, num_heads=4)
@@ -38,13 +39,22 @@ def test_the_module_scores_through_its_scorer():
     torch.testing.assert_close(scores, distribution @ m.score.weights)
 
 
-def test_parts_keep_their_names_and_are_the_modules_own():
+def test_the_scorer_is_a_child_module_and_saved_names_are_its_own():
     m = module(lora={"r": 2, "alpha": 4, "dropout": 0.0})
     assert m.scorer.backbone is m.backbone and m.scorer.prompt is m.prompt
-    assert m.scorer.score is m.score and m.prompter is None
-    names = set(m.state_dict())
-    assert not any(n.startswith("scorer.") for n in names)
-    assert {n.split(".")[0] for n in dict(m.named_parameters())} == {"backbone", "prompt"}
+    assert m.scorer.head is m.score and m.prompter is None
+    assert dict(m.named_children())["scorer"] is m.scorer
+    assert {n.split(".")[0] for n in dict(m.named_parameters())} == {"scorer"}
+    assert set(m.tuned_state_dict()) <= set(dict(m.scorer.named_parameters()))
+    # A checkpoint holds the tuned tensors by the scorer's names (as files written before the
+    # scorer was a child module), and loads back into this module.
+    checkpoint = {"state_dict": m.state_dict()}
+    m.on_save_checkpoint(checkpoint)
+    assert set(checkpoint["state_dict"]) == set(m.tuned_state_dict())
+    assert any(n.startswith("backbone.") and ".lora_" in n for n in checkpoint["state_dict"])
+    m.on_load_checkpoint(checkpoint)
+    result = m.load_state_dict(checkpoint["state_dict"], strict=False)
+    assert not result.unexpected_keys
     groups = m.parameter_groups()
     assert set(groups) == {"prompt", "lora", "projector"}
     assert set(groups["prompt"]) == {f"prompt.{n}" for n in m.prompt.trainable_parameters()}
@@ -66,20 +76,34 @@ def test_explain_answers_one_question_per_image_and_keeps_the_mode():
     assert m.training
 
 
-def test_any_scorer_with_the_members_meets_the_protocol():
-    class MeanScorer(torch.nn.Module):
-        tasks = frozenset({"score"})
+def test_a_scorer_implements_score_and_its_groups_and_trains_in_the_module():
+    class Incomplete(QualityScorer):
+        def parameter_groups(self):
+            return {}
 
+    with pytest.raises(TypeError, match="score"):
+        Incomplete()
+
+    class MeanScorer(QualityScorer):
         def __init__(self):
             super().__init__()
             self.bias = torch.nn.Parameter(torch.zeros(()))
 
-        def forward(self, pixels):
-            return pixels.float().mean((1, 2, 3)) + self.bias
+        def score(self, batch):
+            return ScoreOutput(batch["pixels"].float().mean((1, 2, 3)) + self.bias)
 
         def parameter_groups(self):
             return {"head": {"bias": self.bias}}
 
-    assert isinstance(MeanScorer(), QualityScorer)
-    assert MeanScorer()(torch.rand(2, 3, 8, 8)).shape == (2,)
-    assert not isinstance(torch.nn.Identity(), QualityScorer)
+    scorer = MeanScorer()
+    assert scorer(torch.rand(2, 3, 8, 8)).shape == (2,) and scorer.word_head is None
+    m = IQAModule(None, None, None, scorer=scorer,
+                  phases=[{"name": "a", "trainable": ["head"], "optimizer": torch.optim.SGD}])
+    assert m.trainable_groups == ["head"] and m.scorer is scorer
+    batch = {"pixels": torch.rand(2, 3, 8, 8), "target": torch.tensor([0.2, 0.8])}
+    loss = m.training_step(batch, 0)
+    loss.backward()
+    assert scorer.bias.grad is not None
+    with pytest.raises(ValueError, match="level_ce.*reads no words"):
+        IQAModule(None, None, None, scorer=MeanScorer(), loss="level_ce",
+                  phases=[{"name": "a", "trainable": ["head"], "optimizer": torch.optim.SGD}])
