@@ -124,6 +124,12 @@ def build_module(cfg: DictConfig, run: Path | None = None, datamodule=None):
     return method_of(cfg).build_module(cfg, run=run, datamodule=datamodule)
 
 
+def prepare_run(cfg: DictConfig, datamodule, out: Path) -> list[Path]:
+    """The method's preparation steps of a new run (:meth:`Method.prepare`), on its data,
+    before :func:`build_module`; returns their artefacts in the run folder."""
+    return method_of(cfg).prepare(cfg, datamodule, out)
+
+
 def build_datamodule(cfg: DictConfig):
     """The score DataModule, wrapped in the instruction mixture when the stage needs it."""
     datamodule = instantiate(cfg.dataset)

@@ -28,6 +28,7 @@ from iqa_lightning.build import (  # noqa: F401  (re-exported: the build layer's
     build_loggers,
     build_module,
     build_trainer,
+    prepare_run,
     resumed_run_folder,
     sweep_job,
 )
@@ -179,6 +180,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    prepare_run(cfg, datamodule, out)  # the method's steps before its module (RALI's basis)
     log.info("building model <%s>", cfg.model._target_)
     module = build_module(cfg, datamodule=datamodule)
     log.info(

@@ -10,8 +10,10 @@ anything trains, and leaves each result in the run folder::
 
 Under DDP the first process prepares and writes ``distill/prepared.json`` last; the others wait
 for it and read the same files, so every process starts from the same scorer.
-:func:`build_rali_module` then builds the module; rebuilding a finished run (eval, scoring)
-reads the run's exported ``scorer/`` instead.
+:func:`prepare` is the method's preparation step (:meth:`~iqa_lightning.methods.rali.RALI.prepare`,
+called by the build layer before the module is built); :func:`build_rali_module` then builds the
+module from those files alone. Rebuilding a finished run (eval, scoring) reads the run's
+exported ``scorer/`` instead.
 """
 
 from __future__ import annotations
@@ -210,13 +212,15 @@ def provenance_of(cfg: Any, source: str, count: int) -> dict[str, Any]:
     }
 
 
-def build_rali_module(cfg: Any, run: Path | None = None, datamodule=None):
-    """The :class:`~iqa_lightning.distill.module.RALIModule` of a ``stage=rali`` config.
+def build_rali_module(cfg: Any, run: Path | None = None):
+    """The :class:`~iqa_lightning.distill.module.RALIModule` of a ``method=rali`` config.
 
     Args:
-        cfg: The train config.
+        cfg: The train config; a new run reads what :func:`prepare` left in its folder.
         run: A finished run to rebuild: its ``scorer/`` is read and nothing is prepared.
-        datamodule: The run's data (set up), for :func:`prepare`.
+
+    Raises:
+        ConfigError: A new run whose folder was not prepared.
     """
     from hydra.utils import instantiate
 
@@ -231,10 +235,13 @@ def build_rali_module(cfg: Any, run: Path | None = None, datamodule=None):
         if not folder.is_dir():
             folder = Path(run) / DISTILL / "init"
         return RALIModule(RALIScorer.load(folder), contrastive_phases=(), **options)
-    if datamodule is None:
-        raise ValueError("build_rali_module: a new run needs its datamodule")
     out = Path(cfg.paths.output_dir)
-    folder = prepare(cfg, datamodule, out)
+    folder = out / DISTILL
+    if not (folder / DONE).is_file():
+        raise ConfigError(
+            f"{folder}: not prepared; a new RALI run prepares its scorer first "
+            "(methods.method('rali').prepare(cfg, datamodule, out), as train does)"
+        )
     embeddings, ids = load_embeddings(folder / EMBEDDINGS)
     contrastive = stage.contrastive
     return RALIModule(

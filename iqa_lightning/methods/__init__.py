@@ -16,6 +16,7 @@ head on the frozen backbone's pooled vision features).
 
 from __future__ import annotations
 
+import abc
 from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +28,7 @@ MODULES = {"word_score": "word_score", "rali": "rali", "probe": "probe"}
 _REGISTRY: dict[str, type[Method]] = {}
 
 
-class Method:
+class Method(abc.ABC):
     """How one method builds its module; subclass it in ``iqa_lightning/methods/<name>.py``.
 
     Attributes:
@@ -39,16 +40,25 @@ class Method:
     name: ClassVar[str] = ""
     rebuild_files: ClassVar[tuple[str, ...]] = ("checkpoints/tuned.safetensors",)
 
+    def prepare(self, cfg: Any, datamodule: Any, out: Path) -> list[Path]:
+        """Steps a new run takes on its training data before its module is built, each
+        leaving its artefact in the run folder ``out`` and skipped when the artefact is there
+        (RALI: teacher texts, text embeddings, PCA and basis). Every process of a DDP run calls
+        it. Returns the artefacts written or found; this base method has no step.
+        """
+        return []
+
+    @abc.abstractmethod
     def build_module(self, cfg: Any, run: Path | None = None, datamodule: Any = None):
-        """The LightningModule of ``cfg``.
+        """The LightningModule of ``cfg``: a new run's (after :meth:`prepare`, from what it
+        left in ``cfg.paths.output_dir``), or a finished ``run``'s rebuilt from its files.
 
         Args:
             cfg: The composed train config.
             run: A finished run folder to rebuild (its saved files are read, nothing is
                 trained or prepared again).
-            datamodule: The run's data, set up, for methods that prepare from it.
+            datamodule: The run's data, set up (for a method whose module reads it).
         """
-        raise NotImplementedError
 
     def missing_files(self, run: Path) -> list[str]:
         """The :attr:`rebuild_files` ``run`` lacks."""

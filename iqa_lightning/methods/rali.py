@@ -1,8 +1,10 @@
 """RALI (arXiv 2510.11369): an LLM-free CLIP scorer distilled from a teacher LMM's texts.
 
-A new run prepares its scorer on the training split first (teacher texts, CLIP text embeddings,
-PCA, the bucketed k-means basis: :func:`iqa_lightning.distill.build.prepare`, each step cached
-in the run folder); a finished run is rebuilt from its exported ``scorer/`` folder.
+A new run prepares its scorer on the training split first (:meth:`RALI.prepare`, before the
+module is built: teacher texts, CLIP text embeddings, PCA, the bucketed k-means basis, each
+step's artefact in the run's ``distill/`` folder: :func:`iqa_lightning.distill.build.prepare`);
+the module is then built from those files. A finished run is rebuilt from its exported
+``scorer/`` folder.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from iqa_lightning.distill.build import build_rali_module
+from iqa_lightning.distill.build import build_rali_module, prepare
 from iqa_lightning.methods import Method, register
 
 
@@ -19,8 +21,12 @@ class RALI(Method):
     name = "rali"
     rebuild_files = ("scorer/scorer.json",)
 
+    def prepare(self, cfg: Any, datamodule: Any, out: Path) -> list[Path]:
+        folder = prepare(cfg, datamodule, Path(out))
+        return sorted(folder.iterdir())
+
     def build_module(self, cfg: Any, run: Path | None = None, datamodule: Any = None):
-        return build_rali_module(cfg, run=run, datamodule=datamodule)
+        return build_rali_module(cfg, run=run)
 
     def missing_files(self, run: Path) -> list[str]:
         """A run stopped before the export is rebuilt from its ``distill/init`` scorer."""
