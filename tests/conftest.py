@@ -96,18 +96,27 @@ class Ended:
 def _process_state_kept():
     """Put back what a driver sets for its own process: the environment, the working folder,
     logging (Hydra's handlers and levels, :func:`iqa_lightning.quiet.quiet`'s changes to
-    Lightning's loggers), warning filters and torch's threads."""
+    Lightning's loggers, the streams of console handlers), warning filters and torch's threads."""
     environ, cwd = dict(os.environ), os.getcwd()
     loggers = [logging.root, *(lg for lg in logging.root.manager.loggerDict.values()
                                if isinstance(lg, logging.Logger))]  # fmt: skip
     kept = [(lg, list(lg.handlers), list(lg.filters), lg.level, lg.propagate, lg.disabled)
             for lg in loggers]  # fmt: skip
+    # Console handlers a library made when it was imported (Lightning's ``INFO: ...``) write to
+    # the run's stderr, as they would in a fresh process.
+    consoles = {
+        h: h.stream for lg in loggers for h in lg.handlers if type(h) is logging.StreamHandler
+    }
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else None
     try:
+        for handler in consoles:
+            handler.stream = sys.stderr  # not setStream: it flushes the old one, maybe closed
         with warnings.catch_warnings():
             yield
     finally:
+        for handler, stream in consoles.items():
+            handler.stream = stream
         for lg, handlers, filters, level, propagate, disabled in kept:
             for handler in lg.handlers:
                 if handler not in handlers:

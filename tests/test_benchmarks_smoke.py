@@ -2,12 +2,17 @@
 (one tiny iteration, seconds), found by glob so a new benchmark is covered at once; it must
 offer ``main(argv)`` with ``--smoke``. Each runs in this process (imports are shared), except
 what a benchmark itself starts (bench_rali's two scorer processes). bench_gpu.py is skipped
-without CUDA. And a bench_rali child that dies is an error naming how it died, never a hang."""
+without CUDA. bench_startup's smoke mode times a fresh ``python train.py`` (the one benchmark whose
+subject is a new process): it runs with the slow tests, and its parts run here by default. And a
+bench_rali child that dies is an error naming how it died, never a hang."""
 
 import argparse
 import importlib
+import multiprocessing
 import os
+import re
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,14 @@ import torch
 
 BENCHMARKS = Path(__file__).resolve().parent / "benchmarks"
 SCRIPTS = sorted(BENCHMARKS.glob("bench_*.py"))
+#: Benchmarks whose smoke mode starts ``python train.py`` (seconds of imports): slow, their parts
+#: tested by default below.
+FRESH_PROCESS = {"bench_startup"}
+
+
+def smoke_param(script):
+    marks = [pytest.mark.slow] if script.stem in FRESH_PROCESS else []
+    return pytest.param(script, id=script.stem, marks=marks)
 
 
 @pytest.fixture
@@ -42,7 +55,7 @@ def test_every_benchmark_is_found():
     }
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.stem)
+@pytest.mark.parametrize("script", [smoke_param(s) for s in SCRIPTS])
 def test_benchmark_runs_in_smoke_mode(script, benchmarks, capsys):
     if script.stem == "bench_gpu" and not torch.cuda.is_available():
         pytest.skip("bench_gpu.py measures a CUDA GPU and this machine has none")
@@ -50,6 +63,39 @@ def test_benchmark_runs_in_smoke_mode(script, benchmarks, capsys):
     main(["--smoke"])
     printed = capsys.readouterr().out
     assert printed.strip(), f"{script.name} --smoke printed nothing"
+
+
+def test_startup_benchmark_parts(benchmarks, capfd, tmp_path):
+    """bench_startup --smoke without its train.py run (the demo run and tests/test_resume.py
+    start train.py by default): its timer reads a process's mark and names how a process that
+    never printed one ended; its callback override composes and builds as a run's callbacks;
+    the callback prints the mark at the first batch and ends the process with exit code 0."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from iqa_lightning.build import CONFIG_DIR, build_callbacks
+
+    bench = benchmarks("bench_startup")
+    env = dict(os.environ)
+    mark = f"import time; print({bench.MARK!r}, time.time(), flush=True)"
+    assert 0 < bench.timed([sys.executable, "-c", mark], env) < 60
+    with pytest.raises(RuntimeError, match=r"ended \(exit code 3\) before its first step"):
+        bench.timed([sys.executable, "-c", "import sys; sys.exit(3)"], env)
+
+    override = "+callbacks.first_step._target_=bench_startup.FirstStepMark"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        overrides = ["experiment=smoke", "logger=none", f"paths.output_dir={tmp_path}", override]
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    (first_step,) = [c for c in build_callbacks(cfg) if type(c).__module__ == "bench_startup"]
+    capfd.readouterr()
+    child = multiprocessing.get_context("fork").Process(
+        target=first_step.on_train_batch_start, args=(None, None, None, 0)
+    )
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert re.fullmatch(rf"{bench.MARK} \d+\.\d+\n", capfd.readouterr().out)
 
 
 def _exits_with_3(role, args, queue):

@@ -71,18 +71,20 @@ def test_two_datasets_give_one_table(demo_run, roots, run_env):
     assert "experiment=smoke" in (run / ".hydra" / "overrides.yaml").read_text()
 
 
-@pytest.fixture(scope="module")
-def single_eval(demo_run, run_env, tmp_path_factory):
+@pytest.fixture
+def single_eval(demo_run, run_env, tmp_path_factory, capsys):
     """One single-process evaluation of the run as a user asks for it: ``run=`` and nothing
-    else (the run's own dataset, its test split); copies of its files."""
+    else (the run's own dataset, its test split; ``python -m iqa_lightning.eval`` run in this
+    process); copies of its files."""
     run, _ = demo_run
     user_env = {k: v for k, v in run_env.items() if k not in QUIETING_ENV}
-    proc = run_train([f"run={run}", "eval.name=single"], user_env, entry=EVAL)
-    assert "synthetic (test, " in proc.stdout + proc.stderr
+    ended = run_main("iqa_lightning.eval", [f"run={run}", "eval.name=single"], capsys, user_env)
+    assert ended.code == 0, ended.text[-5000:]
+    assert "synthetic (test, " in ended.text
     # quiet output (iqa_lightning/quiet.py): no tips, no repeated lines, the table last
-    assert "Tip:" not in proc.stdout + proc.stderr and "INFO: " not in proc.stdout + proc.stderr
-    assert "Run summary" not in proc.stderr
-    assert proc.stdout.rstrip().splitlines()[-1].startswith("| synthetic | ")
+    assert "Tip:" not in ended.text and "INFO: " not in ended.text
+    assert "Run summary" not in ended.err
+    assert ended.out.rstrip().splitlines()[-1].startswith("| synthetic | ")
     keep = tmp_path_factory.mktemp("single_eval")
     for name in ("eval_single.json", "eval_single.md", "predictions_eval_synthetic.csv"):
         shutil.copy(run / name, keep / name)
