@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from iqa_lightning.errors import ConfigError
+from iqa_lightning.run_folder import RunFolder
 
 log = logging.getLogger("iqa_lightning")
 
@@ -46,7 +47,7 @@ RESUME_KEYS = (
 )
 #: Keys the resumed config may differ in from the saved one.
 VOLATILE_KEYS = ("ckpt_path",)
-LAST = Path("checkpoints") / "last.ckpt"
+LAST = RunFolder.LAST
 RESUME_ENV = "IQA_RESUMED_RUN"
 
 
@@ -69,7 +70,7 @@ def resumed_run(args: list[str]) -> Path | None:
     if "resume" in keys:
         return Path(keys["resume"]).expanduser()
     run = keys.get("hydra.run.dir")
-    if run and keys.get("ckpt_path") == "last" and (Path(run) / ".hydra" / "config.yaml").is_file():
+    if run and keys.get("ckpt_path") == "last" and RunFolder(run).config.is_file():
         return Path(run).expanduser()
     return None
 
@@ -86,7 +87,7 @@ def resume_args(args: list[str]) -> list[str]:
         return args
     if any(a in ("-m", "--multirun") for a in args):
         raise ConfigError("resume=: one run at a time (not with -m / --multirun)")
-    config_file, overrides_file = run / ".hydra" / "config.yaml", run / ".hydra" / "overrides.yaml"
+    config_file, overrides_file = RunFolder(run).config, RunFolder(run).overrides
     if not config_file.is_file():
         raise ConfigError(f"resume={run}: no .hydra/config.yaml; is it a train.py run folder?")
     if not (run / LAST).is_file():
@@ -103,7 +104,7 @@ def resume_args(args: list[str]) -> list[str]:
     from omegaconf import OmegaConf
 
     saved_cfg = OmegaConf.load(config_file)
-    hydra_file = run / ".hydra" / "hydra.yaml"
+    hydra_file = RunFolder(run).hydra
     choices = {}
     if hydra_file.is_file():
         choices = dict(OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") or {})
@@ -150,7 +151,7 @@ def check_resumed_config(cfg: Any, run: Path) -> None:
     """
     from omegaconf import OmegaConf
 
-    saved = OmegaConf.to_container(OmegaConf.load(run / ".hydra" / "config.yaml"), resolve=False)
+    saved = OmegaConf.to_container(OmegaConf.load(RunFolder(run).config), resolve=False)
     now = OmegaConf.to_container(cfg, resolve=False)
     skip = set(RESUME_KEYS) | set(VOLATILE_KEYS)
     differ, shape = [], []

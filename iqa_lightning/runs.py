@@ -19,8 +19,10 @@ from typing import Any
 
 import yaml
 
-RUN_CONFIG = Path(".hydra") / "config.yaml"
-TUNED = Path("checkpoints") / "tuned.safetensors"
+from iqa_lightning.run_folder import RunFolder
+
+RUN_CONFIG = RunFolder.CONFIG
+TUNED = RunFolder.TUNED
 
 
 @dataclass
@@ -39,7 +41,7 @@ class Run:
 
     @property
     def prompt_image(self) -> Path | None:
-        path = self.path / "plots" / "prompt.png"
+        path = RunFolder(self.path).plots / "prompt.png"
         return path if path.exists() else None
 
 
@@ -50,9 +52,9 @@ def find_runs(folder: str | Path) -> list[Path]:
         FileNotFoundError: No ``metrics.json`` at or below ``folder``.
     """
     folder = Path(folder)
-    if (folder / "metrics.json").exists():
+    if RunFolder(folder).finished:
         return [folder]
-    runs = sorted(p.parent for p in folder.glob("**/metrics.json"))
+    runs = sorted(p.parent for p in folder.glob(f"**/{RunFolder.METRICS}"))
     if not runs:
         raise FileNotFoundError(f"{folder}: no run folder (metrics.json) at or below it")
     return runs
@@ -61,11 +63,12 @@ def find_runs(folder: str | Path) -> list[Path]:
 def load_run(folder: str | Path) -> Run:
     """Load ``metrics.json``, ``.hydra/overrides.yaml`` and ``predictions_test.csv``."""
     folder = Path(folder)
-    metrics = json.loads((folder / "metrics.json").read_text())
-    overrides_file = folder / ".hydra" / "overrides.yaml"
+    files = RunFolder(folder)
+    metrics = json.loads(files.metrics.read_text())
+    overrides_file = files.overrides
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
     predictions = []
-    pred_file = folder / "predictions_test.csv"
+    pred_file = files.predictions
     if pred_file.exists():
         with open(pred_file, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):

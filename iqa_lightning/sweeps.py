@@ -50,6 +50,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from iqa_lightning.cli import ERROR_FILE
+from iqa_lightning.run_folder import RunFolder
 from iqa_lightning.sweep_plots import (
     plot_srcc_vs_params,
     plot_srcc_vs_size,
@@ -175,12 +176,12 @@ def _override_text(override) -> str:
 
 # ------------------------------------------------------------------------------------ summary
 def _job_folders(sweep_dir: Path) -> list[Path]:
-    folders = [p.parent.parent for p in sweep_dir.glob("**/.hydra/overrides.yaml")]
+    folders = [p.parent.parent for p in sweep_dir.glob(f"**/{RunFolder.OVERRIDES.as_posix()}")]
     return [f for f in folders if f != sweep_dir]
 
 
 def _job_number(folder: Path) -> int | None:
-    hydra_file = folder / ".hydra" / "hydra.yaml"
+    hydra_file = RunFolder(folder).hydra
     if hydra_file.exists():
         num = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.job.num")
         if num is not None:
@@ -197,7 +198,7 @@ def _run_settings(folder: Path) -> dict[str, Any]:
         "prompt_size": None,
         "prompt_mode": None,
     }
-    hydra_file, config_file = folder / ".hydra" / "hydra.yaml", folder / ".hydra" / "config.yaml"
+    hydra_file, config_file = RunFolder(folder).hydra, RunFolder(folder).config
     if hydra_file.exists():
         choices = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.choices") or {}
         out["prompt"] = choices.get("prompt")
@@ -248,8 +249,8 @@ def read_sweep(
     sweep_dir = Path(sweep_dir)
     rows = []
     for folder in _job_folders(sweep_dir):
-        overrides = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "overrides.yaml"))
-        metrics_file, error_file = folder / "metrics.json", folder / ERROR_FILE
+        overrides = OmegaConf.to_container(OmegaConf.load(RunFolder(folder).overrides))
+        metrics_file, error_file = RunFolder(folder).metrics, folder / ERROR_FILE
         metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
         if metrics_file.exists():
             status = "ok"

@@ -35,6 +35,7 @@ from iqa_lightning.build import (  # noqa: F401  (re-exported: the build layer's
 from iqa_lightning.cli import report_user_errors
 from iqa_lightning.errors import ConfigError
 from iqa_lightning.quiet import quiet
+from iqa_lightning.run_folder import RunFolder
 from iqa_lightning.run_names import RESOLVER  # noqa: F401  (registers ${iqa_run_label:...})
 
 log = logging.getLogger("iqa_lightning")
@@ -168,6 +169,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     quiet()  # each Lightning line once, no tips or known library noise, the figures printed last
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    files = RunFolder(out)
     prepare_csv_history(cfg, out)
 
     from iqa_lightning.machine import share_machine
@@ -194,9 +196,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg, callbacks=build_callbacks(cfg), loggers=build_loggers(cfg))
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     if trainer.is_global_zero:
-        datamodule.write_split(out / "split.csv")
+        datamodule.write_split(files.split)
         if datamodule.skipped:
-            datamodule.write_skipped(out / "skipped_images.csv")
+            datamodule.write_skipped(files.skipped)
 
     metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
@@ -215,10 +217,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainable, tuned = module.trainable_state_dict(), module.tuned_state_dict()
     if trainer.is_global_zero:
         phase = module.phase["name"]
-        save_tensors(trainable, out / "checkpoints" / phase / "trainable.safetensors")
-        save_tensors(tuned, out / "checkpoints" / "tuned.safetensors")
+        save_tensors(trainable, files.trainable(phase))
+        save_tensors(tuned, files.tuned)
         if module.lora_config:
-            (out / "checkpoints" / "lora.json").write_text(json.dumps(module.lora_config) + "\n")
+            files.lora.write_text(json.dumps(module.lora_config) + "\n")
         summary = {
             **metrics,
             "method": cfg.get("task_name"),
@@ -228,7 +230,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             "best_checkpoint": os.path.relpath(best, out) if best else None,
             "epochs": trainer.current_epoch,
         }
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        files.metrics.write_text(json.dumps(summary, indent=2) + "\n")
         figures = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None)
         print(f"\nrun folder: {out}\n{figures}", flush=True)
         if zero_shot and "test/srcc" in metrics:
@@ -359,7 +361,7 @@ def failed_run_ending(cfg: DictConfig):
     import signal
     import sys
 
-    from iqa_lightning.resume import LAST, discard_stub, resume_command
+    from iqa_lightning.resume import discard_stub, resume_command
 
     out = Path(cfg.paths.output_dir)
     interrupted = []
@@ -376,7 +378,7 @@ def failed_run_ending(cfg: DictConfig):
         yield
     except BaseException:
         if interrupted or isinstance(sys.exc_info()[1], KeyboardInterrupt):
-            if (out / LAST).is_file():
+            if RunFolder(out).last.is_file():
                 print(
                     f"\ninterrupted; the run folder is kept: {out}\n"
                     f"resume with: {resume_command(out)}", file=sys.stderr, flush=True,

@@ -22,6 +22,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
+from iqa_lightning.methods import method_of
+from iqa_lightning.run_folder import RunFolder
 from iqa_lightning.runs import load_run, load_run_config
 from iqa_lightning.scorer import Scorer
 from iqa_lightning.train import CONFIG_DIR, quote_numeric_choices
@@ -51,6 +53,19 @@ def test_every_method_has_a_fixture():
     images = {p.name for p in IMAGES.glob("*.png")}
     assert all(set(expected(m)["images"]) == images for m in METHODS)
     assert len({expected(m)["commit"] for m in METHODS}) == 1  # one commit made them all
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_run_folder_names_every_file_an_earlier_run_wrote(method):
+    folder = RunFolder(FIXTURES / method)
+    assert folder.finished and folder.config.is_file() and folder.overrides.is_file()
+    assert folder.predictions.is_file() and folder.split.is_file()
+    run_method = method_of(load_run_config(folder.path))
+    assert run_method.missing_files(folder.path) == []
+    if run_method.name == "rali":
+        assert (folder.scorer / "scorer.json").is_file()
+    else:
+        assert folder.tuned.is_file() and (folder.lora.is_file() or method == "stage2")
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 
 from iqa_lightning.module import gather_rows
+from iqa_lightning.run_folder import RunFolder
 
 COLUMNS = ("image_id", "mos_raw", "target", "score")
 DESCRIPTION_COLUMNS = ("image_id", "score", "description")
@@ -49,7 +50,7 @@ class PredictionWriter(L.Callback):
         filename: File name inside it.
     """
 
-    def __init__(self, output_dir: str, filename: str = "predictions_test.csv") -> None:
+    def __init__(self, output_dir: str, filename: str = RunFolder.PREDICTIONS.name) -> None:
         self.path = Path(output_dir) / filename
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -20,7 +20,6 @@ switch this callback:
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -28,6 +27,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 from iqa_lightning.compat import rewrap_ddp
 from iqa_lightning.files import save_tensors
+from iqa_lightning.run_folder import RunFolder
 
 __all__ = ["StageSchedule", "save_tensors"]
 
@@ -42,7 +42,7 @@ class StageSchedule(L.Callback):
     """
 
     def __init__(self, output_dir: str) -> None:
-        self.checkpoint_dir = Path(output_dir) / "checkpoints"
+        self.checkpoint_dir = RunFolder(output_dir).checkpoints
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         target = pl_module.plan.index_for_epoch(trainer.current_epoch)

@@ -30,12 +30,13 @@ import torch.nn.functional as F
 
 from iqa_lightning.errors import ConfigError
 from iqa_lightning.files import save_tensors
+from iqa_lightning.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
 __all__ = ["build_rali_module", "load_embeddings", "prepare", "save_embeddings"]
 
-DISTILL = "distill"
+DISTILL = RunFolder.DISTILL.name
 DONE = "prepared.json"
 EMBEDDINGS = "text_embeddings.safetensors"
 
@@ -113,7 +114,7 @@ def prepare(cfg: Any, datamodule, out: Path) -> Path:
     from iqa_lightning.models.rali.text import TextEmbedder
 
     stage = cfg.stage
-    folder = out / DISTILL
+    folder = RunFolder(out).distill
     done = folder / DONE
     if _rank() > 0:
         return _wait_for(done)
@@ -231,12 +232,12 @@ def build_rali_module(cfg: Any, run: Path | None = None):
     phases = instantiate(stage.phases, _convert_="all")  # optimiser / scheduler factories
     options = {"phases": phases, "loss": cfg.module.get("loss", "mse")}
     if run is not None:
-        folder = Path(run) / "scorer"
+        folder = RunFolder(run).scorer
         if not folder.is_dir():
-            folder = Path(run) / DISTILL / "init"
+            folder = RunFolder(run).distill / "init"
         return RALIModule(RALIScorer.load(folder), contrastive_phases=(), **options)
-    out = Path(cfg.paths.output_dir)
-    folder = out / DISTILL
+    out = RunFolder(cfg.paths.output_dir)
+    folder = out.distill
     if not (folder / DONE).is_file():
         raise ConfigError(
             f"{folder}: not prepared; a new RALI run prepares its scorer first "
@@ -250,7 +251,7 @@ def build_rali_module(cfg: Any, run: Path | None = None):
         text_ids=ids,
         contrastive_phases=list(contrastive.phases or []),
         temperature=float(contrastive.temperature),
-        export_dir=str(out / "scorer"),
+        export_dir=str(out.scorer),
         provenance=json.loads((folder / "init" / "scorer.json").read_text())["provenance"],
         **options,
     )

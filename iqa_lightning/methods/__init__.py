@@ -21,6 +21,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar
 
+from iqa_lightning.run_folder import RunFolder
+
 #: Method name -> module under this package that registers it (imported on first use, so a run
 #: imports only its own method's code).
 MODULES = {"word_score": "word_score", "rali": "rali", "probe": "probe"}
@@ -38,7 +40,7 @@ class Method(abc.ABC):
     """
 
     name: ClassVar[str] = ""
-    rebuild_files: ClassVar[tuple[str, ...]] = ("checkpoints/tuned.safetensors",)
+    rebuild_files: ClassVar[tuple[str, ...]] = (RunFolder.TUNED.as_posix(),)
 
     def prepare(self, cfg: Any, datamodule: Any, out: Path) -> list[Path]:
         """Steps a new run takes on its training data before its module is built, each

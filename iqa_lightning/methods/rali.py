@@ -14,12 +14,13 @@ from typing import Any
 
 from iqa_lightning.distill.build import build_rali_module, prepare
 from iqa_lightning.methods import Method, register
+from iqa_lightning.run_folder import RunFolder
 
 
 @register
 class RALI(Method):
     name = "rali"
-    rebuild_files = ("scorer/scorer.json",)
+    rebuild_files = ((RunFolder.SCORER / "scorer.json").as_posix(),)
 
     def prepare(self, cfg: Any, datamodule: Any, out: Path) -> list[Path]:
         folder = prepare(cfg, datamodule, Path(out))
@@ -30,8 +31,8 @@ class RALI(Method):
 
     def missing_files(self, run: Path) -> list[str]:
         """A run stopped before the export is rebuilt from its ``distill/init`` scorer."""
-        run = Path(run)
-        if (run / "scorer" / "scorer.json").exists() or (run / "distill" / "init").is_dir():
+        files = RunFolder(run)
+        if (files.scorer / "scorer.json").exists() or (files.distill / "init").is_dir():
             return []
         return list(self.rebuild_files)
 

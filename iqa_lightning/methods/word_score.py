@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from iqa_lightning.methods import Method, register
+from iqa_lightning.run_folder import RunFolder
 
 log = logging.getLogger("iqa_lightning")
 
@@ -26,10 +27,7 @@ def stage_one_from(run: str | Path) -> tuple[dict | None, dict[str, Any]]:
     from safetensors.torch import load_file
 
     run = Path(run).expanduser()
-    config_file, tensors_file = (
-        run / ".hydra" / "config.yaml",
-        run / "checkpoints" / "tuned.safetensors",
-    )
+    config_file, tensors_file = RunFolder(run).config, RunFolder(run).tuned
     for path in (config_file, tensors_file):
         if not path.exists():
             raise FileNotFoundError(f"stage.init_from={str(run)!r}: no {path.relative_to(run)}")
@@ -69,7 +67,7 @@ class WordScore(Method):
     def build_module(self, cfg: Any, run: Path | None = None, datamodule: Any = None):
         parts = self.parts(cfg)
         if run is not None:  # lora.json gives the LoRA settings; tuned.safetensors holds all
-            lora_file = Path(run) / "checkpoints" / "lora.json"
+            lora_file = RunFolder(run).lora
             lora = json.loads(lora_file.read_text()) if lora_file.exists() else None
             return instantiate(cfg.module, **parts, lora=lora)
         init_from = cfg.stage.get("init_from")
