@@ -182,7 +182,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    prepare_run(cfg, datamodule, out)  # the method's steps before its module (RALI's basis)
+    prepare_run(cfg, datamodule, out)  # the method's own steps before its module is built
     log.info("building model <%s>", cfg.model._target_)
     module = build_module(cfg, datamodule=datamodule)
     log.info(

@@ -52,8 +52,8 @@ class ExplanationWriter(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or self.num_images <= 0 or trainer.datamodule is None:
             return
-        if "instruct" not in getattr(getattr(pl_module, "scorer", None), "tasks", {"instruct"}):
-            return  # a scorer that writes no text (e.g. RALI's CLIP scorer)
+        if "instruct" not in pl_module.scorer.tasks:
+            return  # a scorer that writes no text
         if isinstance(trainer.strategy, FSDPStrategy):  # one rank cannot run a sharded model
             log.warning("explanations.csv is not written under FSDP (callbacks.explanations)")
             return

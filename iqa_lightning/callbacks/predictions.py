@@ -3,7 +3,7 @@
 The rows are the module's: :class:`~iqa_lightning.module.IQAModule` gathers them across ranks
 at the end of its test epoch (``test_rows``), so every callback reading them after the test sees
 the same rows, whatever the order of the callbacks. Rows that carry the description the score
-was read after (perception-then-inference runs) also go to ``descriptions_test.csv``
+was read after (a scorer's ``description`` extra) also go to ``descriptions_test.csv``
 (image_id, score, description).
 """
 

@@ -1,8 +1,8 @@
-"""The stage schedule: which parameter groups train in which epochs (Q-Adapt's progressive tuning).
+"""The stage schedule: which parameter groups train in which epochs.
 
-Stage 1 tunes LoRA for universal perception knowledge, stage 2 freezes it and tunes an
-instruction-adaptive prompt (arXiv 2504.01655); ``stage=progressive`` runs both in one fit. At a
-switch this callback:
+A run is a list of phases (``stage.phases``), each training its own parameter groups with its
+own optimiser, e.g. LoRA first, then a prompt on the frozen, tuned LMM (``stage=progressive``).
+At a switch this callback:
 
 1. writes the finished phase's trainable tensors to ``checkpoints/<phase>/trainable.safetensors``;
 2. makes the next phase current (:meth:`IQAModule.set_phase` flips ``requires_grad``);
