@@ -14,6 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from iqa_lightning.hub import check_model_available, preset_choice
 from iqa_lightning.methods import method_of
+from iqa_lightning.quantization import applied as quantization_applied
+from iqa_lightning.quantization import trainer_options as quantization_trainer_options
 
 #: The Hydra config folder of every driver.
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -108,6 +110,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list):
         plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []]
         plugins.append(label_safe_precision(precision, fsdp))
         extra = {"precision": None, "plugins": plugins, "strategy": strategy}
+    extra.update(quantization_trainer_options(OmegaConf.select(cfg, "model.quantization")))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **extra)
 
 
@@ -121,7 +124,9 @@ def build_module(cfg: DictConfig, run: Path | None = None, datamodule=None):
         datamodule: The run's data, set up, for methods that prepare from it (RALI's scorer).
     """
     check_model_available(cfg.model, preset_choice("model"))
-    return method_of(cfg).build_module(cfg, run=run, datamodule=datamodule)
+    # model.quantization (scoring, eval): the backbone's checkpoint loads with integer weights
+    with quantization_applied(cfg, rebuilt=run is not None) as cfg:
+        return method_of(cfg).build_module(cfg, run=run, datamodule=datamodule)
 
 
 def prepare_run(cfg: DictConfig, datamodule, out: Path) -> list[Path]:

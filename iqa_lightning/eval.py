@@ -44,6 +44,7 @@ from iqa_lightning.cli import error_line, report_user_errors
 from iqa_lightning.data.mix import compose_dataset
 from iqa_lightning.errors import ConfigError
 from iqa_lightning.protocols import protocol_test_sets, write_protocol
+from iqa_lightning.quantization import with_quantization
 from iqa_lightning.quiet import quiet
 from iqa_lightning.runs import load_run_config, rebuild_run, resumed_wandb_run, run_folder
 
@@ -269,7 +270,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         raise ConfigError(f"eval.bootstrap={bootstrap!r} must be a number of resamples >= 0")
     run = run_folder(cfg.run)
     run_cfg = load_run_config(run)
-    module = rebuild_run(run, run_cfg)
+    quantized = with_quantization(run_cfg, OmegaConf.select(cfg, "model.quantization"), run)
+    module = rebuild_run(run, quantized)
     trainer = build_trainer(cfg, callbacks=[RowCollector()], loggers=[])
 
     results = {}

@@ -48,10 +48,12 @@ from iqa_lightning.cli import error_line, report_user_errors
 from iqa_lightning.errors import ConfigError
 from iqa_lightning.files import atomic_write
 from iqa_lightning.image_lists import ImageList, read_images
+from iqa_lightning.quantization import with_quantization
 
 log = logging.getLogger("iqa_lightning.score")
 
 RUN_GROUPS = ("model", "score", "prompt")
+QUANTIZATION = "model.quantization"
 IMAGES_REQUIRED = "images=<folder | image file | CSV/JSON list> is required: the images to score"
 
 
@@ -144,9 +146,9 @@ def _task_overrides() -> list[str]:
 
 def run_clashes(overrides: list[str]) -> list[str]:
     """The overrides that choose or change ``model``, ``score`` or ``prompt`` (which ``run=``
-    takes from the run itself)."""
-    keys = [(o, o.lstrip("+~").split("=", 1)[0].split(".", 1)[0]) for o in overrides]
-    return [o for o, key in keys if key in RUN_GROUPS]
+    takes from the run itself); ``model.quantization`` applies to the run's model."""
+    keys = [(o, o.lstrip("+~").split("=", 1)[0]) for o in overrides]
+    return [o for o, key in keys if key.split(".", 1)[0] in RUN_GROUPS and key != QUANTIZATION]
 
 
 def build_scorer(cfg: DictConfig):
@@ -168,6 +170,8 @@ def build_scorer(cfg: DictConfig):
         name = preset_choice("scorer") or str(cfg.scorer.get("_target_", "")).split(".")[-2:][0]
         if cfg.get("run"):
             raise ConfigError("scorer= scores with its own folder (scorer.pretrained); drop run=")
+        if OmegaConf.select(cfg, QUANTIZATION):
+            raise ConfigError(f"{QUANTIZATION} quantises an LMM backbone; scorer={name} has none")
         if OmegaConf.is_missing(cfg.scorer, "pretrained"):
             raise ConfigError(f"scorer={name} needs scorer.pretrained=<its folder>")
         try:
@@ -185,7 +189,8 @@ def build_scorer(cfg: DictConfig):
                 "leave out run= to score zero-shot"
             )
         run_cfg = load_run_config(cfg.run)
-        module, image_size = rebuild_run(cfg.run, run_cfg), int(run_cfg.model.image_size)
+        quantized = with_quantization(run_cfg, OmegaConf.select(cfg, QUANTIZATION), cfg.run)
+        module, image_size = rebuild_run(cfg.run, quantized), int(run_cfg.model.image_size)
         if resize == "auto":
             resize = OmegaConf.select(run_cfg, "dataset.resize", default="squash")
     else:

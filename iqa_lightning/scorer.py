@@ -38,6 +38,7 @@ from iqa_lightning.data.dataset import make_loader
 from iqa_lightning.data.images import array_to_tensor, check_resize, resize_to_array
 from iqa_lightning.machine import resolve_workers
 from iqa_lightning.progress import Progress
+from iqa_lightning.quantization import trainer_options, with_quantization
 
 log = logging.getLogger("iqa_lightning.score")
 
@@ -352,11 +353,12 @@ class Scorer:
         (:mod:`iqa_lightning.quantization`)."""
         from omegaconf import OmegaConf
 
-        from iqa_lightning.quantization import with_quantization
         from iqa_lightning.runs import load_run_config, rebuild_run
 
         run_cfg = load_run_config(run)
         module = rebuild_run(run, with_quantization(run_cfg, quantization, run))
+        for key, value in trainer_options(quantization).items():
+            kwargs.setdefault(key, value)
         kwargs.setdefault("resize", OmegaConf.select(run_cfg, "dataset.resize", default="squash"))
         return cls(module, int(run_cfg.model.image_size), **kwargs)
 
@@ -408,6 +410,8 @@ class Scorer:
         cfg = compose_scoring([*chosen, *overrides])
         # The model's own pre-processing where it declares one (model.resize), as the score CLI.
         kwargs.setdefault("resize", cfg.model.get("resize") or "squash")
+        for key, value in trainer_options(cfg.model.get("quantization")).items():
+            kwargs.setdefault(key, value)
         return cls(zero_shot_module(cfg), int(cfg.model.image_size), **kwargs)
 
     def score(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from iqa_lightning.quantization import loading_kwargs
+
 DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -39,6 +41,7 @@ def load_pretrained(loader, pretrained: str, what: str, **kwargs):
     """
     if pretrained.startswith(("/", ".", "~")) and not Path(pretrained).expanduser().is_dir():
         raise FileNotFoundError(f"model.pretrained={pretrained!r}: no such folder")
+    kwargs = loading_kwargs(loader, what, kwargs)  # model.quantization, when asked for
     try:
         return loader.from_pretrained(
             str(Path(pretrained).expanduser()) if pretrained.startswith("~") else pretrained,
