@@ -5,12 +5,14 @@ import contextlib
 import importlib
 import logging
 import os
+import random
 import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +98,8 @@ class Ended:
 def _process_state_kept():
     """Put back what a driver sets for its own process: the environment, the working folder,
     logging (Hydra's handlers and levels, :func:`iqa_lightning.quiet.quiet`'s changes to
-    Lightning's loggers, the streams of console handlers), warning filters and torch's threads."""
+    Lightning's loggers, the streams of console handlers), warning filters, torch's threads and
+    the random generators."""
     environ, cwd = dict(os.environ), os.getcwd()
     loggers = [logging.root, *(lg for lg in logging.root.manager.loggerDict.values()
                                if isinstance(lg, logging.Logger))]  # fmt: skip
@@ -109,6 +112,7 @@ def _process_state_kept():
     }
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else None
+    rng = random.getstate(), np.random.get_state(), torch and torch.get_rng_state()
     try:
         for handler in consoles:
             handler.stream = sys.stderr  # not setStream: it flushes the old one, maybe closed
@@ -125,6 +129,9 @@ def _process_state_kept():
             lg.level, lg.propagate, lg.disabled = level, propagate, disabled
         if threads is not None:
             torch.set_num_threads(threads)
+            torch.set_rng_state(rng[2])  # seed_everything seeded the run: later tests as before
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(environ)
