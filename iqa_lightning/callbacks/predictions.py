@@ -34,9 +34,13 @@ def write_rows(path: Path, rows: list[dict[str, Any]], columns=COLUMNS) -> None:
 def prediction_columns(rows: list[dict[str, Any]]) -> list[str]:
     """:data:`COLUMNS`, then the per-level columns the rows carry: ``p_<word>`` (the predicted
     probability of each score word) and ``target_<word>`` (the level distribution the image is
-    trained towards, or its rating histogram), in the score head's word order."""
-    extra = [k for k in (rows[0] if rows else {}) if k.startswith(("p_", "target_"))]
-    return [*COLUMNS, *(k for k in extra if k not in COLUMNS)]
+    trained towards, or its rating histogram), in the score head's word order; then the
+    scorer's other per-image extras (e.g. a parsed answer and whether it parsed), but the
+    description, which has its own file (:data:`DESCRIPTIONS_FILE`)."""
+    first = rows[0] if rows else {}
+    levels = [k for k in first if k.startswith(("p_", "target_")) and k not in COLUMNS]
+    extras = [k for k in first if k not in (*COLUMNS, *levels, "description")]
+    return [*COLUMNS, *levels, *extras]
 
 
 class PredictionWriter(L.Callback):

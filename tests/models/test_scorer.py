@@ -107,3 +107,31 @@ def test_a_scorer_implements_score_and_its_groups_and_trains_in_the_module():
     with pytest.raises(ValueError, match="level_ce.*reads no words"):
         IQAModule(None, None, None, scorer=MeanScorer(), loss="level_ce",
                   phases=[{"name": "a", "trainable": ["head"], "optimizer": torch.optim.SGD}])
+
+
+def test_a_scorers_extras_reach_the_prediction_rows_and_columns():
+    from iqa_lightning.callbacks.predictions import COLUMNS, prediction_columns
+
+    class Answering(QualityScorer):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(()))
+
+        def score(self, batch):
+            n = batch["pixels"].shape[0]
+            return ScoreOutput(torch.zeros(n) + self.bias, extras={
+                "answer": [f"<answer>{i}</answer>" for i in range(n)],
+                "parsed": [i % 2 == 0 for i in range(n)],
+                "description": ["sharp"] * n,
+            })
+
+        def parameter_groups(self):
+            return {"head": {"bias": self.bias}}
+
+    m = IQAModule(None, None, None, scorer=Answering(),
+                  phases=[{"name": "a", "trainable": ["head"], "optimizer": torch.optim.SGD}])
+    batch = {"pixels": torch.rand(2, 3, 8, 8), "target": torch.tensor([0.2, 0.8]),
+             "mos_raw": torch.tensor([2.0, 4.0]), "image_id": ["a", "b"]}
+    rows = m.prediction_rows(batch, m.scorer.score(batch))
+    assert [r["parsed"] for r in rows] == [True, False] and rows[1]["answer"] == "<answer>1</answer>"
+    assert prediction_columns(rows) == [*COLUMNS, "answer", "parsed"]  # description: its own file
