@@ -21,6 +21,7 @@ free one (the line printed at start-up names it).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import socket
@@ -142,6 +143,12 @@ class Settings:
     max_bytes: int
     decimals: int = 4
 
+    def __post_init__(self) -> None:
+        if int(self.max_bytes) < 1:
+            raise ConfigError(f"app.max_bytes={self.max_bytes} must be a positive integer")
+        if not 0 <= int(self.decimals) <= 10:
+            raise ConfigError(f"app.decimals={self.decimals} must be between 0 and 10")
+
 
 class Page:
     """Scores uploaded files for the page, one at a time, with a scorer built once.
@@ -160,10 +167,6 @@ class Page:
         question: str = "Describe the quality of this image in detail.",
         max_new_tokens: int = 48,
     ) -> None:
-        if int(settings.max_bytes) < 1:
-            raise ConfigError(f"app.max_bytes={settings.max_bytes} must be a positive integer")
-        if not 0 <= int(settings.decimals) <= 10:
-            raise ConfigError(f"app.decimals={settings.decimals} must be between 0 and 10")
         self.settings = settings
         self.model = PageModel(scorer.module, explain, question, max_new_tokens)
         self.scorer = Scorer(
@@ -222,7 +225,11 @@ def page_title(cfg: DictConfig) -> str:
         return f"run {Path(str(cfg.run)).name}"
     if cfg.get("scorer") is not None:
         return f"scorer {preset_choice('scorer') or 'rali'} {cfg.scorer.get('pretrained')}"
-    model = preset_choice("model") or OmegaConf.select(cfg, "model.pretrained") or "model"
+    model = (
+        preset_choice("model")
+        or OmegaConf.select(cfg, "model.pretrained")
+        or str(OmegaConf.select(cfg, "model._target_", default="")).rsplit(".", 1)[-1]
+    )
     head = OmegaConf.select(cfg, "score.name") or preset_choice("score")
     return f"model {model}" + (f", score {head}" if head else "")
 
@@ -231,7 +238,7 @@ def build_page(cfg: DictConfig) -> Page:
     """The :class:`Page` of an app config: its model built as ``python -m iqa_lightning.score``
     builds it."""
     app = cfg.app
-    settings = Settings(page_title(cfg), int(app.max_bytes), int(app.decimals))
+    settings = Settings(page_title(cfg), int(app.max_bytes), int(app.decimals))  # checked first
     return Page(build_scorer(cfg), settings, bool(app.explain), app.question, app.max_new_tokens)
 
 
@@ -323,8 +330,6 @@ def server(page: Page, sock: socket.socket):
 
 def check_web_extra() -> None:
     """Raises ConfigError with the install line when Starlette or uvicorn is missing."""
-    import importlib.util
-
     missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(f"{WEB_EXTRA}; missing: {', '.join(missing)}")
@@ -334,9 +339,10 @@ def serve(cfg: DictConfig) -> None:
     """Bind ``app.host:app.port``, build the model, and serve the page until interrupted."""
     check_web_extra()
     sock = bind(str(cfg.app.host), int(cfg.app.port))
-    page = build_page(cfg)
-    print(f"scoring page ({page.settings.title}) at {url_of(sock)}  (Ctrl+C stops)", flush=True)
     try:
+        page = build_page(cfg)
+        print(f"scoring page ({page.settings.title}) at {url_of(sock)}  (Ctrl+C stops)",
+              flush=True)  # fmt: skip
         server(page, sock).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shut down cleanly, then passed Ctrl+C on
         print("scoring page stopped", flush=True)
