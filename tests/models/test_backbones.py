@@ -293,6 +293,12 @@ def test_missing_local_folder_names_the_key(tmp_path):
         load_llava(str(tmp_path / "nowhere"))
 
 
+def test_from_pretrained_refuses_an_option_of_another_family_before_loading(tmp_path):
+    # The folder does not exist: the option is refused before any file is looked for.
+    with pytest.raises(TypeError, match="unexpected keyword argument 'template'"):
+        load_llava(str(tmp_path / "nowhere"), template="qalign")
+
+
 def test_offline_hub_id_not_in_cache_names_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))

@@ -13,26 +13,18 @@ from typing import Any
 #: Family modules, each registering its adapter class (:mod:`.registry`).
 FAMILY_MODULES = ("llava", "bunny", "mplug_owl2", "qwen2_vl")
 
-#: Exported name -> the submodule that defines it.
-_EXPORTS = {
-    "Backbone": "base",
-    "resolve_dtype": "base",
-    "BunnyBackbone": "bunny",
-    "build_tiny_bunny": "bunny",
-    "load_bunny": "bunny",
-    "LlavaBackbone": "llava",
-    "load_llava": "llava",
-    "MplugOwl2Backbone": "mplug_owl2",
-    "build_tiny_mplug_owl2": "mplug_owl2",
-    "load_mplug_owl2": "mplug_owl2",
-    "Qwen2VLBackbone": "qwen2_vl",
-    "load_qwen2_vl": "qwen2_vl",
-    "patchify": "qwen2_vl",
-    "register_family": "registry",
-    "build_tiny_llava": "tiny",
-    "build_tiny_qwen2_5_vl": "tiny",
-    "build_tiny_qwen2_vl": "tiny",
+#: Submodule -> the names it defines that the package exports.
+_EXPORTED_BY = {
+    "base": ("Backbone", "resolve_dtype"),
+    "bunny": ("BunnyBackbone", "build_tiny_bunny", "load_bunny"),
+    "llava": ("LlavaBackbone", "load_llava"),
+    "mplug_owl2": ("MplugOwl2Backbone", "build_tiny_mplug_owl2", "load_mplug_owl2"),
+    "qwen2_vl": ("Qwen2VLBackbone", "load_qwen2_vl", "patchify"),
+    "registry": ("register_family",),
+    "tiny": ("build_tiny_llava", "build_tiny_qwen2_5_vl", "build_tiny_qwen2_vl"),
 }
+#: Exported name -> the submodule that defines it.
+_EXPORTS = {name: module for module, names in _EXPORTED_BY.items() for name in names}
 _REGISTRY_VIEWS = ("FAMILIES", "family", "tiny_builders")
 
 __all__ = sorted([*_EXPORTS, *_REGISTRY_VIEWS])

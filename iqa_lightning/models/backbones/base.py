@@ -8,6 +8,7 @@ and where the answer position is. Prompts and score heads only ever talk to this
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -86,8 +87,12 @@ class Backbone(PromptEncoding, AttentionReadout, nn.Module):
     block_names: tuple[str, ...] = ()
     #: Dotted paths of the family's tiny random builders (tests, demo).
     tiny: tuple[str, ...] = ()
-    #: Input side of the family's published checkpoints.
-    default_image_size: int = 336
+    #: Input side of the family's published checkpoints, what :meth:`from_pretrained` uses when
+    #: none is given; None: the vision tower's own (``vision_config.image_size``).
+    default_image_size: int | None = 336
+    #: What messages call the vision tower of a family whose tower takes one input side only
+    #: (its ``vision_config.image_size``); empty where the family takes other sides too.
+    fixed_side_tower: str = ""
 
     def __init__(
         self,
@@ -98,6 +103,7 @@ class Backbone(PromptEncoding, AttentionReadout, nn.Module):
         image_std: Sequence[float],
         normalization: str = "backbone",
     ) -> None:
+        self.check_image_size(model, image_size)
         super().__init__()
         if normalization not in NORMALIZATIONS:
             raise ValueError(
@@ -129,8 +135,10 @@ class Backbone(PromptEncoding, AttentionReadout, nn.Module):
         trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
         normalization: str = "backbone",
+        **options,
     ) -> Backbone:
-        """Load a checkpoint of this family: model, tokenizer and image statistics.
+        """Load a checkpoint of this family: model, tokenizer and image statistics
+        (:meth:`load_parts`), then the adapter.
 
         Args:
             pretrained: Hub id or local path (``model.pretrained``).
@@ -141,8 +149,41 @@ class Backbone(PromptEncoding, AttentionReadout, nn.Module):
             gradient_checkpointing: Recompute block activations in the backward pass
                 (non-reentrant), trading compute for activation memory.
             normalization: ``backbone`` (the checkpoint's image statistics) or ``imagenet``.
+            **options: The family's own keyword-only constructor options (Bunny's ``resize``,
+                mPLUG-Owl2's ``template`` and ``resize``).
+
+        Raises:
+            TypeError: An option the family's constructor does not take (before any loading).
         """
-        image_size = cls.default_image_size if image_size is None else image_size
+        accepted = [
+            name
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        ]
+        for name in options:
+            if name not in accepted:
+                raise TypeError(
+                    f"{cls.__name__}.from_pretrained() got an unexpected keyword argument {name!r}"
+                )
+        model, tokenizer, mean, std = cls.load_parts(
+            pretrained, dtype, attn_implementation, trust_remote_code
+        )
+        if image_size is None:
+            image_size = cls.default_image_size or model.config.vision_config.image_size
+        backbone = cls(model, tokenizer, image_size, mean, std, normalization, **options)
+        return backbone.set_gradient_checkpointing(gradient_checkpointing)
+
+    @classmethod
+    def load_parts(
+        cls,
+        pretrained: str,
+        dtype: str,
+        attn_implementation: str | None,
+        trust_remote_code: bool,
+    ) -> tuple[nn.Module, object, Sequence[float], Sequence[float]]:
+        """``(model, tokenizer, image_mean, image_std)`` of a checkpoint: the
+        :attr:`model_class` of ``transformers`` with ``AutoTokenizer`` and
+        ``AutoImageProcessor``. A family whose checkpoints load otherwise overrides this."""
         import transformers
         from transformers import AutoImageProcessor, AutoTokenizer
 
@@ -156,10 +197,23 @@ class Backbone(PromptEncoding, AttentionReadout, nn.Module):
         )
         tokenizer = load_pretrained(AutoTokenizer, pretrained, "tokenizer")
         processor = load_pretrained(AutoImageProcessor, pretrained, "image processor")
-        backbone = cls(
-            model, tokenizer, image_size, processor.image_mean, processor.image_std, normalization
-        )
-        return backbone.set_gradient_checkpointing(gradient_checkpointing)
+        return model, tokenizer, processor.image_mean, processor.image_std
+
+    def check_image_size(self, model: nn.Module, image_size: int) -> None:
+        """Raise unless ``model`` takes ``image_size`` x ``image_size`` images (the tower's
+        own side for a family with :attr:`fixed_side_tower`; any side otherwise).
+
+        Raises:
+            ValueError: Naming ``model.image_size`` and the side the tower takes.
+        """
+        if not self.fixed_side_tower:
+            return
+        side = model.config.vision_config.image_size
+        if int(image_size) != side:
+            raise ValueError(
+                f"model.image_size={image_size} but the {self.fixed_side_tower} takes "
+                f"{side}x{side} images"
+            )
 
     # ----------------------------------------------------------------- freezing
     def freeze(self) -> None:

@@ -14,18 +14,22 @@ Bunny's conversation template (``bunny/conversation.py``, ``conv_bunny``): a sys
 
 from __future__ import annotations
 
-import torch
+from dataclasses import replace
+
 from torch import nn
 
-from iqa_lightning.models.backbones.base import ChatTemplate
 from iqa_lightning.models.backbones.bunny_checkpoint import (
     bunny_llava_config,
     load_original,
     read_config,
 )
-from iqa_lightning.models.backbones.llava import LlavaBackbone
-from iqa_lightning.models.backbones.loading import load_pretrained, resolve_dtype
+from iqa_lightning.models.backbones.llava import LLAVA_TEMPLATE, LlavaBackbone
 from iqa_lightning.models.backbones.registry import register_family
+from iqa_lightning.models.backbones.tiny_settings import (
+    seeded_backbone,
+    text_settings,
+    vision_settings,
+)
 from iqa_lightning.models.backbones.tokenizer import build_tiny_tokenizer
 from iqa_lightning.preprocessing import SIGLIP_MEAN, SIGLIP_STD, check_resize
 
@@ -38,13 +42,7 @@ BUNNY_SYSTEM = (
 #: The loader's default for Bunny: expand2square with SigLIP's mean colour, then the resize.
 RESIZE = "pad_square_siglip"
 
-BUNNY_TEMPLATE = ChatTemplate(
-    system=BUNNY_SYSTEM + " ",
-    first_user="USER: {image}\n{question} ASSISTANT:",
-    next_user="USER: {question} ASSISTANT:",
-    answer_lead=" ",
-    answer_end="<|endoftext|>",
-)
+BUNNY_TEMPLATE = replace(LLAVA_TEMPLATE, system=BUNNY_SYSTEM + " ", answer_end="<|endoftext|>")
 
 
 @register_family
@@ -69,25 +67,16 @@ class BunnyBackbone(LlavaBackbone):
     lora_targets = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
     block_names = ("PhiDecoderLayer", "SiglipEncoderLayer")
     tiny = ("iqa_lightning.models.backbones.bunny.build_tiny_bunny",)
-    default_image_size = 384
     #: SigLIP has no class token: every feature is a patch (the Q-Adapt prompter drops none).
     features_have_class_token = False
+    default_image_size = None  # the tower's (384 for Bunny-v1.0-3B)
 
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer,
-        image_size: int,
-        image_mean,
-        image_std,
-        normalization: str = "backbone",
-        resize: str = RESIZE,
-    ) -> None:
-        super().__init__(model, tokenizer, image_size, image_mean, image_std, normalization)
+    def __init__(self, *args, resize: str = RESIZE, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.resize = check_resize(resize)
         # An <image> row appended past Bunny's vocabulary (bunny_checkpoint.add_image_token)
         # is no word: the logits stop before it, as the original's do.
-        vocab = model.config.text_config.vocab_size
+        vocab = self.model.config.text_config.vocab_size
         self.vocab_size = self.image_token_id if self.image_token_id == vocab - 1 else vocab
         if self.vocab_size < vocab:
             self._trim = self.lm_head().register_forward_hook(self._trim_logits)
@@ -96,30 +85,10 @@ class BunnyBackbone(LlavaBackbone):
         return output[..., : self.vocab_size]
 
     @classmethod
-    def from_pretrained(
-        cls,
-        pretrained: str,
-        image_size: int | None = None,
-        dtype: str = "bfloat16",
-        attn_implementation: str | None = "sdpa",
-        trust_remote_code: bool = False,
-        gradient_checkpointing: bool = False,
-        normalization: str = "backbone",
-        resize: str = RESIZE,
-    ) -> BunnyBackbone:
-        """Load a published Bunny (``model_type: bunny-phi``, e.g. ``BAAI/Bunny-v1_0-3B``) or
-        a converted LLaVA folder; no remote code runs either way.
-
-        Args:
-            pretrained: Hub id or local folder (``model.pretrained``).
-            image_size: Input side; ``None``: the tower's (384 for Bunny-v1.0-3B).
-            dtype: Weight dtype name.
-            attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
-            trust_remote_code: Unused (the original's remote code is never needed); kept so
-                every family takes the same keys.
-            gradient_checkpointing: Recompute block activations in the backward pass.
-            normalization: ``backbone`` (SigLIP's statistics) or ``imagenet``.
-            resize: The loader's default square-making for this backbone.
+    def load_parts(cls, pretrained, dtype, attn_implementation, trust_remote_code):
+        """A published Bunny (``model_type: bunny-phi``, e.g. ``BAAI/Bunny-v1_0-3B``) or a
+        converted LLaVA folder; no remote code runs either way (``trust_remote_code`` is
+        never needed, and so not used).
 
         Raises:
             ValueError: The folder is neither a Bunny nor a LLaVA checkpoint (names its
@@ -128,35 +97,13 @@ class BunnyBackbone(LlavaBackbone):
         config = read_config(pretrained)
         kind = config.get("model_type")
         if kind == "bunny-phi":
-            model, tokenizer, mean, std = load_original(
-                pretrained, config, dtype, attn_implementation
-            )
-        elif kind == "llava":
-            from transformers import (
-                AutoImageProcessor,
-                AutoTokenizer,
-                LlavaForConditionalGeneration,
-            )
-
-            model = load_pretrained(
-                LlavaForConditionalGeneration,
-                pretrained,
-                "bunny model",
-                dtype=resolve_dtype(dtype),
-                attn_implementation=attn_implementation,
-            )
-            tokenizer = load_pretrained(AutoTokenizer, pretrained, "tokenizer")
-            processor = load_pretrained(AutoImageProcessor, pretrained, "image processor")
-            mean, std = processor.image_mean, processor.image_std
-        else:
-            raise ValueError(
-                f"model.pretrained={pretrained!r}: config.json has model_type={kind!r}; the "
-                f"bunny family reads 'bunny-phi' (published) or 'llava' (converted) folders"
-            )
-        if image_size is None:
-            image_size = model.config.vision_config.image_size
-        backbone = cls(model, tokenizer, image_size, mean, std, normalization, resize)
-        return backbone.set_gradient_checkpointing(gradient_checkpointing)
+            return load_original(pretrained, config, dtype, attn_implementation)
+        if kind == "llava":
+            return super().load_parts(pretrained, dtype, attn_implementation, False)
+        raise ValueError(
+            f"model.pretrained={pretrained!r}: config.json has model_type={kind!r}; the "
+            f"bunny family reads 'bunny-phi' (published) or 'llava' (converted) folders"
+        )
 
     @property
     def num_image_tokens(self) -> int:
@@ -173,11 +120,8 @@ def build_tiny_bunny(
     hidden_size: int = 64,
     num_layers: int = 2,
     vision_hidden_size: int | None = None,
-    seed: int = 0,
-    gradient_checkpointing: bool = False,
     tokenizer: str = "byte_level",
-    normalization: str = "backbone",
-    resize: str = RESIZE,
+    **settings,
 ) -> BunnyBackbone:
     """A random Bunny (SigLIP tower + mlp2x_gelu + Phi) a few MB in size.
 
@@ -187,49 +131,40 @@ def build_tiny_bunny(
         hidden_size: Phi width.
         num_layers: Layers of Phi and of the tower (as the model holds it, after Bunny's cut).
         vision_hidden_size: Tower width; ``None``: half of ``hidden_size``.
-        seed: Weight initialisation seed.
-        gradient_checkpointing: Recompute block activations in the backward pass.
         tokenizer: ``byte_level`` (Phi-2's GPT-2 style) or ``sentencepiece``.
-        normalization: ``backbone`` (SigLIP statistics) or ``imagenet``.
-        resize: The loader's default square-making (``pad_square_siglip``).
+        **settings: ``seed``, ``gradient_checkpointing`` and ``normalization`` (SigLIP
+            statistics or ImageNet's), as :func:`~.tiny_settings.seeded_backbone` takes them,
+            and the adapter's ``resize`` (the loader's default square-making,
+            ``pad_square_siglip``).
     """
     from transformers import LlavaForConditionalGeneration
 
     tokenizer = build_tiny_tokenizer(kind=tokenizer)
     width = vision_hidden_size or hidden_size // 2
     vision = {
-        "hidden_size": width,
-        "intermediate_size": 2 * width,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": 2,
-        "image_size": image_size,
-        "patch_size": patch_size,
+        **vision_settings(width, num_layers, image_size, patch_size),
         "hidden_act": "gelu_pytorch_tanh",
         "layer_norm_eps": 1e-6,
     }
     eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": 4,
+        **text_settings(tokenizer, hidden_size, num_layers),
         "num_key_value_heads": 4,
         "partial_rotary_factor": 0.4,
         "hidden_act": "gelu_new",
-        "max_position_embeddings": 1024,
-        "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": eot,
         "eos_token_id": eot,
     }
     config = bunny_llava_config(text, vision, tokenizer.convert_tokens_to_ids("<image>"))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaForConditionalGeneration(config)
-    backbone = BunnyBackbone(
-        model, tokenizer, image_size, SIGLIP_MEAN, SIGLIP_STD, normalization, resize
+    return seeded_backbone(
+        BunnyBackbone,
+        lambda: LlavaForConditionalGeneration(config),
+        tokenizer,
+        image_size,
+        SIGLIP_MEAN,
+        SIGLIP_STD,
+        **settings,
     )
-    return backbone.set_gradient_checkpointing(gradient_checkpointing)
 
 
 # Kept for configs and code that name the loader; the one builder is ``from_pretrained``.

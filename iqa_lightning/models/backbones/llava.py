@@ -9,17 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iqa_lightning.models.backbones.base import Backbone, ChatTemplate
+from iqa_lightning.models.backbones.base import Backbone
 from iqa_lightning.models.backbones.registry import register_family
+from iqa_lightning.models.backbones.text import USER_ASSISTANT
 
 # LLaVA-1.5's conversation format ("USER: <image>\n... ASSISTANT: ...</s>").
-LLAVA_TEMPLATE = ChatTemplate(
-    system="",
-    first_user="USER: {image}\n{question} ASSISTANT:",
-    next_user="USER: {question} ASSISTANT:",
-    answer_lead=" ",
-    answer_end="</s>",
-)
+LLAVA_TEMPLATE = USER_ASSISTANT
 
 
 @register_family
@@ -39,23 +34,7 @@ class LlavaBackbone(Backbone):
     template = LLAVA_TEMPLATE
     block_names = ("LlamaDecoderLayer", "CLIPEncoderLayer")
     tiny = ("iqa_lightning.models.backbones.tiny.build_tiny_llava",)
-
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer,
-        image_size: int,
-        image_mean,
-        image_std,
-        normalization: str = "backbone",
-    ) -> None:
-        vision = model.config.vision_config
-        if int(image_size) != vision.image_size:
-            raise ValueError(
-                f"model.image_size={image_size} but the LLaVA vision tower takes "
-                f"{vision.image_size}x{vision.image_size} images"
-            )
-        super().__init__(model, tokenizer, image_size, image_mean, image_std, normalization)
+    fixed_side_tower = "LLaVA vision tower"
 
     @property
     def image_token_id(self) -> int:

@@ -87,20 +87,11 @@ class Qwen2VLBackbone(Backbone):
     )
     default_image_size = 448
 
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer,
-        image_size: int,
-        image_mean,
-        image_std,
-        normalization: str = "backbone",
-    ) -> None:
+    def check_image_size(self, model: nn.Module, image_size: int) -> None:
         vision = model.config.vision_config
         unit = vision.patch_size * vision.spatial_merge_size
         if int(image_size) % unit:
             raise ValueError(f"model.image_size={image_size} must be a multiple of {unit}")
-        super().__init__(model, tokenizer, image_size, image_mean, image_std, normalization)
 
     @property
     def image_token_id(self) -> int:

@@ -40,6 +40,18 @@ class ChatTemplate:
         return self.first_user.rsplit("{question}", 1)[1].rsplit("{image}", 1)[-1]
 
 
+#: Vicuna v1's ``USER: ... ASSISTANT: ...</s>`` conversation, as LLaVA-1.5 lays it out (no system
+#: sentence, the image on its own line before the first question). Bunny and mPLUG-Owl2 speak the
+#: same conversation; their templates replace only what differs (``dataclasses.replace``).
+USER_ASSISTANT = ChatTemplate(
+    system="",
+    first_user="USER: {image}\n{question} ASSISTANT:",
+    next_user="USER: {question} ASSISTANT:",
+    answer_lead=" ",
+    answer_end="</s>",
+)
+
+
 class PromptEncoding:
     """Prompt and conversation encoding of a backbone (see the module docstring)."""
 

@@ -11,18 +11,15 @@ the trainable parameters can be re-evaluated later.
 
 from __future__ import annotations
 
-import torch
-
 from iqa_lightning.models.backbones.llava import LlavaBackbone
 from iqa_lightning.models.backbones.qwen2_vl import Qwen2VLBackbone
+from iqa_lightning.models.backbones.tiny_settings import (
+    seeded_backbone,
+    text_settings,
+    vision_settings,
+)
 from iqa_lightning.models.backbones.tokenizer import build_tiny_tokenizer
 from iqa_lightning.preprocessing import CLIP_MEAN, CLIP_STD
-
-
-def _seeded(build, seed: int):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
 
 
 def build_tiny_llava(
@@ -30,10 +27,8 @@ def build_tiny_llava(
     patch_size: int = 8,
     hidden_size: int = 64,
     num_layers: int = 2,
-    seed: int = 0,
-    gradient_checkpointing: bool = False,
     tokenizer: str = "sentencepiece",
-    normalization: str = "backbone",
+    **settings,
 ) -> LlavaBackbone:
     """A random LLaVA (CLIP vision tower + Llama LM) a few MB in size.
 
@@ -42,18 +37,23 @@ def build_tiny_llava(
         patch_size: Vision patch side; ``(image_size / patch_size)**2`` image tokens.
         hidden_size: Language model width (the vision tower is half as wide).
         num_layers: Layers in each tower.
-        seed: Weight initialisation seed.
-        gradient_checkpointing: Recompute block activations in the backward pass.
         tokenizer: ``sentencepiece`` (LLaMA's style, as LLaVA ships it) or ``byte_level``.
-        normalization: ``backbone`` (CLIP statistics) or ``imagenet``.
+        **settings: ``seed``, ``gradient_checkpointing`` and ``normalization`` (CLIP
+            statistics or ImageNet's), as :func:`~.tiny_settings.seeded_backbone` takes them.
     """
     from transformers import LlavaForConditionalGeneration
 
     tokenizer = build_tiny_tokenizer(kind=tokenizer)
     config = tiny_llava_config(tokenizer, image_size, patch_size, hidden_size, num_layers)
-    model = _seeded(lambda: LlavaForConditionalGeneration(config), seed)
-    backbone = LlavaBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, normalization)
-    return backbone.set_gradient_checkpointing(gradient_checkpointing)
+    return seeded_backbone(
+        LlavaBackbone,
+        lambda: LlavaForConditionalGeneration(config),
+        tokenizer,
+        image_size,
+        CLIP_MEAN,
+        CLIP_STD,
+        **settings,
+    )
 
 
 def tiny_llava_config(
@@ -80,30 +80,10 @@ def tiny_llava_config(
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     vision_width = vision_hidden_size or hidden_size // 2
-    vision = CLIPVisionConfig(
-        hidden_size=vision_width,
-        intermediate_size=2 * vision_width,
-        num_hidden_layers=vision_layers or num_layers,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch_size,
-        projection_dim=vision_width,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    vision = vision_settings(vision_width, vision_layers or num_layers, image_size, patch_size)
     return LlavaConfig(
-        vision_config=vision,
-        text_config=text,
+        vision_config=CLIPVisionConfig(**vision, projection_dim=vision_width),
+        text_config=LlamaConfig(**text_settings(tokenizer, hidden_size, num_layers)),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=(image_size // patch_size) ** 2,
         vision_feature_layer=-2,
@@ -111,26 +91,11 @@ def tiny_llava_config(
 
 
 def _qwen_text_config(tokenizer, hidden_size: int, num_layers: int) -> dict:
-    heads = 4
-    half_head = hidden_size // heads // 2
+    text = text_settings(tokenizer, hidden_size, num_layers)
+    half_head = hidden_size // text["num_attention_heads"] // 2
     section = [half_head - 2 * (half_head // 3), half_head // 3, half_head // 3]
-    return {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 1024,
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": 10000.0,
-            "mrope_section": section,
-        },
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-    }
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section}
+    return {**text, "rope_parameters": rope}
 
 
 def _qwen_special_ids(tokenizer) -> dict:
@@ -146,10 +111,8 @@ def build_tiny_qwen2_vl(
     image_size: int = 112,
     hidden_size: int = 64,
     num_layers: int = 2,
-    seed: int = 0,
-    gradient_checkpointing: bool = False,
     tokenizer: str = "byte_level",
-    normalization: str = "backbone",
+    **settings,
 ) -> Qwen2VLBackbone:
     """A random Qwen2-VL (14-px patches, 2x2 merge, M-RoPE) a few MB in size.
 
@@ -157,10 +120,9 @@ def build_tiny_qwen2_vl(
         image_size: Input side, a multiple of 28; ``(image_size / 28)**2`` image tokens.
         hidden_size: Language model width (the vision tower is half as wide).
         num_layers: Layers in each tower.
-        seed: Weight initialisation seed.
-        gradient_checkpointing: Recompute block activations in the backward pass.
         tokenizer: ``byte_level`` (Qwen's style) or ``sentencepiece``.
-        normalization: ``backbone`` (CLIP statistics) or ``imagenet``.
+        **settings: ``seed``, ``gradient_checkpointing`` and ``normalization`` (CLIP
+            statistics or ImageNet's), as :func:`~.tiny_settings.seeded_backbone` takes them.
     """
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -175,19 +137,15 @@ def build_tiny_qwen2_vl(
         "temporal_patch_size": 2,
     }
     parts = (Qwen2VLConfig, Qwen2VLForConditionalGeneration, vision, tokenizer)
-    return _qwen(
-        *parts, image_size, hidden_size, num_layers, seed, normalization
-    ).set_gradient_checkpointing(gradient_checkpointing)
+    return _qwen(*parts, image_size, hidden_size, num_layers, settings)
 
 
 def build_tiny_qwen2_5_vl(
     image_size: int = 112,
     hidden_size: int = 64,
     num_layers: int = 2,
-    seed: int = 0,
-    gradient_checkpointing: bool = False,
     tokenizer: str = "byte_level",
-    normalization: str = "backbone",
+    **settings,
 ) -> Qwen2VLBackbone:
     """A random Qwen2.5-VL a few MB in size: windowed vision attention (one full-attention
     block), RMSNorm + SwiGLU vision blocks whose width is ``vision_config.hidden_size``.
@@ -196,10 +154,8 @@ def build_tiny_qwen2_5_vl(
         image_size: Input side, a multiple of 28; ``(image_size / 28)**2`` image tokens.
         hidden_size: Language model width (the vision tower is half as wide).
         num_layers: Layers in each tower; the last vision block attends over the whole image.
-        seed: Weight initialisation seed.
-        gradient_checkpointing: Recompute block activations in the backward pass.
         tokenizer: ``byte_level`` (Qwen's style) or ``sentencepiece``.
-        normalization: ``backbone`` (CLIP statistics) or ``imagenet``.
+        **settings: As :func:`build_tiny_qwen2_vl`.
     """
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -217,22 +173,10 @@ def build_tiny_qwen2_5_vl(
         "fullatt_block_indexes": [num_layers - 1],
     }
     parts = (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, vision, tokenizer)
-    return _qwen(
-        *parts, image_size, hidden_size, num_layers, seed, normalization
-    ).set_gradient_checkpointing(gradient_checkpointing)
+    return _qwen(*parts, image_size, hidden_size, num_layers, settings)
 
 
-def _qwen(
-    config_cls,
-    model_cls,
-    vision,
-    tokenizer,
-    image_size,
-    hidden_size,
-    num_layers,
-    seed,
-    normalization,
-):
+def _qwen(config_cls, model_cls, vision, tokenizer, image_size, hidden_size, num_layers, settings):
     """A Qwen-family backbone from a vision config, with the shared text config and tokens."""
     tokenizer = build_tiny_tokenizer(kind=tokenizer)
     config = config_cls(
@@ -240,5 +184,12 @@ def _qwen(
         text_config=_qwen_text_config(tokenizer, hidden_size, num_layers),
         **_qwen_special_ids(tokenizer),
     )
-    model = _seeded(lambda: model_cls(config), seed)
-    return Qwen2VLBackbone(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, normalization)
+    return seeded_backbone(
+        Qwen2VLBackbone,
+        lambda: model_cls(config),
+        tokenizer,
+        image_size,
+        CLIP_MEAN,
+        CLIP_STD,
+        **settings,
+    )

@@ -9,32 +9,23 @@ tokenises the text around it chunk by chunk and puts -200 in its place, as mPLUG
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
-from iqa_lightning.models.backbones.base import Backbone, ChatTemplate
+from iqa_lightning.models.backbones.base import Backbone
 from iqa_lightning.models.backbones.mplug_owl2.loading import load_mplug_owl2
 from iqa_lightning.models.backbones.mplug_owl2.modeling import IMAGE_PLACEHOLDER, IMAGE_TOKEN_INDEX
 from iqa_lightning.models.backbones.registry import register_family
+from iqa_lightning.models.backbones.text import USER_ASSISTANT
 from iqa_lightning.preprocessing import check_resize
 
 # mPLUG-Owl2's conversation (conv_mplug_owl2, TWO_NO_SYS: sep " ", sep2 "</s>"); the image
 # opens the first question, as in its training data and the visual-prompt paper's prompt.
-OWL2_TEMPLATE = ChatTemplate(
-    system="",
-    first_user="USER: {image}{question} ASSISTANT:",
-    next_user="USER: {question} ASSISTANT:",
-    answer_lead=" ",
-    answer_end="</s>",
-)
+OWL2_TEMPLATE = replace(USER_ASSISTANT, first_user="USER: {image}{question} ASSISTANT:")
 # Q-Align's scorer (q_align/evaluate/scorer.py): the question first, the image on its own line.
-QALIGN_TEMPLATE = ChatTemplate(
-    system="",
-    first_user="USER: {question}\n{image}\nASSISTANT:",
-    next_user="USER: {question} ASSISTANT:",
-    answer_lead=" ",
-    answer_end="</s>",
-)
+QALIGN_TEMPLATE = replace(USER_ASSISTANT, first_user="USER: {question}\n{image}\nASSISTANT:")
 TEMPLATES = {"owl2": OWL2_TEMPLATE, "qalign": QALIGN_TEMPLATE}
 #: How mPLUG-Owl2 makes an image square before its CLIP processor: padded with the mean colour.
 RESIZE = "pad_square"
@@ -69,69 +60,32 @@ class MplugOwl2Backbone(Backbone):
     vision_lora_targets = ("query_key_value", "dense", "fc1", "fc2")
     block_names = ("MplugOwl2DecoderLayer", "MplugOwl2VisionLayer", "MplugOwl2AbstractorLayer")
     tiny = ("iqa_lightning.models.backbones.mplug_owl2.tiny.build_tiny_mplug_owl2",)
-    default_image_size = 448
+    default_image_size = None  # the ViT's (448 for the published checkpoints)
+    fixed_side_tower = "mPLUG-Owl2 vision model"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer,
-        image_size: int,
-        image_mean,
-        image_std,
-        normalization: str = "backbone",
-        template: str = "owl2",
-        resize: str = RESIZE,
-    ) -> None:
-        vision = model.config.vision_config
-        if int(image_size) != vision.image_size:
-            raise ValueError(
-                f"model.image_size={image_size} but the mPLUG-Owl2 vision model takes "
-                f"{vision.image_size}x{vision.image_size} images"
-            )
+    def __init__(self, *args, template: str = "owl2", resize: str = RESIZE, **kwargs) -> None:
         if template not in TEMPLATES:
             raise ValueError(f"model.template={template!r} is not one of {sorted(TEMPLATES)}")
         check_resize(resize)
-        super().__init__(model, tokenizer, image_size, image_mean, image_std, normalization)
+        super().__init__(*args, **kwargs)
         self.resize = resize
         self.template = TEMPLATES[template]
         self.template_name = template
 
     @classmethod
-    def from_pretrained(
-        cls,
-        pretrained: str,
-        image_size: int | None = None,
-        dtype: str = "bfloat16",
-        attn_implementation: str | None = "sdpa",
-        trust_remote_code: bool = False,
-        gradient_checkpointing: bool = False,
-        normalization: str = "backbone",
-        template: str = "owl2",
-        resize: str = RESIZE,
-    ) -> MplugOwl2Backbone:
-        """Load a published mPLUG-Owl2 checkpoint folder or hub id as it is (see
+    def load_parts(cls, pretrained, dtype, attn_implementation, trust_remote_code):
+        """A published mPLUG-Owl2 checkpoint folder or hub id as it is (see
         :func:`~.loading.load_mplug_owl2`).
 
-        Args:
-            pretrained: Hub id or local folder (``model.pretrained``).
-            image_size: Input side; ``None``: the ViT's (448 for the published checkpoints).
-            dtype: Weight dtype name.
-            attn_implementation: ``sdpa`` or ``eager``.
-            trust_remote_code: Must stay false: the model is native, the checkpoint's own
-                code is never run.
-            gradient_checkpointing: Recompute block activations in the backward pass.
-            normalization: ``backbone`` (the checkpoint's image statistics) or ``imagenet``.
-            template: ``owl2`` or ``qalign`` (see the class).
-            resize: The loader's default square-making for this backbone.
+        Raises:
+            ValueError: ``trust_remote_code`` is set: the model is native, the checkpoint's
+                own code is never run.
         """
         if trust_remote_code:
             raise ValueError(
                 "model.trust_remote_code=true: mPLUG-Owl2 is native here, no checkpoint code runs"
             )
-        model, tokenizer, mean, std = load_mplug_owl2(pretrained, dtype, attn_implementation)
-        size = model.config.vision_config.image_size if image_size is None else image_size
-        backbone = cls(model, tokenizer, size, mean, std, normalization, template, resize)
-        return backbone.set_gradient_checkpointing(gradient_checkpointing)
+        return load_mplug_owl2(pretrained, dtype, attn_implementation)
 
     # ------------------------------------------------------------------- text
     @property

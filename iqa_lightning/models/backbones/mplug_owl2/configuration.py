@@ -13,7 +13,16 @@ from dataclasses import fields
 from transformers import LlamaConfig, PreTrainedConfig
 
 
-class MplugOwl2VisionConfig(PreTrainedConfig):
+class _TowerConfig(PreTrainedConfig):
+    """What the ViT's and the abstractor's configurations share, with the defaults both give."""
+
+    hidden_size: int = 1024
+    num_attention_heads: int = 16
+    layer_norm_eps: float | int = 1e-6
+    initializer_range: float | int = 0.02
+
+
+class MplugOwl2VisionConfig(_TowerConfig):
     """The ViT of mPLUG-Owl2 (``visual_config.visual_model``; ViT-L/14 at 448 px by default).
 
     The MLP always uses QuickGELU, as the original does whatever ``hidden_act`` says.
@@ -21,36 +30,28 @@ class MplugOwl2VisionConfig(PreTrainedConfig):
 
     model_type = "mplug_owl_vision_model"
 
-    hidden_size: int = 1024
     intermediate_size: int = 4096
     projection_dim: int = 768
     num_hidden_layers: int = 24
-    num_attention_heads: int = 16
     num_channels: int = 3
     image_size: int = 448
     patch_size: int = 14
     hidden_act: str = "quick_gelu"
-    layer_norm_eps: float | int = 1e-6
     attention_dropout: float | int = 0.0
-    initializer_range: float | int = 0.02
     initializer_factor: float | int = 1.0
     use_flash_attn: bool = False
 
 
-class MplugOwl2AbstractorConfig(PreTrainedConfig):
+class MplugOwl2AbstractorConfig(_TowerConfig):
     """The visual abstractor (``visual_config.visual_abstractor``): learnable queries that
     cross-attend to the ViT's tokens, then a projection to the language model's width."""
 
     model_type = "mplug_owl_visual_abstract"
 
     num_learnable_queries: int = 64
-    hidden_size: int = 1024
     num_hidden_layers: int = 6
-    num_attention_heads: int = 16
     intermediate_size: int = 2816
     attention_probs_dropout_prob: float | int = 0.0
-    initializer_range: float | int = 0.02
-    layer_norm_eps: float | int = 1e-6
     encoder_hidden_size: int = 1024
     grid_size: int | None = None
 

@@ -14,13 +14,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.llama.modeling_llama import (
     LlamaMLP,
     LlamaRMSNorm,
     apply_rotary_pos_emb,
-    eager_attention_forward,
 )
+
+from iqa_lightning.models.backbones.mplug_owl2.attention import attend
 
 TEXT, VISUAL = 0, 1
 
@@ -95,20 +95,17 @@ class MplugOwl2Attention(nn.Module):
         query, key = apply_rotary_pos_emb(query, key, cos, sin)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
-        interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        out, _ = interface(
+        out = attend(
             self,
+            self.config._attn_implementation,
             query,
             key,
             value,
             attention_mask,
-            dropout=self.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
+            self.attention_dropout,
             **kwargs,
         )
-        return self.o_proj(out.reshape(*hidden_states.shape[:-1], -1).contiguous())
+        return self.o_proj(out.contiguous())
 
 
 class MplugOwl2DecoderLayer(GradientCheckpointingLayer):

@@ -3,7 +3,16 @@ channels, with the local SentencePiece tokenizer in LLaMA's style, built from a 
 
 from __future__ import annotations
 
-from iqa_lightning.models.backbones.mplug_owl2.adapter import RESIZE, MplugOwl2Backbone
+import torch
+
+from iqa_lightning.models.backbones.mplug_owl2.adapter import MplugOwl2Backbone
+from iqa_lightning.models.backbones.mplug_owl2.configuration import MplugOwl2Config
+from iqa_lightning.models.backbones.mplug_owl2.modeling import MplugOwl2ForCausalLM
+from iqa_lightning.models.backbones.tiny_settings import (
+    seeded_backbone,
+    text_settings,
+    vision_settings,
+)
 from iqa_lightning.models.backbones.tokenizer import build_tiny_tokenizer
 from iqa_lightning.preprocessing import CLIP_MEAN, CLIP_STD
 
@@ -14,13 +23,9 @@ def build_tiny_mplug_owl2(
     hidden_size: int = 64,
     num_layers: int = 2,
     num_queries: int = 8,
-    seed: int = 0,
-    gradient_checkpointing: bool = False,
     tokenizer: str = "sentencepiece",
-    normalization: str = "backbone",
-    template: str = "owl2",
-    resize: str = RESIZE,
     attn_implementation: str = "sdpa",
+    **settings,
 ) -> MplugOwl2Backbone:
     """A random mPLUG-Owl2 (ViT + abstractor + modality-adaptive LLaMA) under a few MB.
 
@@ -31,30 +36,17 @@ def build_tiny_mplug_owl2(
         hidden_size: Language model width (the ViT and the abstractor are half as wide).
         num_layers: Layers in the language model, the ViT and the abstractor each.
         num_queries: The abstractor's learnable queries (``num_queries + 1`` image tokens).
-        seed: Weight initialisation seed.
-        gradient_checkpointing: Recompute block activations in the backward pass.
         tokenizer: ``sentencepiece`` (LLaMA's style, as mPLUG-Owl2 ships it) or ``byte_level``.
-        normalization: ``backbone`` (CLIP statistics) or ``imagenet``.
-        template: ``owl2`` or ``qalign``.
-        resize: The loader's default square-making for this backbone.
         attn_implementation: ``sdpa`` or ``eager``.
+        **settings: ``seed``, ``gradient_checkpointing`` and ``normalization`` (CLIP
+            statistics or ImageNet's), as :func:`~..tiny_settings.seeded_backbone` takes them,
+            and the adapter's ``template`` (``owl2`` or ``qalign``) and ``resize`` (the
+            loader's default square-making), as :class:`~.adapter.MplugOwl2Backbone` takes them.
     """
-    import torch
-
-    from iqa_lightning.models.backbones.mplug_owl2.configuration import MplugOwl2Config
-    from iqa_lightning.models.backbones.mplug_owl2.modeling import MplugOwl2ForCausalLM
-
     tok = build_tiny_tokenizer(kind=tokenizer)
     width = hidden_size // 2
     visual = {
-        "visual_model": {
-            "hidden_size": width,
-            "intermediate_size": 2 * width,
-            "num_hidden_layers": num_layers,
-            "num_attention_heads": 2,
-            "image_size": image_size,
-            "patch_size": patch_size,
-        },
+        "visual_model": vision_settings(width, num_layers, image_size, patch_size),
         "visual_abstractor": {
             "num_learnable_queries": num_queries,
             "hidden_size": width,
@@ -65,36 +57,24 @@ def build_tiny_mplug_owl2(
             "grid_size": image_size // patch_size,
         },
     }
-    config = MplugOwl2Config(
-        vocab_size=len(tok),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        visual_config=visual,
-    )
+    config = MplugOwl2Config(**text_settings(tok, hidden_size, num_layers), visual_config=visual)
     config._attn_implementation = attn_implementation
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = MplugOwl2ForCausalLM(config)
-        _perturb_norms(model)
-    backbone = MplugOwl2Backbone(
-        model, tok, image_size, CLIP_MEAN, CLIP_STD, normalization, template, resize
+    return seeded_backbone(
+        MplugOwl2Backbone,
+        lambda: _perturb_norms(MplugOwl2ForCausalLM(config)),
+        tok,
+        image_size,
+        CLIP_MEAN,
+        CLIP_STD,
+        **settings,
     )
-    return backbone.set_gradient_checkpointing(gradient_checkpointing)
 
 
-def _perturb_norms(model) -> None:
+def _perturb_norms(model: MplugOwl2ForCausalLM) -> MplugOwl2ForCausalLM:
     """Move every norm weight off one (a fresh init sets them all to one), so the text and
     visual branches of each multiway norm differ and a swapped branch shows."""
-    import torch
-
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" in name and name.endswith("weight"):
                 param.add_(0.1 * torch.randn_like(param))
+    return model

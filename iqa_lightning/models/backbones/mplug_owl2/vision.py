@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.llama.modeling_llama import eager_attention_forward
 
+from iqa_lightning.models.backbones.mplug_owl2.attention import attend
 from iqa_lightning.models.backbones.mplug_owl2.configuration import (
     MplugOwl2AbstractorConfig,
     MplugOwl2VisionConfig,
@@ -25,20 +24,8 @@ from iqa_lightning.models.backbones.mplug_owl2.configuration import (
 
 def _attention(module: nn.Module, query, key, value) -> torch.Tensor:
     """Unmasked, non-causal attention of ``[B, heads, L, d]`` tensors -> ``[B, L, heads * d]``."""
-    interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-        module.attn_config._attn_implementation, eager_attention_forward
-    )
-    out, _ = interface(
-        module,
-        query,
-        key,
-        value,
-        None,
-        dropout=module.dropout if module.training else 0.0,
-        scaling=module.scaling,
-        is_causal=False,
-    )
-    return out.reshape(*out.shape[:2], -1)
+    implementation = module.attn_config._attn_implementation
+    return attend(module, implementation, query, key, value, None, module.dropout, is_causal=False)
 
 
 def sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
