@@ -129,6 +129,7 @@ def trainer_options(name: str | None) -> dict[str, Any]:
 
 def _trains(cfg: DictConfig) -> bool:
     phases = OmegaConf.select(cfg, "module.phases") or []
+    phases = phases.values() if hasattr(phases, "values") else phases  # by name, or a list
     return any(phase.get("trainable") for phase in phases)
 
 
