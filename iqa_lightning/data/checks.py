@@ -51,6 +51,7 @@ __all__ = [
     "check_workers",
     "find_bad_images",
     "header_problem",
+    "warn_skipped",
 ]
 
 logger = logging.getLogger("iqa_lightning.data")
@@ -201,14 +202,7 @@ def find_bad_images(
     bad = [(r.image_id, str(r.path), reasons[r.image_id]) for r in records if r.image_id in reasons]
     if on_bad_image == "skip":
         if bad:
-            logger.warning(
-                "%s: skipped %d of %d image(s) (on_bad_image=skip); first: %s - %s",
-                name,
-                len(bad),
-                len(records),
-                bad[0][1],
-                bad[0][2],
-            )
+            warn_skipped(name, "image(s)", bad, len(records))
         return bad
     if bad and len(bad) == len(missing):
         shown = "\n  ".join(path for _, path, _ in bad[:_SHOW_AT_MOST])
@@ -227,6 +221,27 @@ def find_bad_images(
             [(path, why) for _, path, why in bad],
         )
     return []
+
+
+def warn_skipped(where, what: str, skipped: Sequence[tuple[str, str, str]], total: int) -> None:
+    """Log that ``on_bad_image=skip`` dropped ``skipped`` (``(id, path, reason)`` each) of
+    ``total`` ``what``, naming the first one's path and reason.
+
+    Args:
+        where: The dataset's name or the annotation file.
+        what: What was counted, e.g. ``"image(s)"``.
+        skipped: The dropped ones (at least one).
+        total: How many there were.
+    """
+    logger.warning(
+        "%s: skipped %d of %d %s (on_bad_image=skip); first: %s - %s",
+        where,
+        len(skipped),
+        total,
+        what,
+        skipped[0][1],
+        skipped[0][2],
+    )
 
 
 def check_cache_file(

@@ -41,53 +41,32 @@ def read_table(
     unique: str | None = None,
     sheet: str | None = None,
 ) -> tuple[list[str], list[AnnotationRow]]:
-    """Read a label table from ``.xlsx`` (:func:`read_xlsx`) or ``.csv``.
+    """Read a label table: one worksheet of an Excel workbook (a ``.xlsx`` path), else a CSV
+    file (:func:`~iqa_lightning.data.records.read_annotation_csv`).
+
+    In a workbook the header is the first row (among the first 20) that holds every required
+    column, so title rows and empty leading columns (as in ``csiq.DMOS.xlsx``) are fine. Rows
+    whose required cells are all empty are padding and skipped. Integral numbers in text
+    columns become integer text (an image named ``1600`` stays ``"1600"``, not ``"1600.0"``).
 
     Args:
-        path: The file.
+        path: ``.xlsx`` or ``.csv`` file.
         required: Columns that must be present.
         numeric: Columns that must hold finite numbers.
         unique: Column whose values must not repeat.
-        sheet: Worksheet name for ``.xlsx`` files (the first sheet when None).
+        sheet: Worksheet name of a workbook; the first sheet when None.
 
     Returns:
-        The header and the data rows.
-    """
-    path = Path(path)
-    if path.suffix.lower() == ".xlsx":
-        return read_xlsx(path, required, numeric, unique, sheet)
-    return read_annotation_csv(path, required=required, numeric=numeric, unique=unique)
-
-
-def read_xlsx(
-    path: str | os.PathLike,
-    required: Sequence[str],
-    numeric: Sequence[str] = (),
-    unique: str | None = None,
-    sheet: str | None = None,
-) -> tuple[list[str], list[AnnotationRow]]:
-    """Read one worksheet of an Excel workbook as a table.
-
-    The header is the first row (among the first 20) that holds every required column, so
-    title rows and empty leading columns (as in ``csiq.DMOS.xlsx``) are fine. Rows whose
-    required cells are all empty are padding and skipped. Integral numbers in text columns
-    become integer text (an image named ``1600`` stays ``"1600"``, not ``"1600.0"``).
-
-    Args:
-        path: ``.xlsx`` file.
-        required: Columns that must be present.
-        numeric: Columns that must hold finite numbers.
-        unique: Column whose values must not repeat.
-        sheet: Worksheet name; the first sheet when None.
-
-    Returns:
-        The header (empty cells as ``""``) and the data rows, ``line`` being the sheet row.
+        The header (a workbook's empty cells as ``""``) and the data rows, ``line`` being the
+        sheet row of a workbook and the line of a CSV file.
 
     Raises:
         FileNotFoundError: The file does not exist.
         AnnotationError: Unreadable workbook, missing sheet or header, bad or repeated values.
     """
     path = Path(path)
+    if path.suffix.lower() != ".xlsx":
+        return read_annotation_csv(path, required=required, numeric=numeric, unique=unique)
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: '{path}'")
     try:
@@ -142,6 +121,10 @@ def read_xlsx(
     if not rows:
         raise AnnotationError(f"{where}: has a header on row {header_index + 1} but no data rows")
     return header, rows
+
+
+#: Kept for code that names the workbook reader: :func:`read_table` reads a ``.xlsx`` path.
+read_xlsx = read_table
 
 
 def read_text_columns(

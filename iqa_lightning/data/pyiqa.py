@@ -56,9 +56,9 @@ class PyiqaLayoutDataModule(IQADataModule):
     """Base of data modules that read a dataset as published or in pyiqa's layout.
 
     Subclasses declare ``spec`` (a :class:`~.spec.DatasetSpec`: its published ``labels`` and
-    ``image_dirs``, ``pyiqa_meta_names`` and ``pyiqa_kind``) and implement
-    :meth:`read_published` and :meth:`pyiqa_record`; :meth:`published_markers` and
-    :meth:`published_folders` read the spec unless overridden.
+    ``image_dirs``, ``pyiqa_meta_names``, ``pyiqa_kind`` and the dataset's own ``settings``)
+    and implement :meth:`read_published` and :meth:`pyiqa_record`; :meth:`published_markers`
+    and :meth:`published_folders` read the spec unless overridden.
 
     Args:
         root: Dataset folder (config key ``dataset.root``).
@@ -75,7 +75,9 @@ class PyiqaLayoutDataModule(IQADataModule):
             names are also looked for in ``train_split_info`` folders. With
             ``split="column"``: a label file with a split column.
         split_index: The split of ``split_file`` to use (pyiqa counts from 1).
-        **kwargs: :class:`~iqa_lightning.data.base.IQADataModule` arguments.
+        **kwargs: The dataset's own settings (``spec.settings``: each is kept as the attribute
+            of its name, its default where not given) and
+            :class:`~iqa_lightning.data.base.IQADataModule` arguments.
     """
 
     #: Codes the dataset's meta-info file uses for split names in its split columns (e.g.
@@ -92,6 +94,7 @@ class PyiqaLayoutDataModule(IQADataModule):
         split_index: int = 1,
         **kwargs,
     ):
+        own = {key: kwargs.pop(key, default) for key, default in self.spec.settings.items()}
         super().__init__(root=root, split_column=split_column, split_file=split_file, **kwargs)
         if layout not in LAYOUTS:
             raise ValueError(f"dataset.layout must be one of {list(LAYOUTS)}, got {layout!r}")
@@ -118,6 +121,8 @@ class PyiqaLayoutDataModule(IQADataModule):
         self.meta_file = meta_file
         self.split_index = split_index
         self.resolved_layout: str | None = None
+        for key, value in own.items():
+            setattr(self, key, value)
 
     def published_markers(self) -> list[Path]:
         """Label files of the published layout; any one present means it is there
@@ -302,9 +307,10 @@ class PyiqaLayoutDataModule(IQADataModule):
 class LabelTableDataModule(PyiqaLayoutDataModule):
     """Base of data modules whose published layout is one label table beside one image folder.
 
-    Subclasses list the label file names in ``spec.labels``, set :attr:`labels_what` and keep
-    two attributes: ``labels_file`` (``"auto"``: the first of ``spec.labels`` that exists; else
-    a file name under ``root``) and ``image_dir`` (the image folder under ``root``).
+    Subclasses list the label file names in ``spec.labels``, set :attr:`labels_what` and have
+    two settings (``spec.settings``): ``labels_file`` (``"auto"``: the first of ``spec.labels``
+    that exists; else a file name under ``root``) and ``image_dir`` (the image folder under
+    ``root``).
     """
 
     #: What the label file is, for the message when none is found.

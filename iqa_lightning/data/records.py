@@ -1,4 +1,4 @@
-"""Image records and a strict reader for annotation CSV files.
+"""Image records and strict readers for annotation CSV and JSON files.
 
 Every error names the file and, where it applies, the 1-based line, the column and the bad
 value, so a broken annotation file can be fixed without a debugger.
@@ -7,6 +7,7 @@ value, so a broken annotation file can be fixed without a debugger.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,7 @@ __all__ = [
     "AnnotationRow",
     "ImageRecord",
     "check_unique_key",
+    "load_json",
     "parse_line_number",
     "parse_number",
     "read_annotation_csv",
@@ -139,6 +141,27 @@ def read_annotation_csv(
     if not rows:
         raise AnnotationError(f"{path}: has a header but no data rows")
     return header, rows
+
+
+def load_json(path: Path, error: type[Exception] = AnnotationError):
+    """The parsed content of a JSON file (UTF-8, a byte-order mark allowed).
+
+    Args:
+        path: The file.
+        error: What is raised for a file that is not valid UTF-8 text or not valid JSON (the
+            caller's own annotation error).
+
+    Raises:
+        error: Naming the file, and the line and column of a JSON syntax error.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not valid UTF-8 text ({err})") from err
+    except json.JSONDecodeError as err:
+        raise error(
+            f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+        ) from err
 
 
 def read_csv_rows(path: Path, what: str, utf8_hint: str = "") -> list[tuple[int, list[str]]]:

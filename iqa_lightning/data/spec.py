@@ -8,7 +8,8 @@ dataset's facts live in one place instead of in an ``__init__`` that forwards th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 __all__ = ["DatasetSpec"]
 
@@ -32,6 +33,10 @@ class DatasetSpec:
         pyiqa_meta_names: pyiqa's meta-info file names, looked for with ``meta_file="auto"``.
         pyiqa_kind: ``"nr"`` (``name, mos, ...``) or ``"fr"`` (``ref_name, dist_name, mos,
             ...``): the column order of the meta-info file.
+        settings: The dataset's own config keys (``dataset.<key>``: its label file, image
+            folder, score column, ...) with their defaults; the data module takes each as a
+            keyword argument and keeps it as the attribute of the same name
+            (:class:`~.pyiqa.PyiqaLayoutDataModule`).
     """
 
     name: str
@@ -43,6 +48,7 @@ class DatasetSpec:
     image_dirs: tuple[str, ...] = ()
     pyiqa_meta_names: tuple[str, ...] = ()
     pyiqa_kind: str = "nr"
+    settings: Mapping[str, object] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.pyiqa_kind not in ("nr", "fr"):

@@ -23,7 +23,7 @@ from iqa_lightning.errors import SplitError
 
 from .formats import read_table
 from .records import ImageRecord
-from .splits import OFFICIAL_SPLIT_NAMES, check_non_empty
+from .splits import check_non_empty, official_split_name
 
 __all__ = ["DEFAULT_SPLIT_COLUMN", "resolve_split_file", "split_from_file"]
 
@@ -96,14 +96,9 @@ def split_from_file(
                 f"{path}: image '{image}' (column '{image_column}') is listed on lines "
                 f"{first_line[image]} and {row.line}; each image needs one split"
             )
-        split = OFFICIAL_SPLIT_NAMES.get(value.strip().lower())
-        if split is None:
-            raise SplitError(
-                f"{where}, column '{column}': split {value!r} of image '{image}' is not one of "
-                f"{sorted(OFFICIAL_SPLIT_NAMES)}"
-            )
+        unknown = f"{where}, column '{column}': split {value!r} of image '{image}' is unknown"
         first_line[image] = row.line
-        listed[image] = split
+        listed[image] = official_split_name(value, unknown)
     _check_same_images(path, name, image_column, [r.image_id for r in records], listed)
     assignment = {r.image_id: listed[r.image_id] for r in records}
     check_non_empty(

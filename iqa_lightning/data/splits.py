@@ -43,6 +43,7 @@ __all__ = [
     "assign_splits",
     "check_non_empty",
     "check_ratios",
+    "official_split_name",
 ]
 
 logger = logging.getLogger("iqa_lightning.data")
@@ -66,6 +67,23 @@ OFFICIAL_SPLIT_NAMES = {
     "test": "test",
     "testing": "test",
 }
+
+
+def official_split_name(value: str, unknown: str) -> str:
+    """``train``, ``val`` or ``test`` for a split written as any key of
+    :data:`OFFICIAL_SPLIT_NAMES` (any case, blanks around it ignored).
+
+    Args:
+        value: The split as written.
+        unknown: What the error says an unknown ``value`` is (naming where it was read).
+
+    Raises:
+        SplitError: ``"<unknown>; expected one of [...]"``.
+    """
+    name = OFFICIAL_SPLIT_NAMES.get(value.strip().lower())
+    if name is None:
+        raise SplitError(f"{unknown}; expected one of {sorted(OFFICIAL_SPLIT_NAMES)}")
+    return name
 
 
 def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
@@ -223,13 +241,8 @@ def _named_splits(records: Sequence[ImageRecord], kind: str, missing_hint: str) 
                 f"dataset.split={kind}, but image '{record.image_id}' has no {kind} split"
                 f"{missing_hint}"
             )
-        name = OFFICIAL_SPLIT_NAMES.get(given.strip().lower())
-        if name is None:
-            raise SplitError(
-                f"image '{record.image_id}' has unknown {kind} split {given!r}; "
-                f"expected one of {sorted(OFFICIAL_SPLIT_NAMES)}"
-            )
-        assignment[record.image_id] = name
+        unknown = f"image '{record.image_id}' has unknown {kind} split {given!r}"
+        assignment[record.image_id] = official_split_name(given, unknown)
     return assignment
 
 

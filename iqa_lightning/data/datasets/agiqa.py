@@ -21,7 +21,6 @@ fork. It is read by position (``name, mos, ...``); other names work through ``me
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
@@ -60,21 +59,10 @@ class AGIQA3KDataModule(PyiqaLayoutDataModule):
         labels=(AGIQA_LABELS,),
         pyiqa_meta_names=("meta_info_AGIQA-3K.csv",),
         pyiqa_kind="nr",
+        settings={"image_dir": "auto", "labels_file": AGIQA_LABELS, "score_column": "mos_quality"},
     )
-
-    def __init__(
-        self,
-        root: str | os.PathLike | None = None,
-        image_dir: str = "auto",
-        labels_file: str = AGIQA_LABELS,
-        score_column: str = "mos_quality",
-        **kwargs,
-    ):
-        super().__init__(root=root, **kwargs)
-        self.image_dir = image_dir
-        self.labels_file = labels_file
-        self.score_column = score_column
-        self._images: Path | None = None
+    #: The image folder in use, once the pyiqa layout has been read.
+    _images: Path | None = None
 
     def published_markers(self) -> list[Path]:
         return [self.root / self.labels_file]

@@ -22,7 +22,6 @@ pyiqa layout: ``meta_info_CSIQDataset.csv`` (``ref_name,dist_name,dmos``, e.g.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from iqa_lightning.errors import AnnotationError
@@ -71,19 +70,9 @@ class CSIQDataModule(LabelTableDataModule):
         labels=CSIQ_LABELS,
         pyiqa_meta_names=("meta_info_CSIQDataset.csv",),
         pyiqa_kind="fr",
+        settings={"labels_file": "auto", "image_dir": "dst_imgs"},
     )
     labels_what = "CSIQ DMOS file"
-
-    def __init__(
-        self,
-        root: str | os.PathLike | None = None,
-        labels_file: str = "auto",
-        image_dir: str = "dst_imgs",
-        **kwargs,
-    ):
-        super().__init__(root=root, **kwargs)
-        self.labels_file = labels_file
-        self.image_dir = image_dir
 
     def read_published(self) -> list[ImageRecord]:
         """Read the ``all_by_image`` sheet (or its CSV export)."""

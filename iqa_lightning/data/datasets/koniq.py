@@ -30,7 +30,6 @@ file wrote the set names instead, and an ``official_split`` column is read the s
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from iqa_lightning.errors import AnnotationError, SplitError
@@ -79,22 +78,11 @@ class KonIQDataModule(PyiqaLayoutDataModule):
         image_dirs=KONIQ_IMAGE_DIRS,
         pyiqa_meta_names=("meta_info_KonIQ10kDataset.csv",),
         pyiqa_kind="nr",
+        settings={"image_dir": "auto", "labels_file": "auto", "score_column": "auto"},
     )
     pyiqa_split_codes = KONIQ_PYIQA_SPLIT_CODES
-
-    def __init__(
-        self,
-        root: str | os.PathLike | None = None,
-        image_dir: str = "auto",
-        labels_file: str = "auto",
-        score_column: str = "auto",
-        **kwargs,
-    ):
-        super().__init__(root=root, **kwargs)
-        self.image_dir = image_dir
-        self.labels_file = labels_file
-        self.score_column = score_column
-        self._images: Path | None = None
+    #: The image folder in use, once the pyiqa layout has been read.
+    _images: Path | None = None
 
     def published_markers(self) -> list[Path]:
         if self.labels_file != "auto":

@@ -21,7 +21,6 @@ pyiqa layout: ``meta_info_LIVEIQADataset.csv`` (``ref_name,dist_name,mos``; ``re
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -63,16 +62,8 @@ class LIVEDataModule(PyiqaLayoutDataModule):
         image_dirs=tuple(folder for folder, _ in LIVE_FOLDERS),
         pyiqa_meta_names=("meta_info_LIVEIQADataset.csv",),
         pyiqa_kind="fr",
+        settings={"dmos_file": "dmos.mat"},
     )
-
-    def __init__(
-        self,
-        root: str | os.PathLike | None = None,
-        dmos_file: str = "dmos.mat",
-        **kwargs,
-    ):
-        super().__init__(root=root, **kwargs)
-        self.dmos_file = dmos_file
 
     def published_markers(self) -> list[Path]:
         return [self.root / self.dmos_file]

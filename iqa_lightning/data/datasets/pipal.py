@@ -22,7 +22,6 @@ folders above.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 from iqa_lightning.errors import AnnotationError
@@ -62,18 +61,11 @@ class PIPALDataModule(PyiqaLayoutDataModule):
         image_dirs=PIPAL_IMAGE_DIRS,
         pyiqa_meta_names=("meta_info_PIPALDataset.csv",),
         pyiqa_kind="fr",
+        settings={"image_dir": "auto"},
     )
-
-    def __init__(
-        self,
-        root: str | os.PathLike | None = None,
-        image_dir: str = "auto",
-        **kwargs,
-    ):
-        super().__init__(root=root, **kwargs)
-        self.image_dir = image_dir
-        self._index: dict[str, Path] | None = None
-        self._default = Path()
+    #: Image file name -> path in the image folders, once they have been listed.
+    _index: dict[str, Path] | None = None
+    _default = Path()
 
     def read_published(self) -> list[ImageRecord]:
         """Read every ``<reference>.txt`` of the label folder."""

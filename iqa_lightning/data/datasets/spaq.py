@@ -18,8 +18,6 @@ columns) with ``TestImage/``.
 
 from __future__ import annotations
 
-import os
-
 from iqa_lightning.errors import AnnotationError
 
 from ..formats import read_table
@@ -61,21 +59,9 @@ class SPAQDataModule(LabelTableDataModule):
         labels=SPAQ_LABELS,
         pyiqa_meta_names=("meta_info_SPAQDataset.csv",),
         pyiqa_kind="nr",
+        settings={"labels_file": "auto", "image_dir": SPAQ_IMAGE_DIR, "score_column": "MOS"},
     )
     labels_what = "SPAQ annotation file"
-
-    def __init__(
-        self,
-        root: str | os.PathLike | None = None,
-        labels_file: str = "auto",
-        image_dir: str = SPAQ_IMAGE_DIR,
-        score_column: str = "MOS",
-        **kwargs,
-    ):
-        super().__init__(root=root, **kwargs)
-        self.labels_file = labels_file
-        self.image_dir = image_dir
-        self.score_column = score_column
 
     def read_published(self) -> list[ImageRecord]:
         """Read the MOS spreadsheet (or its CSV export)."""

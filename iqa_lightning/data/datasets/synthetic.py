@@ -30,10 +30,11 @@ from .kadid import KADIDDataModule
 
 __all__ = [
     "DISTORTIONS",
+    "GENERATION_SETTINGS",
     "REFERENCE_NAMES",
     "SyntheticDataModule",
     "generate_synthetic_kadid",
-    "generation_kwargs",
+    "pop_generation",
     "synthetic_dirname",
 ]
 
@@ -166,16 +167,8 @@ class SyntheticDataModule(KADIDDataModule):
 
     spec = replace(KADIDDataModule.spec, name="synthetic")
 
-    def __init__(
-        self,
-        cache_dir: str | os.PathLike = ".cache",
-        n_refs: int = 12,
-        generated_size: int = 192,
-        levels: int = 5,
-        generator_seed: int = 0,
-        **kwargs,
-    ):
-        self.generation = generation_kwargs(n_refs, generated_size, levels, generator_seed)
+    def __init__(self, cache_dir: str | os.PathLike = ".cache", **kwargs):
+        self.generation = pop_generation(kwargs)
         _params(**self.generation)
         cache_root = Path(os.path.expanduser(str(cache_dir)))
         root = cache_root / synthetic_dirname(**self.generation)
@@ -191,17 +184,21 @@ class SyntheticDataModule(KADIDDataModule):
         super().check_root()
 
 
-def generation_kwargs(
-    n_refs: int = 12, generated_size: int = 192, levels: int = 5, generator_seed: int = 0
-) -> dict[str, int]:
-    """The keyword arguments of :func:`generate_synthetic_kadid` and :func:`synthetic_dirname`
-    for a data module's generation settings (not checked: see :func:`generate_synthetic_kadid`).
-    """
+#: A generated set's settings as data modules take them (config keys), with their defaults.
+GENERATION_SETTINGS = {"n_refs": 12, "generated_size": 192, "levels": 5, "generator_seed": 0}
+
+
+def pop_generation(kwargs: dict) -> dict[str, int]:
+    """Take the generation settings (:data:`GENERATION_SETTINGS`, their defaults where absent)
+    out of a data module's keyword arguments; returns them as the keyword arguments of
+    :func:`generate_synthetic_kadid` and :func:`synthetic_dirname` (not checked: see
+    :func:`generate_synthetic_kadid`)."""
+    given = {key: kwargs.pop(key, default) for key, default in GENERATION_SETTINGS.items()}
     return {
-        "n_refs": int(n_refs),
-        "image_size": int(generated_size),
-        "levels": int(levels),
-        "seed": int(generator_seed),
+        "n_refs": int(given["n_refs"]),
+        "image_size": int(given["generated_size"]),
+        "levels": int(given["levels"]),
+        "seed": int(given["generator_seed"]),
     }
 
 

@@ -20,7 +20,6 @@ non-numeric or non-finite score, an unknown split name, several images, or repea
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from ..base import IQADataModule
 from ..records import (
     ImageRecord,
     check_unique_key,
+    load_json,
     parse_number,
     read_annotation_csv,
 )
@@ -238,14 +238,7 @@ def _csv_rows(path: Path) -> list[tuple[int, dict]]:
 
 
 def _json_rows(path: Path) -> list[tuple[int, dict]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise AnnotationError(f"{path}: not valid UTF-8 text ({err})") from err
-    except json.JSONDecodeError as err:
-        raise AnnotationError(
-            f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-        ) from err
+    data = load_json(path)
     if not isinstance(data, list) or not data:
         what = "an empty list" if data == [] else type(data).__name__
         raise AnnotationError(f"{path}: expected a JSON list of records, got {what}")

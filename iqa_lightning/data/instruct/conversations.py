@@ -21,7 +21,6 @@ Q-Align's KADID conversation file) are skipped, counted, logged once and listed 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -33,7 +32,9 @@ from torch.utils.data import Dataset
 
 from iqa_lightning.errors import InstructFormatError
 
+from ..checks import warn_skipped
 from ..images import image_problems, image_to_tensor, load_rgb
+from ..records import load_json
 
 __all__ = [
     "IMAGE_PLACEHOLDER",
@@ -197,14 +198,7 @@ def load_json_list(path: Path) -> list:
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise FileNotFoundError(f"annotation file '{path}' {what}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise InstructFormatError(f"{path}: not valid UTF-8 text ({err})") from err
-    except json.JSONDecodeError as err:
-        raise InstructFormatError(
-            f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
-        ) from err
+    data = load_json(path, InstructFormatError)
     if not isinstance(data, list):
         raise InstructFormatError(
             f"{path}: the top level must be a list of records, got {type(data).__name__}"
@@ -252,14 +246,7 @@ def check_images(json_path: Path, records: list, on_bad_image: str) -> RecordLis
         if str(r.image_path) in reasons
     ]
     if skipped:
-        logger.warning(
-            "%s: skipped %d of %d record(s) with a bad image (on_bad_image=skip); first: %s - %s",
-            json_path,
-            len(skipped),
-            len(records),
-            skipped[0][1],
-            skipped[0][2],
-        )
+        warn_skipped(json_path, "record(s) with a bad image", skipped, len(records))
     if not kept:
         raise InstructFormatError(
             f"{json_path}: every record was skipped because of bad images; first: "

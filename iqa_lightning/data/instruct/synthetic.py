@@ -43,7 +43,7 @@ from ..datasets.synthetic import (
     DISTORTIONS,
     SyntheticDataModule,
     generate_synthetic_kadid,
-    generation_kwargs,
+    pop_generation,
     synthetic_dirname,
 )
 from ..generated import GeneratedSet
@@ -286,15 +286,12 @@ class SyntheticInstructDataModule(InstructDataModule):
     def __init__(
         self,
         cache_dir: str | os.PathLike = ".cache",
-        n_refs: int = 12,
-        generated_size: int = 192,
-        levels: int = 5,
-        generator_seed: int = 0,
         synthetic_datamodule: SyntheticDataModule | None = None,
         align_splits: bool = True,
         name: str = "synthetic_instruct",
         **kwargs,
     ):
+        own = pop_generation(kwargs)
         super().__init__(name=name, **kwargs)
         source = synthetic_datamodule
         if source is None and isinstance(self.score_datamodule, SyntheticDataModule):
@@ -303,10 +300,10 @@ class SyntheticInstructDataModule(InstructDataModule):
             self.generation = dict(source.generation)
             self.kadid_root = Path(source.root)
         else:
-            self.generation = generation_kwargs(n_refs, generated_size, levels, generator_seed)
+            self.generation = own
             cache = Path(os.path.expanduser(str(cache_dir)))
             self.kadid_root = cache / synthetic_dirname(**self.generation)
-        self.generator_seed = int(generator_seed)
+        self.generator_seed = own["seed"]
         self.align_splits = bool(align_splits)
         self._splits: dict | None = None
         self._splits_known = False
