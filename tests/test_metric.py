@@ -2,6 +2,7 @@
 Scorer's on the same images (tensors and files), ``as_loss`` gives finite nonzero gradients at
 the pixels (LMM word scores and RALI), ranges and direction, and a clear error for a bad name."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,8 @@ def test_a_preset_scores_tensors_and_files_as_its_scorer_with_gradients_as_a_los
         "tiny_llava", device="cpu", accelerator="cpu", batch_size=3
     )
     assert metric.lower_better is False and metric.score_range == (0.0, 1.0)
-    reference = Scorer.from_config(model="tiny_llava", accelerator="cpu")(pictures)
-    torch.testing.assert_close(metric(pictures), reference, atol=1e-6, rtol=0)
+    assert isinstance(metric.scorer, Scorer) and metric.scorer.batch_size == 3
+    reference = metric.scorer(pictures)  # the Scorer's own path: PIL decode, resize, Trainer
     torch.testing.assert_close(metric(as_tensor(pictures)), reference, atol=1e-5, rtol=0)
 
     metric.as_loss = True
@@ -90,8 +91,8 @@ def test_tensors_of_another_size_are_resized_as_the_model_declares():
 
 def test_a_run_folder_is_a_metric_of_its_tuned_model():
     run = FIXTURES / "runs" / "stage2"  # a padding prompt tuned on the random tiny LLaVA
-    images = sorted((FIXTURES / "runs" / "images").glob("*.png"))
+    want = json.loads((run / "expected_scores.json").read_text())  # Scorer.from_run's scores
     metric = iqa_lightning.create_metric(run, device="cpu", accelerator="cpu")
     assert metric.module.prompt is not None and metric.score_range == (0.0, 1.0)
-    reference = Scorer.from_run(run, accelerator="cpu")(images)
-    torch.testing.assert_close(metric(images), reference, atol=1e-6, rtol=0)
+    scores = metric([FIXTURES / "runs" / "images" / name for name in want["images"]])
+    torch.testing.assert_close(scores, torch.tensor(want["scores"]), atol=1e-5, rtol=0)

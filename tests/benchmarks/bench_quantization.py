@@ -4,7 +4,7 @@ memory and the SRCC on the learning set's test split (held-out photographs) of i
 
     python tests/benchmarks/bench_quantization.py
     python tests/benchmarks/bench_quantization.py --images 96
-    python tests/benchmarks/bench_quantization.py --smoke    # a set of 8 test images, fp32 and int8
+    python tests/benchmarks/bench_quantization.py --smoke    # a set of 4 test images, fp32 and int8
 
 Each variant scores the same pixels zero-shot (the module's forward under ``torch.no_grad``,
 batch 64). Columns: bytes of the language and vision weights as stored (a quantised weight counts
@@ -37,14 +37,14 @@ from iqa_lightning.scorer import Scorer  # noqa: E402
 
 def learning_test_split(n: int | None, small: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixels (the model's 64 px) and MOS of the learning set's test split (generated offline
-    into ``paths.cache_dir`` on first use); ``small``: a set of 8 images per split (smoke)."""
+    into ``paths.cache_dir`` on first use); ``small``: a set of 4 images per split (smoke)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         overrides = ["dataset=learning", "model=tiny_llava_trained", "paths.output_dir=."]
         if small:
-            overrides += [f"dataset.{split}_images=8" for split in ("train", "val", "test")]
+            overrides += [f"dataset.{split}_images=4" for split in ("train", "val", "test")]
         cfg = compose("train", overrides=overrides)
     datamodule = instantiate(cfg.dataset)
     datamodule.prepare_data()
@@ -69,12 +69,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--images", type=int, default=None, help="first N test images (all: 192)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument(
-        "--smoke", action="store_true", help="a learning set of 8 test images, fp32 and int8"
+        "--smoke", action="store_true", help="a learning set of 4 test images, fp32 and int8"
     )
     args = parser.parse_args(argv)
     names = ["fp32", "bf16", "int8", "int4"]
     if args.smoke:
-        args.images, names = 8, ["fp32", "int8"]
+        args.images, names = 4, ["fp32", "int8"]
     warnings.filterwarnings("ignore")
     pixels, mos = learning_test_split(args.images, small=args.smoke)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
