@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from iqa_lightning.errors import AnnotationError, SplitError
 
@@ -46,6 +46,7 @@ from .cache import make_image_cache
 from .checks import CHECK_LEVELS, check_cache_file, check_workers, find_bad_images
 from .dataset import IQAImageDataset, LabelledImage, make_loader
 from .images import check_resize
+from .pairs import SAMPLERS, PairBatchSampler, collate_pairs
 from .records import ImageRecord, write_csv
 from .spec import DatasetSpec
 from .split_files import DEFAULT_SPLIT_COLUMN, resolve_split_file, split_from_file
@@ -101,6 +102,9 @@ class IQADataModule(L.LightningDataModule, ABC):
         target: ``"mos"``: batches carry the score (and its rating std where the dataset has
             one); ``"histogram"``: they also carry each image's rating histogram
             (``target_hist``), which ``module.loss=soft_label`` then trains towards.
+        sampler: ``"shuffle"`` (training batches of ``batch_size`` shuffled images) or
+            ``"pairs"`` (batches of ``batch_size`` pairs, each image with a partner drawn from
+            its own dataset, as DeQA-Score's pair dataset: :mod:`~iqa_lightning.data.pairs`).
     """
 
     #: The dataset's facts; ``name``, ``mos_range``, ``higher_better`` and ``split`` left at
@@ -130,6 +134,7 @@ class IQADataModule(L.LightningDataModule, ABC):
         check_images: str = "off",
         resize: str = "squash",
         target: str = "mos",
+        sampler: str = "shuffle",
     ):
         super().__init__()
         spec = self.spec
@@ -176,6 +181,9 @@ class IQADataModule(L.LightningDataModule, ABC):
         if target not in TARGETS:
             raise ValueError(f"dataset.target must be one of {list(TARGETS)}, got {target!r}")
         self.target = target
+        if sampler not in SAMPLERS:
+            raise ValueError(f"dataset.sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
+        self.sampler = sampler
         self.resize = check_resize(resize)
         self.cache = make_image_cache(cache, cache_dir, self.image_size, self.resize)
         self.cache_dir = None if cache_dir is None else Path(os.path.expanduser(str(cache_dir)))
@@ -358,6 +366,13 @@ class IQADataModule(L.LightningDataModule, ABC):
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
+        if self.sampler == "pairs":
+            dataset = self.dataset("train")
+            batches = PairBatchSampler(
+                RandomSampler(dataset, generator=generator), self.batch_size,
+                groups=getattr(dataset, "sources", None), seed=self.seed,
+            )  # fmt: skip
+            return make_loader(dataset, 1, self.num_workers, collate_pairs, batch_sampler=batches)
         return self._loader("train", self.batch_size, shuffle=True, generator=generator)
 
     def val_dataloader(self) -> DataLoader:
