@@ -7,7 +7,8 @@ Data flow of a score step (see DESIGN.md)::
     -> WordScore (fp32 log-softmax over quality words) -> score [B] -> MSE vs target [B]
 
 Instruction batches train the same model with next-token cross-entropy on the answers, and
-multiple-choice batches are answered by the likelihood of each option's letter (:mod:`tasks`).
+multiple-choice batches are answered by greedy generation matched against the option letters or
+by the likelihood of each option's letter (:mod:`tasks`).
 
 Scoring goes through a :class:`~iqa_lightning.models.scorer.QualityScorer`, a child module
 (``module.scorer``; :class:`~iqa_lightning.models.scorer.LMMWordScorer` by default) that owns the
@@ -44,7 +45,7 @@ from iqa_lightning.models.losses import ScoreLoss, make_loss, target_distributio
 from iqa_lightning.models.score import WordScore
 from iqa_lightning.models.scorer import LMMWordScorer, QualityScorer, ScoreOutput
 from iqa_lightning.phases import Phase, PhasePlan
-from iqa_lightning.tasks import MCQTally, pick_answers, task_of
+from iqa_lightning.tasks import MCQTally, answer_mcq, task_of
 
 #: Parameter groups built by the run rather than loaded with the pretrained backbone: saved
 #: with the tuned tensors whether a phase trains them or not.
@@ -312,11 +313,11 @@ class IQAModule(L.LightningModule):
         return self.scorer.instruct_loss(batch["pixels"], batch["turns"])
 
     def answer_mcq(self, batch: dict[str, Any]) -> list[int]:
-        """The chosen option index per question, by the likelihood of each option's letter."""
+        """The chosen option index per question, answered as the batch's ``answer_by`` says
+        (greedy generation matched against the letters, or each letter's likelihood:
+        :func:`~iqa_lightning.tasks.answer_mcq`)."""
         self._needs("mcq")
-        logits = self.scorer.option_logits(batch["pixels"], batch["prompt"])
-        letter_ids = [[self.scorer.letter_id(x) for x in letters] for letters in batch["letters"]]
-        return pick_answers(logits, letter_ids)
+        return answer_mcq(self.scorer, batch)
 
     @torch.no_grad()
     def explain(

@@ -7,8 +7,10 @@ Three tasks share one model:
 - ``instruct``: instruction conversations (``pixels``, ``turns``): next-token cross-entropy on the
   answer tokens only (Q-Instruct style).
 - ``mcq``: multiple-choice perception questions (``pixels``, ``prompt``, ``letters``,
-  ``answer_index``, ``type``, ``concern``): the answer is the candidate letter with the highest
-  next-token logit, no free generation (Q-Bench style); metric: accuracy by type and concern.
+  ``answer_index``, ``type``, ``concern``, and how to answer them, ``answer_by``): by
+  ``generate``, the model's greedy answer matched against the option letters as Q-Align's
+  ``eval_qbench_mcq.py`` (lines 96-129) counts it, or by ``likelihood``, the candidate letter with
+  the highest next-token logit (no free generation); metric: accuracy by type and concern.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ import torch
 import torch.distributed as dist
 
 TASKS = ("score", "instruct", "mcq")
+#: How a multiple-choice batch is answered (``answer_by``): greedy generation matched against
+#: the letters (Q-Align's Q-Bench evaluation), or the likelihood of each option's letter.
+MCQ_ANSWERING = ("generate", "likelihood")
+#: Q-Align's length limit of a generated Q-Bench answer (eval_qbench_mcq.py ``--max-new-tokens``).
+MCQ_MAX_NEW_TOKENS = 512
 
 
 def task_of(batch: dict[str, Any]) -> str:
@@ -75,3 +82,53 @@ class MCQTally:
 def pick_answers(logits: torch.Tensor, letter_ids: list[list[int]]) -> list[int]:
     """Index of the candidate letter with the highest logit, per row."""
     return [int(torch.argmax(row[ids]).item()) for row, ids in zip(logits, letter_ids, strict=True)]
+
+
+def match_letter(text: str, letters: list[str], answer_index: int) -> int:
+    """The option a generated answer picks, counted as Q-Align counts it
+    (eval_qbench_mcq.py:128: correct when the correct option's letter occurs anywhere in the
+    stripped output).
+
+    Returns:
+        ``answer_index`` when its letter is in ``text``; else the first option whose letter is
+        in it; else -1 (no option named).
+    """
+    text = text.strip()
+    if 0 <= answer_index < len(letters) and letters[answer_index] in text:
+        return answer_index
+    return next((i for i, letter in enumerate(letters) if letter in text), -1)
+
+
+def _answer_setting(batch: dict[str, Any], key: str, default: Any) -> Any:
+    value = batch.get(key, default)
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
+def answer_mcq(scorer: Any, batch: dict[str, Any]) -> list[int]:
+    """The chosen option index per question of a multiple-choice batch, answered as its
+    ``answer_by`` says (``likelihood`` when the batch does not say).
+
+    Args:
+        scorer: A scorer serving ``mcq``: ``generate(pixels, prompts, max_new_tokens)`` for
+            ``generate``; ``option_logits(pixels, prompts)`` and ``letter_id(letter)`` for
+            ``likelihood``.
+        batch: ``pixels``, ``prompt``, ``letters``, ``answer_index`` and optionally
+            ``answer_by`` and ``max_new_tokens`` (one per question, all equal).
+
+    Raises:
+        ValueError: An unknown ``answer_by``.
+    """
+    mode = _answer_setting(batch, "answer_by", "likelihood")
+    if mode not in MCQ_ANSWERING:
+        raise ValueError(f"instruct.mcq_answer={mode!r} must be one of {list(MCQ_ANSWERING)}")
+    if mode == "likelihood":
+        logits = scorer.option_logits(batch["pixels"], batch["prompt"])
+        letter_ids = [[scorer.letter_id(x) for x in letters] for letters in batch["letters"]]
+        return pick_answers(logits, letter_ids)
+    limit = int(_answer_setting(batch, "max_new_tokens", MCQ_MAX_NEW_TOKENS))
+    texts = scorer.generate(batch["pixels"], list(batch["prompt"]), limit)
+    truth = [int(x) for x in batch["answer_index"]]
+    return [
+        match_letter(text, list(letters), answer)
+        for text, letters, answer in zip(texts, batch["letters"], truth, strict=True)
+    ]

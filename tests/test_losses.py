@@ -204,7 +204,7 @@ def test_config_errors_are_named(backbone):
     good_bad = WordScore(["good", "bad"], [1, 0], name="good_vs_bad")
     with pytest.raises(ValueError, match=r"module.loss=soft_label .* score=good_vs_bad"):
         IQAModule(backbone, prompt, good_bad, phases=[phase], loss="soft_label")
-    with pytest.raises(ValueError, match=r"must be one of \['l1', 'level_ce', 'mse', 'smooth_l1', 'soft_label'\]"):
+    with pytest.raises(ValueError, match=r"must be one of \['deqa_score', 'l1', 'level_ce', 'level_ce_answer', 'mse', 'smooth_l1', 'soft_label'\]"):
         IQAModule(backbone, prompt, WordScore(**QALIGN), phases=[phase], loss="kl")
     with pytest.raises(ValueError, match="module.levels.density='gauss'"):
         LevelTargets(density="gauss")
@@ -293,3 +293,17 @@ def test_train_cli_with_a_level_loss_writes_distributions(loss, run_env, tmp_pat
         if loss == "level_ce":
             assert sorted(float(row[f"target_{w}"]) for w in QALIGN_LEVELS) == [0, 0, 0, 0, 1]
     assert (tmp_path / "plots" / "distributions_test.png").stat().st_size > 0
+
+
+def test_level_ce_answer_trains_the_whole_answer_as_q_align(backbone):
+    """Q-Align's target: the next-token loss on "The quality of the image is <level>." (every
+    answer token), the same number as the instruct path gives for those conversations."""
+    module = make(backbone, "level_ce_answer")
+    batch = batch_of(backbone.image_size)
+    value = module.score_step(batch)[1]
+    words = ["bad", "poor", "good", "excellent"]  # the batch's levels (targets 0.05 .. 0.97)
+    turns = [[(QALIGN["question"], f"The quality of the image is {w}.")] for w in words]
+    expected = module.scorer.instruct_loss(batch["pixels"], turns)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    value.backward()
+    assert all(p.grad is None for p in backbone.parameters())

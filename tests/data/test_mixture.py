@@ -185,6 +185,8 @@ def test_eval_loaders_follow_eval_tasks(files):
         "type",
         "concern",
         "record_id",
+        "answer_by",
+        "max_new_tokens",
     }
     assert mcq["pixels"].shape == (3, 3, 16, 16) and len(val[0].dataset) == 4
     assert len(test[0].dataset) == 3
@@ -391,10 +393,15 @@ def test_qinstruct_config_reads_the_real_layout(tmp_path):
     labels = test_instruct.write_set(data / "q-instruct")
     labels.rename(data / "q-instruct" / "cleaned_labels.json")
     test_qbench.write_set(data / "q-bench", name="llvisionqa_dev.json")
+    test_qbench.write_set(data / "q-bench", name="llvisionqa_test.json")
     write_image(data / "unused.png")
     config.instruct.num_workers = 0
     dm = instantiate(config.instruct)
     dm.setup("fit")
     dm.setup("test")
     assert len(dm.conversations) == 3 and len(dm.questions["test"]) == 4
+    # val on the dev file, test on the test file (Q-Align's --split test), answered by generation
+    assert dm.questions["test"][0].record_id.startswith("llvisionqa_test/")
+    assert dm.questions["val"][0].record_id.startswith("llvisionqa_dev/")
+    assert dm.mcq_answer == "generate" and dm.mcq_max_new_tokens == 512
     assert next(iter(dm.test_dataloader()[0]))["pixels"].shape[1:] == (3, 16, 16)

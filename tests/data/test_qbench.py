@@ -190,7 +190,10 @@ def test_dataset_and_collate(tmp_path):
         "type",
         "concern",
         "record_id",
+        "answer_by",
+        "max_new_tokens",
     }
+    assert batch["answer_by"] == ["likelihood"] * 4  # the default; instruct.mcq_answer=generate
     assert batch["pixels"].shape == (4, 3, 12, 12)
     assert torch.equal(batch["answer_index"], torch.tensor([1, 2, 1, 1]))
     assert batch["type"] == ["yes-or-no", "how", "what", "how"]

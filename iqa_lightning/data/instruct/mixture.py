@@ -64,7 +64,8 @@ class InstructDataModule(L.LightningDataModule):
             ``qbench_test.json`` (optional; the val file serves as test without it).
         qbench_train: Explicit Q-Bench file, overrides ``qbench_dir``; likewise the next two.
         qbench_val: Validation questions.
-        qbench_test: Test questions (Q-Bench's public test file hides answers: use the dev one).
+        qbench_test: Test questions (``llvisionqa_test.json`` with its answers, as Q-Align
+            evaluates; without this or ``qbench_dir``'s test file the val questions serve).
         image_root: Folder of the conversations' images; default the folder of
             ``qinstruct_json``.
         qbench_image_root: Folder of the questions' images; default ``image_root`` when given,
@@ -81,6 +82,10 @@ class InstructDataModule(L.LightningDataModule):
         seed: Seed of the task schedule and of the instruct shuffle.
         on_bad_image: ``"error"`` or ``"skip"`` for the conversation and question images.
         name: Name for logs.
+        mcq_answer: How the model answers the questions: ``likelihood`` (each option letter's
+            next-token logit) or ``generate`` (greedy, the letter matched in the output, as
+            Q-Align's eval_qbench_mcq.py:96-129).
+        mcq_max_new_tokens: Length limit of a generated answer (Q-Align: 512).
     """
 
     def __init__(
@@ -102,6 +107,8 @@ class InstructDataModule(L.LightningDataModule):
         seed: int = 0,
         on_bad_image: str = "error",
         name: str = "instruct",
+        mcq_answer: str = "likelihood",
+        mcq_max_new_tokens: int = 512,
     ):
         super().__init__()
         self.qinstruct_json = _path(qinstruct_json)
@@ -133,6 +140,9 @@ class InstructDataModule(L.LightningDataModule):
             raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
         self.on_bad_image = on_bad_image
         self.name = str(name)
+        MCQDataset([], 1, mcq_answer, mcq_max_new_tokens)  # checks both settings
+        self.mcq_answer = mcq_answer
+        self.mcq_max_new_tokens = int(mcq_max_new_tokens)
         self.conversations: list | None = None
         self.questions: dict[str, list] = {}
         self._skipped: list[tuple[str, str, str, str]] = []
@@ -301,7 +311,10 @@ class InstructDataModule(L.LightningDataModule):
                 raise ValueError(f"{self.name}: no {split} questions in {self.qbench_file(split)}")
             loaders.append(
                 DataLoader(
-                    MCQDataset(self.questions[split], self.image_size),
+                    MCQDataset(
+                        self.questions[split], self.image_size, self.mcq_answer,
+                        self.mcq_max_new_tokens,
+                    ),  # fmt: skip
                     batch_size=self.eval_batch_size,
                     shuffle=False,
                     collate_fn=collate_mcq,

@@ -6,7 +6,9 @@ Q-Bench (Wu et al., ICLR 2024; huggingface.co/datasets/nanyangtu/LLVisionQA-QBen
     {"img_path": "00079.jpg", "question": "Is the image clear?",
      "candidates": ["Yes", "No"], "correct_ans": "Yes", "type": 0, "concern": 1}
 
-``img_path`` is relative to the image folder; the public test file has no ``correct_ans``.
+``img_path`` is relative to the image folder. Q-Align evaluates on the test file
+(eval_qbench_mcq.py ``--split``; its answers come from a file of the Q-Bench team's, lines
+53-65): a test file without ``correct_ans`` is refused with a message naming it.
 ``type`` and ``concern`` are integer codes; their names follow lmms-eval's Q-Bench task
 (``question_list`` / ``concern_list``) and the columns of the Q-Bench leaderboard:
 
@@ -59,6 +61,8 @@ TYPE_NAMES = ("yes-or-no", "how", "what")
 CONCERN_NAMES = ("distortion", "other", "in-context-distortion", "in-context-other")
 ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 MIN_CANDIDATES, MAX_CANDIDATES = 2, 26
+#: How the model answers (``instruct.mcq_answer``): iqa_lightning.tasks.MCQ_ANSWERING.
+ANSWERING = ("generate", "likelihood")
 _TYPE_ALIASES = {"yes/no": 0, "yes-no": 0, "yesno": 0}
 _CONCERN_ALIASES = {
     "others": 1,
@@ -176,16 +180,32 @@ class MCQDataset(Dataset):
 
     Items are dicts: ``pixels`` float32 [3, S, S] in [0, 1], ``prompt`` str (see
     :func:`mcq_prompt`), ``letters`` list[str], ``answer_index`` int (-1: unknown), ``type``,
-    ``concern`` and ``record_id`` str.
+    ``concern`` and ``record_id`` str, and how the model answers: ``answer_by`` (``generate`` or
+    ``likelihood``) and ``max_new_tokens`` (:func:`~iqa_lightning.tasks.answer_mcq`).
 
     Args:
         questions: Questions, e.g. from :func:`read_qbench`.
         image_size: Output height and width.
+        answer_by: ``likelihood`` (each option letter's next-token logit) or ``generate``
+            (greedy generation, the letter matched as Q-Align's eval_qbench_mcq.py does).
+        max_new_tokens: Length limit of a generated answer (Q-Align: 512).
     """
 
-    def __init__(self, questions: Sequence[MCQ], image_size: int):
+    def __init__(
+        self,
+        questions: Sequence[MCQ],
+        image_size: int,
+        answer_by: str = "likelihood",
+        max_new_tokens: int = 512,
+    ):
         self.questions = list(questions)
         self.image_size = int(image_size)
+        if answer_by not in ANSWERING:
+            raise ValueError(f"instruct.mcq_answer={answer_by!r} must be one of {list(ANSWERING)}")
+        if isinstance(max_new_tokens, bool) or int(max_new_tokens) < 1:
+            raise ValueError(f"instruct.mcq_max_new_tokens={max_new_tokens!r} must be >= 1")
+        self.answer_by = answer_by
+        self.max_new_tokens = int(max_new_tokens)
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -200,6 +220,8 @@ class MCQDataset(Dataset):
             "type": mcq.type,
             "concern": mcq.concern,
             "record_id": mcq.record_id,
+            "answer_by": self.answer_by,
+            "max_new_tokens": self.max_new_tokens,
         }
 
 
@@ -239,8 +261,8 @@ def _answer_index(record: dict, candidates: list[str], where: str, required: boo
     if "correct_ans" not in record or record["correct_ans"] is None:
         if required:
             raise InstructFormatError(
-                f"{where}: has no 'correct_ans' (the public Q-Bench test file hides answers; "
-                "use the dev file to evaluate)"
+                f"{where}: has no 'correct_ans'; accuracy needs the answers (a Q-Bench test "
+                "file with them, or instruct.qbench_test=<the dev file>)"
             )
         return -1
     answer = str(record["correct_ans"]).strip()
