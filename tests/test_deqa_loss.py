@@ -138,6 +138,7 @@ def pair_batch(size):
     }
 
 
+@pytest.mark.slow  # the same answer path runs by default in test_losses' level_ce_answer test
 def test_deqa_score_on_a_tiny_lmm_trains_the_answer_and_the_ranks(backbone):
     module = make(backbone, "deqa_score")
     loss = module.loss
@@ -177,3 +178,24 @@ def test_deqa_score_refuses_unpaired_training_data_and_missing_stds(backbone):
         loss.ground_truth(batch)
     with pytest.raises(ValueError, match="holds no pairs"):
         loss.halves({"target": torch.tensor([0.5])})
+
+
+def test_presets_train_with_the_references_losses():
+    from hydra import compose, initialize_config_dir
+
+    from iqa_lightning.build import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        found = {}
+        for name in ("deqa_score_mix3", "q_align_mix3", "q_align_koniq"):
+            cfg = compose("train", overrides=[f"experiment={name}"])
+            found[name] = (cfg.module.loss, cfg.dataset.sampler)
+            loss = make_loss(cfg.module.loss, dict(cfg.module.levels))
+    assert found == {
+        "deqa_score_mix3": ("deqa_score", "pairs"),
+        "q_align_mix3": ("level_ce_answer", "shuffle"),
+        "q_align_koniq": ("level_ce_answer", "shuffle"),
+    }
+    deqa = make_loss("deqa_score", {})
+    assert (deqa.weight_rank, deqa.weight_softkl, deqa.weight_next_token) == (1.0, 1.0, 0.05)
+    assert deqa.fixed_std and deqa.closeset and loss.name == "level_ce_answer"
