@@ -11,7 +11,8 @@ edits them.
 Registered today: ``word_score`` (the default: pixel prompts, LoRA, Q-Adapt, progressive tuning,
 perception-then-inference, Q-Align-style level losses; one frozen LMM scored through its quality
 words), ``rali`` (an LLM-free CLIP scorer distilled from a teacher) and ``probe`` (a regression
-head on the frozen backbone's pooled vision features).
+head on the frozen backbone's pooled vision features), ``generative`` (scores parsed from generated
+answers, the reasoning IQA models' inference) and ``grpo`` (GRPO on those answers' rewards).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from iqa_lightning.run_folder import RunFolder
 
 #: Method name -> module under this package that registers it (imported on first use, so a run
 #: imports only its own method's code).
-MODULES = {"word_score": "word_score", "rali": "rali", "probe": "probe"}
+MODULES = {
+    "word_score": "word_score",
+    "rali": "rali",
+    "probe": "probe",
+    "generative": "generative",
+    "grpo": "grpo",
+}
 
 _REGISTRY: dict[str, type[Method]] = {}
 
