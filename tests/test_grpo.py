@@ -1,0 +1,129 @@
+"""GRPO (iqa_lightning/methods/grpo.py, models/rewards.py): the objective, the advantages and
+the rewards against hand-computed values; on the trained tiny LMM the KL term is zero at step 0,
+the reference policy is the same weights with LoRA bypassed, and one step changes LoRA only;
+slow: a short run raises the mean reward and the test SRCC of the parsed scores."""
+
+import math
+from functools import partial
+
+import pytest
+import torch
+
+from iqa_lightning.errors import ConfigError
+from iqa_lightning.methods.grpo import (
+    GRPOModule,
+    adapters_disabled,
+    clipped_objective,
+    grpo_loss,
+    per_token_kl,
+)
+from iqa_lightning.models.rewards import (
+    Answers,
+    FormatReward,
+    RankingReward,
+    ThresholdReward,
+    group_advantages,
+    make_rewards,
+)
+
+
+def test_advantages_kl_and_the_clipped_objective_by_hand():
+    adv = group_advantages(torch.tensor([1.0, 0, 0, 0, 1, 1, 1, 1]), 4)
+    std = math.sqrt(((0.75**2) + 3 * 0.25**2) / 3)  # unbiased
+    expected = [0.75 / (std + 1e-4)] + [-0.25 / (std + 1e-4)] * 3 + [0.0] * 4
+    assert adv.tolist() == pytest.approx(expected)
+    kl = per_token_kl(
+        torch.tensor([0.0, math.log(0.5)]), torch.tensor([math.log(0.5), math.log(0.5)])
+    )
+    assert kl.tolist() == pytest.approx([0.5 - math.log(0.5) - 1, 0.0])
+    logps, old = torch.tensor([[0.5], [0.5]]), torch.zeros(2, 1)
+    loss, clipped = clipped_objective(logps, old, torch.tensor([1.0, -1.0]), 0.2, 0.2)
+    assert loss[:, 0].tolist() == pytest.approx([-1.2, math.exp(0.5)])
+    assert clipped[:, 0].tolist() == [True, False]
+    # Masked: each sequence's mean over its tokens, then the mean of the sequences.
+    total, figures = grpo_loss(
+        torch.zeros(2, 3), torch.zeros(2, 3), torch.full((2, 3), math.log(0.5)),
+        torch.tensor([1.0, 2.0]), torch.tensor([[1, 1, 0], [1, 0, 0]]), 0.1, 0.2, 0.2,
+    )  # fmt: skip
+    assert float(figures["kl"]) == pytest.approx(0.5 - math.log(0.5) - 1)
+    assert float(total) == pytest.approx((-1 + -2) / 2 + 0.1 * (0.5 - math.log(0.5) - 1))
+
+
+def test_the_rewards_by_hand():
+    answers = Answers(
+        texts=["<think>a</think><answer>4</answer>", "4.9", "<answer>1</answer>", "x"],
+        scores=torch.tensor([4.0, 5.0, 1.0, 2.0]),
+        parsed=torch.tensor([True, True, True, False]),
+        mos=torch.tensor([4.2, 1.5]),
+        group=2,
+    )
+    assert ThresholdReward(0.35)(answers).tolist() == [1.0, 0.0, 0.0, 0.0]  # a failure: 0
+    fmt = FormatReward(r"<think>.*?</think>\s*<answer>.*?</answer>")
+    assert fmt(answers).tolist() == [1.0, 0.0, 0.0, 0.0]
+    # VisualQuality-R1's fidelity: image 0 (MOS 4.2) against image 1's mean 1.5, variances 0.5.
+    phi = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))  # noqa: E731
+    eps = 1e-6
+
+    def fidelity(score, other_mean, gt):
+        p = phi((score - other_mean) / math.sqrt(0.5 + 0.5 + eps))
+        return math.sqrt(p * gt + eps) + math.sqrt((1 - p) * (1 - gt) + eps)
+
+    expected = [fidelity(4, 1.5, 1), fidelity(5, 1.5, 1), fidelity(1, 4.5, 0), fidelity(2, 4.5, 0)]
+    assert RankingReward()(answers).tolist() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ConfigError, match="rewards\\[0\\].type='nope'"):
+        make_rewards([{"type": "nope"}])
+
+
+def generation(max_new_tokens=8):
+    return {
+        "prompt": {"question": "Rate the quality of the image from 1 to 5."},
+        "sampling": {"do_sample": False, "max_new_tokens": max_new_tokens},
+        "parser": {},
+    }
+
+
+@pytest.fixture(scope="module")
+def grpo_module():
+    from iqa_lightning.tiny.trained import load_tiny_llava
+
+    backbone = load_tiny_llava()
+    phases = [{"name": "grpo", "trainable": ["lora"],
+               "optimizer": partial(torch.optim.SGD, lr=0.5)}]  # fmt: skip
+    return GRPOModule(
+        backbone, None, phases, generation(),
+        lora={"r": 4, "alpha": 8, "dropout": 0.0},
+        rewards=[{"type": "format", "pattern": r".*\bwith\b.*"}, {"type": "threshold"}],
+        group_size=2, rollout={"do_sample": True, "temperature": 1.0, "max_new_tokens": 4},
+        beta=0.04,
+    )  # fmt: skip
+
+
+def test_one_grpo_step_starts_at_zero_kl_and_changes_lora_only(grpo_module):
+    module = grpo_module.train()
+    backbone = module.scorer.backbone
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    count = sum(1 for _ in module.parameters())
+    torch.manual_seed(3)
+    batch = {"pixels": torch.rand(2, 3, 64, 64), "target": torch.tensor([0.2, 0.9])}
+    drawn = module.sample(batch)
+    # The reference policy is the same weights with LoRA bypassed: no second copy.
+    assert sum(1 for _ in module.parameters()) == count
+    assert all(p.requires_grad for p in module.parameter_groups()["lora"].values())
+    logps = module.scorer.token_logps(drawn["rollout"])
+    assert torch.equal(logps, drawn["ref"])  # LoRA's B starts at zero: the KL term is zero
+    # Advantages of both signs (four words of text earn no reward yet), reused for the step.
+    drawn["advantages"] = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    module._buffer, module._grpo_steps, module.iterations = drawn, 1, 2
+    loss = module.grpo_step(batch)
+    loss.backward()
+    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.5)
+    optimizer.step()
+    changed = {n for n, p in module.named_parameters() if not torch.equal(p, before[n])}
+    lora = {f"scorer.{n}" for n in module.parameter_groups()["lora"]}
+    assert changed and changed <= lora, sorted(changed - lora)[:3]
+    # Now the policy and the reference differ, and the reference is still the base model.
+    with torch.no_grad():
+        after = module.scorer.token_logps(drawn["rollout"])
+        with adapters_disabled(backbone):
+            ref = module.scorer.token_logps(drawn["rollout"])
+    assert not torch.equal(after, ref) and torch.equal(ref, drawn["ref"])
