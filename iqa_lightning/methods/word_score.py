@@ -14,6 +14,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from iqa_lightning.exporting import exported_parts
 from iqa_lightning.methods import Method, register
 from iqa_lightning.run_folder import RunFolder
 
@@ -58,11 +59,12 @@ class WordScore(Method):
     name = "word_score"
 
     def parts(self, cfg: Any) -> dict[str, Any]:
-        return {
+        parts = {
             "backbone": instantiate(cfg.model),
             "prompt": instantiate(cfg.prompt),
             "score": instantiate(cfg.score),
         }
+        return exported_parts(parts)  # an exported folder's scoring.json: its head and prompt
 
     def build_module(self, cfg: Any, run: Path | None = None, datamodule: Any = None):
         parts = self.parts(cfg)

@@ -18,6 +18,7 @@ from torch import nn
 from iqa_lightning.models.backbones.attention import AttentionReadout
 from iqa_lightning.models.backbones.blocks import checkpointing_blocks, set_gradient_checkpointing
 from iqa_lightning.models.backbones.loading import DTYPES, load_pretrained, resolve_dtype
+from iqa_lightning.models.backbones.scoring_file import ExportedScoring, read_scoring
 from iqa_lightning.models.backbones.text import ChatTemplate, PromptEncoding
 from iqa_lightning.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
@@ -93,6 +94,9 @@ class Backbone(PromptEncoding, AttentionReadout, nn.Module):
     #: What messages call the vision tower of a family whose tower takes one input side only
     #: (its ``vision_config.image_size``); empty where the family takes other sides too.
     fixed_side_tower: str = ""
+    #: What an exported folder's ``scoring.json`` brings (score head, prompt, template), set by
+    #: :meth:`from_pretrained`; None for any other checkpoint (:mod:`.scoring_file`).
+    scoring: ExportedScoring | None = None
 
     def __init__(
         self,
@@ -168,9 +172,15 @@ class Backbone(PromptEncoding, AttentionReadout, nn.Module):
         model, tokenizer, mean, std = cls.load_parts(
             pretrained, dtype, attn_implementation, trust_remote_code
         )
+        scoring = read_scoring(pretrained)  # an exported folder's scoring.json, else None
+        if scoring is not None:
+            scoring.check_image_size(image_size)
+            image_size = scoring.image_size if image_size is None else image_size
+            options.update({k: v for k, v in scoring.options.items() if k in accepted})
         if image_size is None:
             image_size = cls.default_image_size or model.config.vision_config.image_size
         backbone = cls(model, tokenizer, image_size, mean, std, normalization, **options)
+        backbone.scoring = scoring
         return backbone.set_gradient_checkpointing(gradient_checkpointing)
 
     @classmethod
