@@ -1,7 +1,11 @@
 """Phases of a run: which parameter groups train, for how many epochs, with which optimiser.
 
 A run is a :class:`PhasePlan`, a list of :class:`Phase` s run in order (``stage.phases``; Q-Adapt's
-progressive tuning is two, arXiv 2504.01655). The plan answers the two questions the module and
+progressive tuning is two, arXiv 2504.01655). In the config, ``stage.phases`` maps each phase's
+name to its settings, in the order they run, so an option or an override changes one phase
+without restating the others (``stage.phases.stage1.epochs=3``; ``~stage.phases.stage2`` or
+``stage.phases.stage2=null`` drops one); a list of entries with a ``name`` each (run folders
+written before) means the same (:func:`phase_entries`). The plan answers the two questions the module and
 the :class:`~iqa_lightning.callbacks.StageSchedule` callback share: which phase an epoch belongs
 to (:meth:`PhasePlan.index_for_epoch`) and what optimiser and scheduler a phase trains with
 (:meth:`PhasePlan.configure`).
@@ -20,12 +24,46 @@ A step scheduler that takes other arguments is wrapped in a small function of th
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
 INTERVALS = ("step", "epoch")
+#: ``stage.phases.0.epochs=1``: a phase by its position (the list form's overrides).
+NUMBERED = re.compile(r"^(?P<op>[+~]*)(?P<node>(?:stage|module|method)\.phases)\.(?P<index>\d+)(?P<rest>[.=].*|)$")
+
+log = logging.getLogger(__name__)
+
+
+def phase_entries(phases: Any) -> list[Any]:
+    """``stage.phases`` as a list of entries, in order: a mapping ``{name: settings}`` (the
+    config's form; a ``None`` entry is a dropped phase) or a list of entries with ``name`` each.
+
+    Raises:
+        ValueError: A mapping entry whose ``name`` differs from its key, or one that is not a
+            mapping.
+    """
+    if phases is None:
+        return []
+    if not isinstance(phases, Mapping) and not hasattr(phases, "items"):
+        return list(phases)
+    entries = []
+    for key, settings in phases.items():
+        if settings is None:
+            continue
+        if isinstance(settings, Phase):
+            entries.append(settings)
+            continue
+        if not hasattr(settings, "items"):
+            raise ValueError(f"stage.phases.{key} must be a mapping of its settings, got {settings!r}")
+        named = settings.get("name", key)
+        if str(named) != str(key):
+            raise ValueError(f"stage.phases.{key} has name {named!r}; the key is its name")
+        entries.append({**{str(k): v for k, v in settings.items()}, "name": str(key)})
+    return entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,20 +160,78 @@ class Phase:
         return out
 
 
+def as_named(container: Any) -> Any:
+    """A plain config container with every ``phases`` list of named entries (run folders
+    written before phases were keyed by name) as the mapping ``{name: settings}``."""
+    if isinstance(container, dict):
+        out = {}
+        for key, value in container.items():
+            named = isinstance(value, list) and value and all(
+                isinstance(v, dict) and "name" in v for v in value
+            )
+            if key == "phases" and named:
+                value = {v["name"]: {k: x for k, x in v.items() if k != "name"} for v in value}
+            out[key] = as_named(value)
+        return out
+    if isinstance(container, list):
+        return [as_named(v) for v in container]
+    return container
+
+
+def numbered_overrides(args: Sequence[str]) -> list[str]:
+    """The overrides of ``args`` that name a phase by its position (``stage.phases.0...``)."""
+    return [a for a in args if NUMBERED.match(a)]
+
+
+def by_name(args: Sequence[str], names: Callable[[str], Sequence[str]]) -> list[str]:
+    """``args`` with ``<node>.phases.<i>...`` overrides naming the phase instead
+    (``stage.phases.0.epochs=1`` -> ``stage.phases.stage1.epochs=1``), each change logged as a
+    deprecation: phases are keyed by name since the config holds them as a mapping.
+
+    Args:
+        args: Command-line overrides.
+        names: ``node -> phase names in order`` (``stage.phases``, ``module.phases``, ...) of
+            the config the other overrides compose.
+
+    Raises:
+        ValueError: A position past the last phase.
+    """
+    out = []
+    for arg in args:
+        match = NUMBERED.match(arg)
+        if match is None:
+            out.append(arg)
+            continue
+        node, index = match["node"], int(match["index"])
+        known = list(names(node))
+        if index >= len(known):
+            raise ValueError(f"{arg}: {node} has {len(known)} phase(s): {known}")
+        named = f"{match['op']}{node}.{known[index]}{match['rest']}"
+        log.warning("%s names a phase by its position; phases are keyed by name: %s", arg, named)
+        out.append(named)
+    return out
+
+
 class PhasePlan:
     """The phases of a run, in order.
 
     Args:
-        phases: :class:`Phase` s or ``stage.phases`` entries.
+        phases: :class:`Phase` s or ``stage.phases`` entries, or ``stage.phases`` as a mapping of
+            name -> settings (:func:`phase_entries`).
 
     Raises:
-        ValueError: No phase.
+        ValueError: No phase, or two with one name.
     """
 
-    def __init__(self, phases: Sequence[Phase | Mapping[str, Any]]) -> None:
-        if not phases:
+    def __init__(self, phases: Sequence[Phase | Mapping[str, Any]] | Mapping[str, Any]) -> None:
+        entries = phase_entries(phases)
+        if not entries:
             raise ValueError("stage.phases is empty: nothing to train")
-        self.phases = [Phase.from_config(p) for p in phases]
+        self.phases = [Phase.from_config(p) for p in entries]
+        names = [p.name for p in self.phases]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"stage.phases: phase name(s) {repeated} used twice")
 
     def __len__(self) -> int:
         return len(self.phases)
@@ -197,4 +293,12 @@ class PhasePlan:
         }
 
 
-__all__ = ["INTERVALS", "Phase", "PhasePlan"]
+__all__ = [
+    "INTERVALS",
+    "Phase",
+    "PhasePlan",
+    "as_named",
+    "by_name",
+    "numbered_overrides",
+    "phase_entries",
+]

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from iqa_lightning.errors import ConfigError
+from iqa_lightning.phases import as_named, by_name
 from iqa_lightning.run_folder import RunFolder
 
 log = logging.getLogger("iqa_lightning")
@@ -130,8 +131,13 @@ def resume_args(args: list[str]) -> list[str]:
             f"a resumed run may change only {', '.join(RESUME_KEYS)}. Start a new run to change "
             "the others"
         )
+    saved_names = as_named(OmegaConf.to_container(saved_cfg, resolve=False))
+
+    def names(node: str) -> list[str]:  # the run's phases, by the saved config
+        return list(OmegaConf.select(OmegaConf.create(saved_names), node) or {})
+
     return [
-        *saved_args,
+        *by_name(saved_args, names),
         *extra,
         f"hydra.run.dir={run.resolve()}",
         "hydra.output_subdir=null",
@@ -151,7 +157,7 @@ def check_resumed_config(cfg: Any, run: Path) -> None:
     """
     from omegaconf import OmegaConf
 
-    saved = OmegaConf.to_container(OmegaConf.load(RunFolder(run).config), resolve=False)
+    saved = as_named(OmegaConf.to_container(OmegaConf.load(RunFolder(run).config), resolve=False))
     now = OmegaConf.to_container(cfg, resolve=False)
     skip = set(RESUME_KEYS) | set(VOLATILE_KEYS)
     differ, shape = [], []

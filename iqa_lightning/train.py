@@ -34,6 +34,7 @@ from iqa_lightning.build import (  # noqa: F401  (re-exported: the build layer's
 )
 from iqa_lightning.cli import report_user_errors
 from iqa_lightning.errors import ConfigError
+from iqa_lightning.phases import by_name, numbered_overrides, phase_entries
 from iqa_lightning.quiet import quiet
 from iqa_lightning.run_folder import RunFolder
 from iqa_lightning.run_names import RESOLVER  # noqa: F401  (registers ${iqa_run_label:...})
@@ -81,7 +82,7 @@ def check_config(cfg: DictConfig) -> None:
     phases = OmegaConf.select(cfg, "module.phases", default=None)  # the method's schedule
     if phases is None:
         phases = (cfg.get("stage") or {}).get("phases")
-    phases = list(phases or [])
+    phases = phase_entries(phases)
     if max_epochs is None or max_epochs < 1 or len(phases) < 2:
         return
     start = 0
@@ -93,7 +94,7 @@ def check_config(cfg: DictConfig) -> None:
             later = [str(p.get("name", i)) for i, p in enumerate(phases) if i > index]
             raise ConfigError(
                 f"trainer.max_epochs={max_epochs}: the phases before {', '.join(later)} take "
-                f"{start} epoch(s) (stage.phases[..].epochs), so {', '.join(later)} would never "
+                f"{start} epoch(s) (stage.phases.<name>.epochs), so {', '.join(later)} would never "
                 f"train; set trainer.max_epochs above {start}"
             )
 
@@ -397,6 +398,22 @@ def failed_run_ending(cfg: DictConfig):
             signal.signal(signal.SIGINT, previous)
 
 
+def phases_by_name(args: list[str]) -> list[str]:
+    """``args`` with a phase named by its position (``stage.phases.0.epochs=1``, the form of
+    run folders written before phases were keyed by name) naming it
+    (:func:`~iqa_lightning.phases.by_name`; the config is composed without those overrides to
+    learn the names)."""
+    numbered = numbered_overrides(args)
+    if not numbered:
+        return args
+    from hydra import compose, initialize_config_dir
+
+    others = [a for a in args if a not in numbered and not a.startswith("-")]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=others)
+    return by_name(args, lambda node: list(OmegaConf.select(cfg, node) or {}))
+
+
 def main() -> None:
     """Entry point of ``python train.py``; returns val/srcc_best to sweepers that optimise it."""
     import sys
@@ -410,6 +427,11 @@ def main() -> None:
         sys.argv[1:] = resume_args(args)
     except ConfigError as err:
         print(error_line(err), file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    try:
+        sys.argv[1:] = phases_by_name(sys.argv[1:])
+    except ValueError as err:
+        print(error_line(ConfigError(str(err))), file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     run = resumed_run(args) if sys.argv[1:] != args else None
     if run is not None:

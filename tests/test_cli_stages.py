@@ -28,7 +28,7 @@ LORA = ["stage.lora.r=4", "stage.lora.alpha=8"]
 def test_progressive_demo_reports_scores_and_mcq_accuracy(run_env, tmp_path):
     out = tmp_path / "run"
     proc = run_train(
-        [*SMALL, *LORA, "stage=progressive", "stage.phases.0.epochs=1", "trainer.max_epochs=2",
+        [*SMALL, *LORA, "stage=progressive", "stage.phases.stage1.epochs=1", "trainer.max_epochs=2",
          f"hydra.run.dir={out}"],
         run_env,
     )  # fmt: skip

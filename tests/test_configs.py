@@ -94,7 +94,7 @@ def test_reference_recipes(tmp_path):
         assert cfg.dataset.name.startswith(name)
         assert (cfg.dataset.batch_size, cfg.trainer.max_epochs) == (batch, epochs)
         assert (cfg.prompt.size, cfg.prompt.mode) == (30, "add")
-        optimizer = cfg.stage.phases[0].optimizer
+        optimizer = cfg.stage.phases.stage2.optimizer
         assert optimizer.lr == 60.0 and "SGD" in optimizer._target_
         assert cfg.callbacks.early_stopping.patience == 6
         assert cfg.callbacks.early_stopping.monitor == "val/srcc_plcc"

@@ -94,7 +94,7 @@ def test_lora_and_qadapt_progressive_on_mplug_owl2(run_env, tmp_path):
         "experiment=smoke", "model=tiny_mplug_owl2", "prompt=qadapt_tiny", "prompt.num_layers=1",
         "dataset.n_refs=4", "dataset.generated_size=96", "instruct.n_refs=4",
         "instruct.generated_size=96", "instruct.steps_per_epoch=4", "logger=csv",
-        "stage.lora.r=4", "stage.lora.alpha=8", "stage=progressive", "stage.phases.0.epochs=1",
+        "stage.lora.r=4", "stage.lora.alpha=8", "stage=progressive", "stage.phases.stage1.epochs=1",
         "trainer.max_epochs=2", f"hydra.run.dir={tmp_path}",
     ]  # fmt: skip
     run_train(args, run_env)

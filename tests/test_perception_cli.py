@@ -20,7 +20,7 @@ def test_perception_inference_switches_phases_and_writes_the_run_folder(run_env,
     out = tmp_path / "pi"
     run_train(
         [
-            *FAST, "stage=perception_inference", "stage.phases.0.epochs=1", "logger=none",
+            *FAST, "stage=perception_inference", "stage.phases.perception.epochs=1", "logger=none",
             "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
             "+trainer.limit_test_batches=1", "inference.max_new_tokens=8",
             "callbacks.explanations=null", "callbacks.plots=null", f"hydra.run.dir={out}",

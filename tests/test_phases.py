@@ -6,7 +6,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from iqa_lightning.phases import Phase, PhasePlan
+from iqa_lightning.phases import (
+    Phase,
+    PhasePlan,
+    as_named,
+    by_name,
+    numbered_overrides,
+    phase_entries,
+)
 
 
 def sgd(params):
@@ -18,6 +25,9 @@ def groups():
         "lora": {"a": torch.nn.Parameter(torch.zeros(2))},
         "projector": {"b": torch.nn.Parameter(torch.zeros(3))},
     }
+
+
+SGD = partial(torch.optim.SGD, lr=0.1)
 
 
 def test_phase_from_a_config_entry_reads_like_it():
@@ -80,3 +90,58 @@ def test_epoch_schedulers_get_the_optimizer_only():
     assert isinstance(
         PhasePlan([Phase("a", ("lora",), sgd)]).configure(0, groups()), torch.optim.SGD
     )
+
+
+def _compose(overrides):
+    from hydra import compose, initialize_config_dir
+
+    from iqa_lightning.build import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def test_phases_are_keyed_by_name_so_an_override_changes_one_phase():
+    cfg = _compose(["stage=progressive", "stage.phases.stage1.epochs=1"])
+    from hydra.utils import instantiate
+
+    plan = PhasePlan(instantiate(cfg.stage.phases, _convert_="all"))
+    assert [p.name for p in plan] == ["stage1", "stage2"]
+    assert plan[0].epochs == 1 and plan[0].lr == {"lora": 2.0e-4, "projector": 2.0e-5}
+    assert plan[1].trainable == ("prompt",)  # untouched, not restated
+    # an option that inherits a stage drops a phase by name (stage 2 of perception alone)
+    alone = _compose(["stage=inference"])
+    assert [p["name"] for p in phase_entries(alone.stage.phases)] == ["inference"]
+    dropped = _compose(["stage=progressive", "~stage.phases.stage2"])
+    assert list(dropped.stage.phases) == ["stage1"]
+
+
+def test_a_list_of_named_phases_still_builds_the_same_plan():
+    listed = [{"name": "a", "trainable": ["prompt"], "optimizer": SGD, "epochs": 1},
+              {"name": "b", "trainable": ["lora"], "optimizer": SGD}]
+    keyed = {"a": {"trainable": ["prompt"], "optimizer": SGD, "epochs": 1},
+             "b": {"trainable": ["lora"], "optimizer": SGD}, "c": None}
+    assert PhasePlan(listed).phases == PhasePlan(keyed).phases
+    with pytest.raises(ValueError, match="stage.phases.a has name 'b'"):
+        PhasePlan({"a": {"name": "b", "trainable": [], "optimizer": SGD}})
+    with pytest.raises(ValueError, match=r"phase name\(s\) \['a'\] used twice"):
+        PhasePlan([listed[0], listed[0]])
+    # a run folder written with the list form compares equal to the keyed form
+    saved = {"stage": {"phases": [{"name": "a", "epochs": 1}]}, "other": [{"name": "x"}]}
+    assert as_named(saved) == {"stage": {"phases": {"a": {"epochs": 1}}}, "other": [{"name": "x"}]}
+
+
+def test_a_phase_named_by_its_position_is_renamed_with_a_deprecation_line(caplog):
+    from iqa_lightning.train import phases_by_name
+
+    args = ["stage=progressive", "stage.phases.0.epochs=1", "+stage.phases.1.lr.prompt=0.1"]
+    with caplog.at_level("WARNING"):
+        renamed = phases_by_name(args)
+    assert renamed == ["stage=progressive", "stage.phases.stage1.epochs=1",
+                       "+stage.phases.stage2.lr.prompt=0.1"]
+    assert "phases are keyed by name: stage.phases.stage1.epochs=1" in caplog.text
+    assert numbered_overrides(renamed) == []
+    with pytest.raises(ValueError, match=r"stage.phases.2.epochs=1: stage.phases has 2 phase"):
+        phases_by_name(["stage=progressive", "stage.phases.2.epochs=1"])
+    names = {"stage.phases": ["stage1"]}
+    assert by_name(["stage.phases.0=null"], names.get) == ["stage.phases.stage1=null"]

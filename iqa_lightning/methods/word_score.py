@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from iqa_lightning.exporting import exported_parts
 from iqa_lightning.methods import Method, register
+from iqa_lightning.phases import phase_entries
 from iqa_lightning.run_folder import RunFolder
 
 log = logging.getLogger("iqa_lightning")
@@ -35,7 +36,7 @@ def stage_one_from(run: str | Path) -> tuple[dict | None, dict[str, Any]]:
     run_cfg = OmegaConf.load(config_file)
     lora = OmegaConf.to_container(run_cfg.stage.lora) if run_cfg.stage.get("lora") else None
     phases = OmegaConf.select(run_cfg, "module.phases", default=None) or run_cfg.stage.phases
-    trained = {str(g) for phase in phases for g in phase.get("trainable") or []}
+    trained = {str(g) for phase in phase_entries(phases) for g in phase.get("trainable") or []}
     return lora, {"groups": trained | ({"lora"} if lora else set()),
                   "tensors": load_file(str(tensors_file))}  # fmt: skip
 
