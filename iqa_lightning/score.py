@@ -49,12 +49,16 @@ from iqa_lightning.errors import ConfigError
 from iqa_lightning.files import atomic_write
 from iqa_lightning.image_lists import ImageList, read_images
 from iqa_lightning.quantization import with_quantization
+from iqa_lightning.video_lists import read_videos, score_videos
 
 log = logging.getLogger("iqa_lightning.score")
 
 RUN_GROUPS = ("model", "score", "prompt")
 QUANTIZATION = "model.quantization"
-IMAGES_REQUIRED = "images=<folder | image file | CSV/JSON list> is required: the images to score"
+IMAGES_REQUIRED = (
+    "images=<folder | image file | CSV/JSON list> (or videos=<folder | video file | list>) is "
+    "required: what to score"
+)
 
 
 def _output_files(out: Path) -> list[Path]:
@@ -210,13 +214,21 @@ def score(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         The metrics (empty without MOS).
     """
-    if OmegaConf.is_missing(cfg, "images") or not str(cfg.images).strip():
+    videos = cfg.get("videos")
+    no_images = OmegaConf.is_missing(cfg, "images") or not str(cfg.images or "").strip()
+    if no_images and not videos:
         raise ConfigError(IMAGES_REQUIRED)
+    if videos and not no_images:
+        raise ConfigError("give images= or videos=, not both")
     out = Path(str(cfg.out)).expanduser()
     check_output(out, cfg.out)  # before any image is read or model built
-    images = read_images(cfg.images, cfg.get("image_root"), cfg.image_key, cfg.mos_key)
+    read = read_videos if videos else read_images
+    images = read(videos or cfg.images, cfg.get("image_root"), cfg.image_key, cfg.mos_key)
     scorer = build_scorer(cfg)
-    result = scorer.score(images.paths, names=images.names, mos=images.mos)
+    if videos:  # each video's 1 fps frames in one prompt (iqa_lightning.video_lists)
+        result = score_videos(scorer, images)
+    else:
+        result = scorer.score(images.paths, names=images.names, mos=images.mos)
     if not scorer.trainer.is_global_zero:
         return {}
     if images.skipped:  # folder entries that are no readable file, in folder order
@@ -234,7 +246,9 @@ def score(cfg: DictConfig) -> dict[str, Any]:
         if len(result.skipped) > 20:
             print(f"  ... and {len(result.skipped) - 20} more", flush=True)
     if not result.images:
-        raise ConfigError(f"images={cfg.images}: none of the {total} images could be read")
+        given = f"videos={videos}" if videos else f"images={cfg.images}"
+        what = "videos" if videos else "images"
+        raise ConfigError(f"{given}: none of the {total} {what} could be read")
     if metrics:
         srcc, plcc = (_figure(metrics[k]) for k in ("srcc", "plcc"))
         print(f"SRCC {srcc}  PLCC {plcc}  (n={metrics['n']}, MOS column {images.mos_key!r}) -> "
@@ -256,7 +270,7 @@ def main() -> None:
     (before Hydra and the model load)."""
     args = sys.argv[1:]
     flags = any(a.startswith("-") and a not in ("-m", "--multirun") for a in args)
-    if not flags and not any(a.split("=", 1)[0].lstrip("+") == "images" for a in args):
+    if not flags and not any(a.split("=", 1)[0].lstrip("+") in ("images", "videos") for a in args):
         print(error_line(ConfigError(IMAGES_REQUIRED)), file=sys.stderr, flush=True)
         raise SystemExit(1)
     with hydra_entry.reported():

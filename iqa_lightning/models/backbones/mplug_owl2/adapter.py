@@ -62,6 +62,9 @@ class MplugOwl2Backbone(Backbone):
     tiny = ("iqa_lightning.models.backbones.mplug_owl2.tiny.build_tiny_mplug_owl2",)
     default_image_size = None  # the ViT's (448 for the published checkpoints)
     fixed_side_tower = "mPLUG-Owl2 vision model"
+    #: Takes ``[B, frames, 3, H, W]`` pixels: a video's frames in its one placeholder
+    #: (:meth:`~.modeling.MplugOwl2Model.encode_frames`, Q-Align's video scorer).
+    takes_frames = True
 
     def __init__(self, *args, template: str = "owl2", resize: str = RESIZE, **kwargs) -> None:
         if template not in TEMPLATES:

@@ -97,6 +97,14 @@ class MplugOwl2Model(MplugOwl2PreTrainedModel):
         """
         return self.visual_abstractor(self.vision_model(pixel_values))
 
+    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``[B, F, 3, H, W]`` normalised frames -> ``[B, F * (queries + 1), hidden]``: each
+        video's frame tokens in frame order, for its one placeholder (Q-Align's video scorer:
+        one ``<|image|>`` per video, the frames' features flattened in its place)."""
+        batch, frames = pixel_values.shape[:2]
+        tokens = self.encode_images(pixel_values.flatten(0, 1))
+        return tokens.unflatten(0, (batch, frames)).flatten(1, 2)
+
     def splice(
         self,
         input_ids: torch.Tensor,
@@ -177,7 +185,10 @@ class MplugOwl2Model(MplugOwl2PreTrainedModel):
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        image_tokens = None if pixel_values is None else self.encode_images(pixel_values)
+        if pixel_values is not None and pixel_values.ndim == 5:  # [B, frames, 3, H, W]: videos
+            image_tokens = self.encode_frames(pixel_values)
+        else:
+            image_tokens = None if pixel_values is None else self.encode_images(pixel_values)
         embeds, modality, mask, labels = self.splice(
             input_ids, attention_mask, image_tokens, labels
         )
@@ -247,7 +258,8 @@ class MplugOwl2ForCausalLM(MplugOwl2PreTrainedModel, GenerationMixin):
         Args:
             input_ids: ``[B, L]`` prompt ids with :data:`IMAGE_TOKEN_INDEX` per image.
             attention_mask: ``[B, L]``.
-            pixel_values: ``[images, 3, H, W]`` normalised pixels.
+            pixel_values: ``[images, 3, H, W]`` normalised pixels, or ``[B, frames, 3, H, W]``
+                (one video per prompt, its frames at its one placeholder).
             labels: ``[B, L]`` target ids, -100 where not trained.
             cache: Key / value cache (generation).
             past_key_values: The same, under its older name.
