@@ -5,10 +5,10 @@ progressive tuning is two, arXiv 2504.01655). In the config, ``stage.phases`` ma
 name to its settings, in the order they run, so an option or an override changes one phase
 without restating the others (``stage.phases.stage1.epochs=3``; ``~stage.phases.stage2`` or
 ``stage.phases.stage2=null`` drops one); a list of entries with a ``name`` each (run folders
-written before) means the same (:func:`phase_entries`). The plan answers the two questions the module and
-the :class:`~iqa_lightning.callbacks.StageSchedule` callback share: which phase an epoch belongs
-to (:meth:`PhasePlan.index_for_epoch`) and what optimiser and scheduler a phase trains with
-(:meth:`PhasePlan.configure`).
+written before) means the same (:func:`phase_entries`). The plan answers the two questions
+the module and the :class:`~iqa_lightning.callbacks.StageSchedule` callback share: which phase
+an epoch belongs to (:meth:`PhasePlan.index_for_epoch`) and what optimiser and scheduler a
+phase trains with (:meth:`PhasePlan.configure`).
 
 Scheduler contract. ``Phase.scheduler`` is a factory (a Hydra ``_partial_``):
 
@@ -33,7 +33,9 @@ from torch import nn
 
 INTERVALS = ("step", "epoch")
 #: ``stage.phases.0.epochs=1``: a phase by its position (the list form's overrides).
-NUMBERED = re.compile(r"^(?P<op>[+~]*)(?P<node>(?:stage|module|method)\.phases)\.(?P<index>\d+)(?P<rest>[.=].*|)$")
+NUMBERED = re.compile(
+    r"^(?P<op>[+~]*)(?P<node>(?:stage|module|method)\.phases)\.(?P<index>\d+)(?P<rest>[.=].*|)$"
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,9 @@ def phase_entries(phases: Any) -> list[Any]:
             entries.append(settings)
             continue
         if not hasattr(settings, "items"):
-            raise ValueError(f"stage.phases.{key} must be a mapping of its settings, got {settings!r}")
+            raise ValueError(
+                f"stage.phases.{key} must be a mapping of its settings, got {settings!r}"
+            )
         named = settings.get("name", key)
         if str(named) != str(key):
             raise ValueError(f"stage.phases.{key} has name {named!r}; the key is its name")
