@@ -177,3 +177,41 @@ def test_the_method_options_pick_the_checkpoints_and_show_the_authors_settings()
     assert cfg.model.subfolder == "score_degradation" and cfg.model.max_pixels == 12845056
     assert cfg.method.generation.sampling.top_p == 0.95
     assert preset("visualquality_r1")["parser"]["occurrence"] == "last"
+
+
+@pytest.mark.slow
+def test_the_scoring_cli_path_scores_by_generation_zero_shot():
+    from PIL import Image
+
+    from iqa_lightning.scorer import Scorer
+
+    scorer = Scorer.from_config(
+        model="tiny_qwen2_5_vl",
+        overrides=["method=generative", "method.generation.sampling.max_new_tokens=2"],
+        accelerator="cpu",
+    )
+    assert type(scorer.module.scorer).__name__ == "GenerativeScorer"
+    assert not scorer.module.parameter_groups().get("lora")  # zero-shot: no LoRA
+    images = [Image.new("RGB", (90, 60), (200, 30, 30)), Image.new("RGB", (64, 64))]
+    # Two tokens of a random model hold no answer: every image a failure, at the midpoint.
+    assert scorer(images).tolist() == [3.0, 3.0]
+
+
+@pytest.mark.slow
+def test_supervised_answers_train_and_the_test_rows_count_parse_failures(tmp_path, cache_dir):
+    import csv
+
+    from tests.training import train_in_process
+
+    metrics = train_in_process(
+        ["method=generative", "experiment=demo", "zero_shot=false", "trainer.max_epochs=1",
+         "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+         "+trainer.limit_test_batches=1", "dataset.eval_batch_size=8",
+         "method.generation.sampling.max_new_tokens=12"],
+        tmp_path, cache_dir,
+    )  # fmt: skip
+    with open(tmp_path / "predictions_test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {"answer", "parse_ok", "parsed_samples", "explanation", "text"} <= set(rows[0])
+    failures = sum(row["parse_ok"] == "False" for row in rows)
+    assert metrics["test/parse_failures"] == failures

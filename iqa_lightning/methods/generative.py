@@ -230,7 +230,7 @@ def module_arguments(cfg: Any, run: Path | None) -> dict[str, Any]:
         "phases": instantiate(method.phases, _convert_="all") if training else ZERO_SHOT,
         "lora": lora,
         "generation": generation_settings(cfg),
-        "sft_phases": tuple(method.get("sft_phases") or ()),
+        "sft_phases": tuple(method.get("sft_phases") or ()) if training else (),
         "sft_answers": str(method.get("sft_answers", "mos")),
         "answer_format": str(method.get("answer_format", "<answer>{score:.2f}</answer>")),
         "seed": int(cfg.get("seed") or 0),
