@@ -104,10 +104,9 @@ class PageModel(nn.Module):
     ) -> None:
         super().__init__()
         self.module = module
-        scorer = getattr(module, "scorer", None)
-        words = getattr(getattr(module, "score", None), "words", None)
-        self.words = list(words) if words and hasattr(scorer, "distribution") else None
-        self.explains = bool(explain) and "instruct" in getattr(scorer, "tasks", ())
+        head = module.scorer.word_head  # a scorer that reads words gives their probabilities
+        self.words = list(head.words) if head is not None else None
+        self.explains = bool(explain) and "instruct" in module.scorer.tasks
         self.question = str(question)
         self.max_new_tokens = int(max_new_tokens)
         self.details: dict[str, dict[str, Any]] = {}
@@ -119,9 +118,9 @@ class PageModel(nn.Module):
 
     def score_batch(self, batch: dict[str, Any]) -> torch.Tensor:
         """Scores ``[B]`` as the scoring loop reads them; the details of each image on the side."""
-        scores = self.module.score_batch(batch)
+        output = self.module.scorer.score(batch)  # scores and word probabilities, one pass
+        scores, probs = output.scores, output.probs
         pixels, names = batch["pixels"], list(batch["image"])
-        probs = None if self.words is None else self.module.scorer.distribution(pixels)
         answers = (
             self.module.explain(pixels, [self.question] * len(names), self.max_new_tokens)
             if self.explains
