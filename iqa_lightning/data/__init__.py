@@ -5,6 +5,7 @@ from .cache import ImageCache
 from .checks import CHECK_LEVELS, ImageCheckError
 from .dataset import IQAImageDataset, LabelledImage
 from .datasets.agiqa import AGIQA3KDataModule
+from .datasets.ava import AVADataModule
 from .datasets.clive import CLIVEDataModule
 from .datasets.csiq import CSIQDataModule
 from .datasets.kadid import KADIDDataModule
@@ -47,6 +48,7 @@ DATA_ERRORS = (AnnotationError, SplitError, ImageLoadError, InstructFormatError,
 
 __all__ = [
     "AGIQA3KDataModule",
+    "AVADataModule",
     "AnnotationError",
     "AnnotationRow",
     "CHECK_LEVELS",

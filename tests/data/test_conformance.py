@@ -20,6 +20,7 @@ import iqa_lightning.data as data
 from iqa_lightning.data import (
     SPLIT_NAMES,
     AGIQA3KDataModule,
+    AVADataModule,
     CLIVEDataModule,
     CSIQDataModule,
     DatasetSpec,
@@ -45,6 +46,7 @@ from .fixtures_more import (
     write_spaq,
     write_tid2013,
 )
+from .test_ava import write_ava
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 IMAGE_SIZE = 16
@@ -78,6 +80,7 @@ def _root(writer):
 #: Every data module, with the arguments that point it at a fixture in its published format.
 CASES = {
     AGIQA3KDataModule: _root(write_agiqa),
+    AVADataModule: _root(write_ava),
     CLIVEDataModule: _root(write_clive),
     CSIQDataModule: _root(write_csiq),
     KADIDDataModule: _root(write_kadid),
