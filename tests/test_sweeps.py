@@ -8,10 +8,12 @@ from omegaconf import OmegaConf
 from tests.conftest import REPO, run_main
 
 
-def composed_jobs(overrides):
+def composed_jobs(overrides, configs=True):
     """(sweeper, job overrides, composed configs) of ``train.py -m OVERRIDES``, nothing run.
 
     The sweeper is the one Hydra instantiates from ``hydra.sweeper``, with the same loader.
+    ``configs=False``: the jobs' configs are not composed again (an empty list; the sweeper
+    composed each already to drop duplicates).
     """
     from hydra import initialize_config_dir
     from hydra._internal.callbacks import Callbacks
@@ -29,14 +31,14 @@ def composed_jobs(overrides):
             hydra_context=context, task_function=lambda _: None, config=cfg
         )
         jobs = sweeper.job_overrides(overrides)
-        configs = []
-        for job in jobs:
+        composed = []
+        for job in jobs if configs else []:
             job_cfg = OmegaConf.to_container(
                 gh.config_loader().load_sweep_config(cfg, list(job)), resolve=False
             )
             job_cfg.pop("hydra")
-            configs.append(job_cfg)
-    return sweeper, jobs, configs
+            composed.append(job_cfg)
+    return sweeper, jobs, composed
 
 
 def test_prompt_grid_runs_each_prompt_once_per_distinct_config():
@@ -75,7 +77,7 @@ def test_methods_search_runs_every_method_once_rali_last_from_the_lora_job():
     assert dict(first) == {"experiment": ",".join(METHODS)}
     assert rali["experiment"] == "learn_rali"
     assert rali["teacher.run"].endswith("/0")  # job 0 is learn_lora
-    _, jobs, _ = composed_jobs(["hparams_search=methods"])
+    _, jobs, _ = composed_jobs(["hparams_search=methods"], configs=False)
     assert [j[0] for j in jobs] == [f"experiment={m}" for m in [*METHODS, "learn_rali"]]
 
 
