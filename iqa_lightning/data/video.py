@@ -18,9 +18,8 @@ an image is (:func:`~iqa_lightning.data.images.resize_to_array`): a video sample
 every frame's tokens in order (Q-Align's video scorer).
 
 :class:`VideoInputs` is the scoring dataset (one video per item, a video that cannot be read gives
-one black frame and its reason in ``error``) and :class:`VideoDataset` the labelled one of the
-video data modules; :class:`SameLengthBatches` batches videos of equal frame counts together,
-since the frames of a batch are one tensor.
+one black frame and its reason in ``error``); :class:`SameLengthBatches` batches videos of equal
+frame counts together, since the frames of a batch are one tensor.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
@@ -43,7 +41,6 @@ from .images import array_to_tensor, resize_to_array
 __all__ = [
     "VIDEO_SUFFIXES",
     "SameLengthBatches",
-    "VideoDataset",
     "VideoInputs",
     "frame_indices",
     "load_video",
@@ -214,44 +211,6 @@ def _length(path: Path) -> int:
         return 1
 
 
-class VideoDataset(Dataset):
-    """Labelled videos as the image datasets' samples, with ``pixels`` ``[frames, 3, S, S]``.
-
-    Args:
-        items: :class:`~iqa_lightning.data.dataset.LabelledImage` rows whose path is a video.
-        image_size: Side of the square each frame is resized to.
-        resize: How frames become square.
-    """
-
-    def __init__(self, items: Sequence[Any], image_size: int, resize: str = "squash") -> None:
-        self.items = list(items)
-        self.image_size = int(image_size)
-        self.resize = resize
-        self._lengths: list[int] | None = None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def lengths(self) -> list[int]:
-        """Frames each video gives, probed once (an unreadable video fails when loaded)."""
-        if self._lengths is None:
-            self._lengths = [_length(Path(item.path)) for item in self.items]
-        return self._lengths
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.items[index]
-        frames, _ = load_video(item.path)
-        sample = {
-            "pixels": frames_to_tensor(frames, self.image_size, self.resize),
-            "target": torch.tensor(item.target, dtype=torch.float32),
-            "mos_raw": torch.tensor(item.mos_raw, dtype=torch.float32),
-            "image_id": item.image_id,
-        }
-        if item.target_std is not None:
-            sample["target_std"] = torch.tensor(item.target_std, dtype=torch.float32)
-        return sample
-
-
 class SameLengthBatches(Sampler[list[int]]):
     """Batches of at most ``batch_size`` videos with the same frame count (a batch's frames are
     one tensor), in the order of ``order`` within each length; lengths in order of first
@@ -285,7 +244,3 @@ class SameLengthBatches(Sampler[list[int]]):
     def __len__(self) -> int:
         return len(self._batches())
 
-
-def shuffled(count: int, seed: int, epoch: int = 0) -> list[int]:
-    """A seeded permutation of ``range(count)``."""
-    return np.random.default_rng([seed, epoch]).permutation(count).tolist()
