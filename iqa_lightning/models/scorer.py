@@ -149,9 +149,13 @@ class LMMWordScorer(QualityScorer):
         return {name: params for name, params in groups.items() if params}
 
     # ---------------------------------------------------------------- forward
-    def features(self, instructions: Sequence[str]) -> contextlib.AbstractContextManager:
+    def features(
+        self, instructions: Sequence[str | Sequence[str]]
+    ) -> contextlib.AbstractContextManager:
         """Within the block the vision features go through the prompter, conditioned on the
-        instructions (one per image); a no-op without a prompter."""
+        instructions (one per image: a string, or the human turns of its conversation, of
+        which the prompter reads those its ``condition_on`` names); a no-op without a
+        prompter."""
         if self.prompter is None:
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
@@ -185,7 +189,7 @@ class LMMWordScorer(QualityScorer):
         """Cross-entropy on the answer tokens of one conversation per image."""
         encoded = [self.backbone.encode_conversation(t) for t in turns]
         ids, mask, labels = self.backbone.pad_conversations(encoded)
-        with self.features([t[0][0] for t in turns]):
+        with self.features([[question for question, _ in t] for t in turns]):
             return self.backbone.lm_loss(self.prompt(pixels), ids, mask, labels)
 
     def option_logits(self, pixels: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:

@@ -286,7 +286,8 @@ def check_phase(phase, trainable):
 
 def check_recipe(cfg, epochs):
     assert cfg.instruct.batch_size * cfg.trainer.accumulate_grad_batches == 32
-    assert cfg.trainer.max_epochs == epochs and cfg.trainer.gradient_clip_val == 1.0
+    # zero2.json sets no gradient_clipping: the reference trains unclipped.
+    assert cfg.trainer.max_epochs == epochs and cfg.trainer.gradient_clip_val is None
     assert list(cfg.stage.tasks) == ["instruct"]
     assert dict(cfg.instruct.mixture) == {"instruct": 1.0, "score": 0.0}  # next-token loss only
     assert cfg.instruct.name == "qinstruct"
@@ -301,7 +302,7 @@ def test_qadapt_stage2_preset_cfg_job():
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = OmegaConf.create(proc.stdout)
     check_recipe(cfg, epochs=1)
-    (phase,) = cfg.stage.phases
+    (phase,) = cfg.stage.phases.values()
     check_phase(phase, ["prompt", "projector"])
     assert cfg.stage.lora is None and "init_from" in cfg.stage  # LoRA comes from stage 1
     assert cfg.prompt._target_.endswith("QAdaptPrompt") and cfg.prompt.gate_hidden == 2048
@@ -311,7 +312,7 @@ def test_qadapt_stage2_preset_cfg_job():
 def test_qadapt_stage1_and_progressive_presets():
     cfg = compose_train(["experiment=qadapt_stage1"])
     check_recipe(cfg, epochs=1)
-    (phase,) = cfg.stage.phases
+    (phase,) = cfg.stage.phases.values()
     check_phase(phase, ["lora", "projector"])
     assert cfg.prompt._target_.endswith("NoPrompt")
     lora = cfg.stage.lora
@@ -328,7 +329,7 @@ def test_qadapt_stage1_and_progressive_presets():
 
     cfg = compose_train(["experiment=qadapt_progressive"])
     check_recipe(cfg, epochs=2)
-    first, second = cfg.stage.phases
+    first, second = cfg.stage.phases.values()
     check_phase(first, ["lora", "projector"])
     check_phase(second, ["prompt", "projector"])
     assert (first.epochs, second.epochs) == (1, 1)

@@ -17,6 +17,15 @@ Reference (yeppp27/Q-Adapt at 424a7c6): ``bunny/model/vlm_atten.py:21-68`` (the 
 ``bunny/train/train_addqformer_stage2.py:424-479`` with ``--bert_type qformer_pretrain_freeze_part``
 (``bunny/script/train/finetune_single_stage2.sh:44``). docs/reproduction.md lists every knob.
 
+Instructions. The reference conditions on every human turn of a conversation
+(``bunny/util/data_utils_prompt.py:92-102`` collects them, ``<image>`` and newlines removed): each
+turn is its own Q-Former and T-V Prompter pass over the image (``bunny_arch_qformer.py:271-336``)
+and the prompts of an image's turns are averaged before the add-back (its multi-image path,
+``:241-256``; the single-image path, ``:204-212``, stacks one prompt per turn and adds them to the
+features as they are, which works only with one turn per image). With
+``condition_on="first_human_turn"`` only the first turn conditions. A single instruction (a
+score question) is the same under both.
+
 The prompter reaches the features through :meth:`Backbone.feature_hook`, so no family's forward
 is copied; its parameters form the ``prompter`` group. Q-Former weights that the recipe keeps
 frozen (self-attention, feed-forward and embeddings of a checkpoint-loaded Q-Former) are held as
@@ -46,6 +55,7 @@ import torch
 from torch import nn
 
 QFORMER_TRAINABLE = ("cross_attention", "all", "none")
+CONDITION_ON = ("all_human_turns", "first_human_turn")
 
 
 class InstructBlipParts(NamedTuple):
@@ -164,6 +174,9 @@ class QAdaptPrompt(nn.Module):
         qformer_trainable: Q-Former parameters that train: ``cross_attention`` (the reference),
             ``all`` or ``none``; None: ``cross_attention`` for a checkpoint, ``all`` for a random
             Q-Former.
+        condition_on: Which human turns of a conversation condition the prompter:
+            ``all_human_turns`` (the reference: one pass per turn, the prompts averaged) or
+            ``first_human_turn``.
     """
 
     group = "prompter"
@@ -188,8 +201,14 @@ class QAdaptPrompt(nn.Module):
         qformer_pretrained: str | None = None,
         qformer_tokenizer: str | None = None,
         qformer_trainable: str | None = None,
+        condition_on: str = "all_human_turns",
     ) -> None:
         super().__init__()
+        if condition_on not in CONDITION_ON:
+            raise ValueError(
+                f"prompt.condition_on={condition_on!r} must be one of {list(CONDITION_ON)}"
+            )
+        self.condition_on = condition_on
         if qformer_trainable is None:
             qformer_trainable = "cross_attention" if qformer_pretrained else "all"
         if qformer_trainable not in QFORMER_TRAINABLE:
@@ -285,11 +304,34 @@ class QAdaptPrompt(nn.Module):
         (bunny/util/data_utils_prompt.py:94)."""
         return instruction.replace("<image>", "").replace("\n", "")
 
+    def instruction_texts(
+        self, instructions: Sequence[str | Sequence[str]]
+    ) -> tuple[list[str], list[int]]:
+        """The cleaned texts the Q-Former reads and, for each, the index of its image.
+
+        Args:
+            instructions: One per image: a string, or the human turns of its conversation in
+                order (``condition_on`` picks which of them condition).
+        """
+        texts: list[str] = []
+        owner: list[int] = []
+        for index, item in enumerate(instructions):
+            turns = [item] if isinstance(item, str) else list(item)
+            if not turns:
+                raise ValueError(f"image {index} of the batch has no instruction (no human turn)")
+            if self.condition_on == "first_human_turn":
+                turns = turns[:1]
+            texts.extend(self.clean(text) for text in turns)
+            owner.extend([index] * len(turns))
+        return texts, owner
+
     @contextmanager
-    def conditioned(self, instructions: Sequence[str]) -> Iterator[None]:
-        """Within the block, :meth:`adapt` uses these instructions (one per image)."""
+    def conditioned(self, instructions: Sequence[str | Sequence[str]]) -> Iterator[None]:
+        """Within the block, :meth:`adapt` uses these instructions (one per image: a string or
+        the human turns of its conversation)."""
+        texts, owner = self.instruction_texts(instructions)
         enc = self.tokenizer(
-            [self.clean(text) for text in instructions],
+            texts,
             return_tensors="pt",
             padding=True,
             truncation=True,
@@ -297,7 +339,11 @@ class QAdaptPrompt(nn.Module):
             add_special_tokens=True,
         )
         device = self.query_tokens.device
-        self._instruction = (enc.input_ids.to(device), enc.attention_mask.to(device))
+        self._instruction = (
+            enc.input_ids.to(device),
+            enc.attention_mask.to(device),
+            torch.tensor(owner, dtype=torch.long, device=device),
+        )
         try:
             yield
         finally:
@@ -307,7 +353,7 @@ class QAdaptPrompt(nn.Module):
         """V-T Generator: ``[B, Q, H]`` instruction-conditioned queries over ``[B, N, D]``."""
         if self._instruction is None:
             raise RuntimeError("QAdaptPrompt.adapt runs inside QAdaptPrompt.conditioned(...)")
-        ids, mask = self._instruction
+        ids, mask = self._instruction[:2]
         batch = features.shape[0]
         if ids.shape[0] != batch:
             raise ValueError(f"{ids.shape[0]} instructions for {batch} images")
@@ -345,8 +391,22 @@ class QAdaptPrompt(nn.Module):
         return dict(self.named_parameters())
 
     def adapt(self, features: torch.Tensor) -> torch.Tensor:
-        """Adapt ``[B, N, D]`` vision features to the current instructions."""
+        """Adapt ``[B, N, D]`` vision features to the current instructions (an image with
+        several: the mean of their prompts, bunny_arch_qformer.py:250-256)."""
+        if self._instruction is None:
+            raise RuntimeError("QAdaptPrompt.adapt runs inside QAdaptPrompt.conditioned(...)")
+        owner = self._instruction[2]
+        batch = features.shape[0]
+        images = int(owner[-1]) + 1
+        if images != batch:
+            raise ValueError(f"instructions for {images} images, {batch} images")
         dtype = features.dtype
         x = features.to(self.query_tokens.dtype)
-        prompt, _ = self.prompt_tokens(x, self.generate_queries(x))
+        if owner.numel() == batch:  # one instruction per image
+            prompt, _ = self.prompt_tokens(x, self.generate_queries(x))
+        else:
+            repeated = x.index_select(0, owner)
+            each, _ = self.prompt_tokens(repeated, self.generate_queries(repeated))
+            counts = torch.bincount(owner, minlength=batch).to(each.dtype)
+            prompt = x.new_zeros(x.shape).index_add(0, owner, each) / counts.view(-1, 1, 1)
         return (x + self.scale * prompt).to(dtype)  # bunny_arch_qformer.py:211
