@@ -32,14 +32,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from iqa_lightning.build import CONFIG_DIR
-from iqa_lightning.cli import report_user_errors
+from iqa_lightning import hydra_entry
 from iqa_lightning.errors import ConfigError
 from iqa_lightning.eval import check_run, dataset_config, dataset_overrides, run_settings
-from iqa_lightning.quiet import quiet
 from iqa_lightning.runs import load_run_config, rebuild_run, resumed_wandb_run, run_folder
 
 log = logging.getLogger("iqa_lightning.analyze")
@@ -132,11 +129,7 @@ def log_to_wandb(run: Path, run_cfg: DictConfig, name: str, files: Sequence[Path
         wb.log(logged)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="analyze")
-@report_user_errors
-def _hydra_main(cfg: DictConfig) -> None:
-    quiet()  # each Lightning line once, no tips or known library noise, the figures last
-    analyze(cfg)
+_hydra_main = hydra_entry.driver("analyze")(analyze)
 
 
 def main() -> None:
@@ -146,8 +139,6 @@ def main() -> None:
     args = sys.argv[1:]
     check_run(args, RUN_REQUIRED)
     sys.argv = [sys.argv[0], *dataset_overrides(args), *run_settings(args)]
-    from iqa_lightning import hydra_entry
-
     with hydra_entry.reported():
         _hydra_main()
 

@@ -32,14 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from iqa_lightning import hydra_entry
-from iqa_lightning.build import CONFIG_DIR
-from iqa_lightning.cli import error_line, report_user_errors
+from iqa_lightning.cli import error_line
 from iqa_lightning.data import ImageLoadError, load_rgb
 from iqa_lightning.errors import ConfigError
 from iqa_lightning.hub import preset_choice
@@ -349,13 +347,7 @@ def serve(cfg: DictConfig) -> None:
         sock.close()
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="app")
-@report_user_errors
-def _hydra_main(cfg: DictConfig) -> None:
-    from iqa_lightning.quiet import quiet
-
-    quiet()  # each Lightning line once, no tips or known library noise
-    serve(cfg)
+_hydra_main = hydra_entry.driver("app")(serve)
 
 
 def main() -> None:

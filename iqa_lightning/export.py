@@ -17,12 +17,9 @@ instead. Everything is in :mod:`iqa_lightning.exporting`; docs/export.md has the
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from iqa_lightning import hydra_entry
-from iqa_lightning.build import CONFIG_DIR
-from iqa_lightning.cli import report_user_errors
 from iqa_lightning.errors import ConfigError
 from iqa_lightning.exporting import Exported, check_out, export_run
 from iqa_lightning.runs import run_folder
@@ -49,13 +46,7 @@ def export(cfg: DictConfig) -> Exported:
     return exported
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
-@report_user_errors
-def _hydra_main(cfg: DictConfig) -> None:
-    from iqa_lightning.quiet import quiet
-
-    quiet()  # each Lightning line once, no tips or known library noise
-    export(cfg)
+_hydra_main = hydra_entry.driver("export")(export)
 
 
 def main() -> None:

@@ -26,9 +26,14 @@ import difflib
 import functools
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from iqa_lightning.cli import TASK_MARK, debug_requested
+import hydra
+
+from iqa_lightning.build import CONFIG_DIR
+from iqa_lightning.cli import TASK_MARK, debug_requested, report_user_errors
+from iqa_lightning.quiet import quiet
 
 #: Hydra's composition-time error types, by name.
 COMPOSITION_ERRORS = (
@@ -158,3 +163,22 @@ def mode_may_be_set(args: list[str]) -> bool:
     """Whether an override may set ``hydra.mode`` (so Hydra must compose once to read it)."""
     keys = [a.partition("=")[0].lstrip("+~") for a in args if "=" in a]
     return any(k in MODE_KEYS for k in keys)
+
+
+def driver(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[..., Any]]:
+    """Decorator: ``task(cfg)`` as a driver's Hydra main (``conf/<config_name>.yaml`` composed,
+    each library line once with no known noise, a user error as one ``error:`` line).
+
+    Hydra names the job after ``task``'s module, as when each driver wrote its own main.
+    """
+
+    def wrap(task: Callable[[Any], Any]) -> Callable[..., Any]:
+        @functools.wraps(task)
+        def quieted(cfg: Any) -> Any:
+            quiet()  # each Lightning line once, no tips or known library noise
+            return task(cfg)
+
+        main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)
+        return main(report_user_errors(quieted))
+
+    return wrap

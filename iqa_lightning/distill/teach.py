@@ -13,13 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from iqa_lightning.build import CONFIG_DIR
-from iqa_lightning.cli import report_user_errors
+from iqa_lightning import hydra_entry
 from iqa_lightning.errors import ConfigError
-from iqa_lightning.quiet import quiet
 
 
 def teach(cfg: DictConfig) -> dict[str, str]:
@@ -48,18 +45,12 @@ def teach(cfg: DictConfig) -> dict[str, str]:
     return texts
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="teach")
-@report_user_errors
-def _hydra_main(cfg: DictConfig) -> None:
-    quiet()  # each Lightning line once, no tips or known library noise
-    teach(cfg)
+_hydra_main = hydra_entry.driver("teach")(teach)
 
 
 def main() -> None:
     """Entry point of ``python -m iqa_lightning.distill.teach`` (Hydra's own errors on one line:
     :mod:`iqa_lightning.hydra_entry`)."""
-    from iqa_lightning import hydra_entry
-
     with hydra_entry.reported():
         _hydra_main()
 
