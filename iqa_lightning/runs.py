@@ -60,6 +60,17 @@ def find_runs(folder: str | Path) -> list[Path]:
     return runs
 
 
+def _cell(column: str, value: str) -> Any:
+    """A ``predictions_test.csv`` cell: numbers as floats; ``image_id`` and a scorer's text
+    extras (a generated answer, an explanation) as they are."""
+    if column == "image_id":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def load_run(folder: str | Path) -> Run:
     """Load ``metrics.json``, ``.hydra/overrides.yaml`` and ``predictions_test.csv``."""
     folder = Path(folder)
@@ -72,7 +83,7 @@ def load_run(folder: str | Path) -> Run:
     if pred_file.exists():
         with open(pred_file, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                predictions.append({k: row[k] if k == "image_id" else float(row[k]) for k in row})
+                predictions.append({k: _cell(k, v) for k, v in row.items()})
     return Run(folder, metrics, list(overrides or []), predictions)
 
 

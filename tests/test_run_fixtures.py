@@ -199,3 +199,17 @@ def test_a_fixture_run_resumes_from_its_last_checkpoint(method, tmp_path, cache_
     now must equal the saved one, then it trains on as above."""
     monkeypatch.setenv("IQA_CACHE_DIR", str(cache_dir))
     check_resumed(method, tmp_path, monkeypatch, check_config=True)
+
+
+def test_a_run_with_text_columns_loads_its_predictions(tmp_path):
+    run = copy_run("stage2", tmp_path)
+    predictions = RunFolder(run).predictions
+    rows = read_csv(predictions)
+    with open(predictions, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, [*rows[0], "answer", "parse_ok"])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow({**row, "answer": f"<answer>{i}, maybe</answer>", "parse_ok": "True"})
+    loaded = load_run(run).predictions
+    assert loaded[0]["answer"] == "<answer>0, maybe</answer>" and loaded[0]["parse_ok"] == "True"
+    assert loaded[1]["score"] == float(rows[1]["score"])
