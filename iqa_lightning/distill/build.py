@@ -83,7 +83,9 @@ def teacher_texts(teacher: Any, datamodule, folder: Path) -> tuple[dict[str, str
         )
     device = _device(str(teacher.get("device", "auto")))
     model = teacher.get("model")
-    lmm = build_teacher(model, teacher.get("run"), int(teacher.max_new_tokens), device)
+    lmm = build_teacher(
+        model, teacher.get("run"), int(teacher.max_new_tokens), device, teacher.get("generation")
+    )
     cache = TextCache(teacher.get("cache") or folder / "teacher_texts.jsonl")
     texts = generate_texts(
         lmm, items, cache, str(teacher.question), int(teacher.batch_size),

@@ -4,9 +4,10 @@
     python -m iqa_lightning.distill.teach run=outputs/runs/<LMM run> dataset=koniq ...
 
 Every image of ``split`` (the training split by default) gets the teacher's greedy answer to
-``question``, appended to ``out`` batch by batch (:class:`~iqa_lightning.distill.texts.TextCache`:
-a re-run skips what is there). ``train.py stage=rali teacher=texts teacher.texts=<out>`` then
-distils from the file.
+``question`` (or, with ``generation``, its answer to that prompt and sampling, texts without a
+parsable score counted in ``<out>.parse.json``), appended to ``out`` batch by batch
+(:class:`~iqa_lightning.distill.texts.TextCache`: a re-run skips what is there).
+``train.py stage=rali teacher=texts teacher.texts=<out>`` then distils from the file.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def teach(cfg: DictConfig) -> dict[str, str]:
     datamodule.prepare_records()
     datamodule.setup()
     items = datamodule.dataset(str(cfg.split)).items
-    teacher = build_teacher(model, cfg.get("run"), int(cfg.max_new_tokens), _device(cfg.device))
+    teacher = build_teacher(
+        model, cfg.get("run"), int(cfg.max_new_tokens), _device(cfg.device), cfg.get("generation")
+    )
     cache = TextCache(Path(str(cfg.out)).expanduser())
     texts = generate_texts(
         teacher, items, cache, str(cfg.question), int(cfg.batch_size), datamodule.resize
