@@ -39,7 +39,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: method name -> experiment; order matters (rali distils from the lora run).
+#: method name -> experiment (and the overrides that make it); order matters (rali distils
+#: from the lora run).
 METHODS = {
     "lora": "learn_lora",
     "prompt": "learn_prompt",
@@ -48,6 +49,7 @@ METHODS = {
     "level_ce": "learn_level_ce",
     "soft_label": "learn_soft_label",
     "rali": "learn_rali",
+    "probe": "learn_lora method=probe",  # the field's baseline: a head on pooled vision features
 }
 
 
@@ -67,7 +69,8 @@ def run(
     """Train one method with one seed in a ``train.py`` process (``smoke``: in this one);
     returns its metrics.json."""
     folder = out / f"{method}_seed{seed}"
-    args = [f"experiment={METHODS[method]}", f"seed={seed}", *extra]
+    experiment, *overrides = METHODS[method].split()
+    args = [f"experiment={experiment}", *overrides, f"seed={seed}", *extra]
     if method == "rali":
         args.append(f"teacher.run={lora_runs[seed]}")
         args += SMOKE_RALI if smoke else []
