@@ -18,11 +18,22 @@ image tokens the language model sees), ``question`` (the question's tokens), ``d
 system text, the chat template, the answer prefix). The parts never overlap, so the four masses
 of an image and layer sum to 1. ``per_token`` = mass / the part's position count.
 
+Per token (the paper's figure: the answer position's attention over each token of the context,
+averaged over samples): a prompt token's weight is the head- and layer-mean of the weights summed
+over its sequence positions; the image's tokens count as one entry, ``<image>`` (the image
+mass); the other tokens are keyed by their part and their token text, so a token that a prompt
+holds twice counts twice and the same word in the question and in a description are two
+entries. Each entry's ``mean_weight`` is the mean over its occurrences; ``images`` counts the
+images holding it. With one prompt for every image (the score prompt) the entries are the
+prompt's tokens, averaged over the images.
+
 Written under ``<run>/analysis/``: ``attention.csv`` (``layer, part, mean_mass,
 mean_per_token, mean_positions``: means over the images that hold the part; ``other`` is over
 every image), ``attention.json`` (``parts``, ``layers``, ``n_images``, ``<part>_mass``: the mean
-over layers and images, and ``mass``: part -> the per-layer means) and ``attention.png`` (the
-per-layer masses stacked).
+over layers and images, ``mass``: part -> the per-layer means, and ``top_tokens``: the
+``analysis.top_tokens`` entries of highest mean weight), ``attention.png`` (the per-layer
+masses stacked), ``attention_tokens.csv`` (``part, token, mean_weight, occurrences, images``,
+every entry, highest weight first) and ``attention_tokens.png`` (the top entries as bars).
 """
 
 from __future__ import annotations
@@ -45,7 +56,12 @@ from iqa_lightning.analysis.segments import (
 )
 from iqa_lightning.errors import ConfigError
 
-FILES = ("attention.csv", "attention.json", "attention.png")
+FILES = (
+    "attention.csv", "attention.json", "attention.png", "attention_tokens.csv",
+    "attention_tokens.png",
+)  # fmt: skip
+TOKEN_COLUMNS = ("part", "token", "mean_weight", "occurrences", "images")
+IMAGE_ENTRY = "<image>"
 PARTS = ("image", "question", "description")
 COLUMNS = ("layer", "part", "mean_mass", "mean_per_token", "mean_positions")
 
@@ -83,9 +99,9 @@ def run_prompts(scorer, pixels: torch.Tensor, batch: Mapping | None, options: Ma
     return scorer.prompt(pixels), ids, mask, spans, instructions
 
 
-def part_mass(scorer, pixels, ids: torch.Tensor, mask: torch.Tensor, spans, instructions):
-    """``(mass [B, layers, parts], positions [B, parts])`` of the padded prompts (parts as
-    :data:`PARTS`)."""
+def _readout(scorer, pixels, ids: torch.Tensor, mask: torch.Tensor, instructions):
+    """The answer position's attention ``[layers, B, heads, S]`` and the prompt tokens'
+    sequence positions ``[B, L + 1]``."""
     backbone = scorer.backbone
     device = pixels.device if pixels is not None else backbone.lm_head().weight.device
     ids, mask = ids.to(device), mask.to(device)
@@ -97,13 +113,52 @@ def part_mass(scorer, pixels, ids: torch.Tensor, mask: torch.Tensor, spans, inst
             f"{backbone.family}: the prompt maps to {int(positions[0, -1])} sequence positions "
             f"but the model attended over {weights.shape[-1]}"
         )
-    return segment_mass(weights.cpu(), positions, spans, PARTS)
+    return weights.cpu(), positions
 
 
-def compute(scorer, pixels: torch.Tensor, options: Mapping, batch=None) -> dict[str, torch.Tensor]:
-    """One batch: ``mass`` ``[B, layers, parts]`` and ``positions`` ``[B, parts]``."""
-    mass, positions = part_mass(scorer, *run_prompts(scorer, pixels, batch, options))
-    return {"mass": mass, "positions": positions}
+def part_mass(scorer, pixels, ids: torch.Tensor, mask: torch.Tensor, spans, instructions):
+    """``(mass [B, layers, parts], positions [B, parts])`` of the padded prompts (parts as
+    :data:`PARTS`)."""
+    weights, positions = _readout(scorer, pixels, ids, mask, instructions)
+    return segment_mass(weights, positions, spans, PARTS)
+
+
+def token_weights(
+    weights: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+    spans, tokenizer,
+) -> list[list[tuple[str, str, float]]]:  # fmt: skip
+    """Per image, ``(part, token, weight)`` of each prompt token (module docstring): the
+    image's tokens as one ``<image>`` entry, padding left out."""
+    mean = weights.double().mean(2).mean(0)  # [B, S]: over heads, then layers
+    out = []
+    for row in range(ids.shape[0]):
+        part_of = {}
+        for name, (start, end) in spans[row].items():
+            part_of.update({t: name for t in range(start, end)})
+        entries, image = [], None
+        for t in range(ids.shape[1]):
+            if not bool(mask[row, t]):
+                continue
+            weight = float(mean[row, int(positions[row, t]) : int(positions[row, t + 1])].sum())
+            part = part_of.get(t, "other")
+            if part == "image":
+                image = weight + (image or 0.0)
+                continue
+            entries.append((part, tokenizer.convert_ids_to_tokens(int(ids[row, t])), weight))
+        if image is not None:
+            entries.insert(0, ("image", IMAGE_ENTRY, image))
+        out.append(entries)
+    return out
+
+
+def compute(scorer, pixels: torch.Tensor, options: Mapping, batch=None) -> dict[str, Any]:
+    """One batch: ``mass`` ``[B, layers, parts]``, ``positions`` ``[B, parts]`` and
+    ``tokens`` (per image, :func:`token_weights`)."""
+    pixels_in, ids, mask, spans, instructions = run_prompts(scorer, pixels, batch, options)
+    weights, positions = _readout(scorer, pixels_in, ids, mask, instructions)
+    mass, lengths = segment_mass(weights, positions, spans, PARTS)
+    tokens = token_weights(weights, positions, ids, mask, spans, scorer.backbone.tokenizer)
+    return {"mass": mass, "positions": lengths, "tokens": tokens}
 
 
 @dataclass
@@ -114,11 +169,32 @@ class Attention:
         image_ids: The images, in loader order.
         mass: ``[N, layers, parts]`` per-image masses (parts as :data:`PARTS`).
         positions: ``[N, parts]`` the parts' position counts.
+        tokens: Per image, ``(part, token, weight)`` (:func:`token_weights`).
+        top_tokens: How many entries ``top_tokens`` in the summary lists.
     """
 
     image_ids: list[str]
     mass: torch.Tensor
     positions: torch.Tensor
+    tokens: list[list[tuple[str, str, float]]]
+    top_tokens: int = 20
+
+    def token_table(self) -> list[dict[str, Any]]:
+        """Every ``(part, token)`` entry with its mean weight over its occurrences, the
+        occurrence count and the number of images holding it, highest weight first."""
+        sums: dict[tuple[str, str], list[float]] = {}
+        images: dict[tuple[str, str], int] = {}
+        for entries in self.tokens:
+            for part, token, weight in entries:
+                sums.setdefault((part, token), []).append(weight)
+            for key in {(part, token) for part, token, _ in entries}:
+                images[key] = images.get(key, 0) + 1
+        rows = [
+            {"part": part, "token": token, "mean_weight": sum(w) / len(w),
+             "occurrences": len(w), "images": images[(part, token)]}
+            for (part, token), w in sums.items()
+        ]  # fmt: skip
+        return sorted(rows, key=lambda r: (-r["mean_weight"], r["part"], r["token"]))
 
     @property
     def layers(self) -> int:
@@ -161,6 +237,7 @@ class Attention:
         for part, values in table.items():
             out[f"{part}_mass"] = float(values["mass"].mean())
         out["mass"] = {part: [float(v) for v in values["mass"]] for part, values in table.items()}
+        out["top_tokens"] = self.token_table()[: self.top_tokens]
         return out
 
 
@@ -168,7 +245,13 @@ def summarise(batches: list[dict[str, Any]], scorer, options: Mapping) -> Attent
     """Join the per-batch masses."""
     if not batches:
         raise ConfigError("attention got no image: the dataset split is empty")
-    return Attention(image_ids(batches), concat(batches, "mass"), concat(batches, "positions"))
+    top = int(options.get("top_tokens", 20))
+    if top < 1:
+        raise ConfigError(f"analysis.top_tokens={top} must be >= 1")
+    tokens = [entries for b in batches for entries in b["tokens"]]
+    return Attention(
+        image_ids(batches), concat(batches, "mass"), concat(batches, "positions"), tokens, top
+    )
 
 
 def write(result: Attention, folder: Path) -> list[Path]:
@@ -185,7 +268,29 @@ def write(result: Attention, folder: Path) -> list[Path]:
                 out.writerow([layer + 1, part, *("" if v != v else f"{v:.8g}" for v in cells)])
     paths[1].write_text(json.dumps(result.summary(), indent=2) + "\n")
     stacked(result).savefig(paths[2], dpi=120)
+    rows = result.token_table()
+    with open(paths[3], "w", newline="", encoding="utf-8") as f:
+        out = csv.DictWriter(f, TOKEN_COLUMNS)
+        out.writeheader()
+        out.writerows({**r, "mean_weight": f"{r['mean_weight']:.8g}"} for r in rows)
+    token_bars(rows[: result.top_tokens], len(result.image_ids)).savefig(paths[4], dpi=120)
     return paths
+
+
+def token_bars(rows: list[dict[str, Any]], n_images: int):
+    """The top entries' mean weights as horizontal bars, highest on top, coloured by part."""
+    from matplotlib.figure import Figure
+
+    colours = {"image": "tab:green", "question": "tab:blue", "description": "tab:orange",
+               "other": "tab:gray"}  # fmt: skip
+    fig = Figure(figsize=(5.5, 1.0 + 0.25 * len(rows)), layout="constrained")
+    ax = fig.subplots()
+    y = list(range(len(rows)))[::-1]
+    ax.barh(y, [r["mean_weight"] for r in rows], color=[colours[r["part"]] for r in rows])
+    ax.set_yticks(y, [f"{r['token']} ({r['part']})" for r in rows], fontsize=7)
+    ax.set_xlabel("attention weight of the answer position (mean over layers and heads)")
+    ax.set_title(f"top tokens, mean over {n_images} images", fontsize=9)
+    return fig
 
 
 def stacked(result: Attention):
