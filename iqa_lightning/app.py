@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -41,6 +40,7 @@ from iqa_lightning.cli import error_line
 from iqa_lightning.data import ImageLoadError, load_rgb
 from iqa_lightning.errors import ConfigError
 from iqa_lightning.hub import preset_choice
+from iqa_lightning.models.scorer import ScoreOutput
 from iqa_lightning.score import build_scorer
 from iqa_lightning.scorer import Scorer
 
@@ -114,10 +114,11 @@ class PageModel(nn.Module):
         """The module's backbone (what a sharding strategy looks for)."""
         return self.module.backbone
 
-    def score_batch(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Scores ``[B]`` as the scoring loop reads them; the details of each image on the side."""
-        output = self.module.scorer.score(batch)  # scores and word probabilities, one pass
-        scores, probs = output.scores, output.probs
+    def score_output(self, batch: dict[str, Any]) -> ScoreOutput:
+        """The scorer's output as the scoring loop reads it; the details of each image on the
+        side."""
+        output = self.module.score_output(batch)  # scores and word probabilities, one pass
+        probs = output.probs
         pixels, names = batch["pixels"], list(batch["image"])
         answers = (
             self.module.explain(pixels, [self.question] * len(names), self.max_new_tokens)
@@ -129,7 +130,7 @@ class PageModel(nn.Module):
                 "probs": None if probs is None else probs[i].float().tolist(),
                 "explanation": None if answers is None else answers[i],
             }
-        return scores
+        return output
 
 
 @dataclass

@@ -295,10 +295,14 @@ class IQAModule(L.LightningModule):
         """Quality scores ``[B]`` (fp32) for ``[B, 3, R, R]`` pixels in [0, 1]."""
         return self.scorer(pixels)
 
+    def score_output(self, batch: dict[str, Any]) -> ScoreOutput:
+        """The scorer's output for a score batch (it may read more of the batch than the
+        pixels, e.g. image ids): what the scoring loop keeps per image."""
+        return self.scorer.score(batch)
+
     def score_batch(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Scores ``[B]`` of a score batch (the scorer may read more of it than the pixels,
-        e.g. image ids)."""
-        return self.scorer.score(batch).scores
+        """Scores ``[B]`` of a score batch."""
+        return self.score_output(batch).scores
 
     def _needs(self, task: str) -> None:
         if task not in self.scorer.tasks:

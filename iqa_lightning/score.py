@@ -112,8 +112,12 @@ def write_outputs(out: Path, result, images: ImageList) -> dict[str, Any]:
     from iqa_lightning.eval import correlations
 
     header = ["image", "score", "mos"] if result.mos is not None else ["image", "score"]
+    extras = result.extras  # the scorer's per-image extras (a generated answer, ...)
+    header += list(extras)
     rows = [
-        [name, score] + ([result.mos[i]] if result.mos is not None else [])
+        [name, score]
+        + ([result.mos[i]] if result.mos is not None else [])
+        + [values[i] for values in extras.values()]
         for i, (name, score) in enumerate(zip(result.images, result.scores.tolist(), strict=True))
     ]
     scores = _csv_bytes(header, rows)

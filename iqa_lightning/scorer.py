@@ -45,7 +45,7 @@ log = logging.getLogger("iqa_lightning.score")
 
 class ScoringStep(L.LightningModule):
     """The predict step of an :class:`~iqa_lightning.module.IQAModule`: scores ``[B]`` of a
-    batch (:meth:`~iqa_lightning.module.IQAModule.score_batch`: its pixels, and its image ids
+    batch (:meth:`~iqa_lightning.module.IQAModule.score_output`: its pixels, and its image ids
     for a scorer that reads them).
 
     Args:
@@ -64,7 +64,17 @@ class ScoringStep(L.LightningModule):
         return self.model.backbone
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0):
-        return self.model.score_batch(batch)
+        return self.model.score_output(batch)
+
+
+def extra_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The scorer's extras among scoring rows' keys (what is neither a batch field nor the
+    score), in first-seen order."""
+    fields = {"index", "image", "image_id", "error", "mos", "mos_raw", "target", "score"}
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update({k: None for k in row if k not in fields})
+    return list(seen)
 
 
 def _item(value: Any, i: int) -> Any:
@@ -94,7 +104,9 @@ def _images_of_this_rank(trainer: L.Trainer) -> int | None:
 
 class RowCollector(BasePredictionWriter):
     """One row per image of a predict run: ``index`` (position in the dataset), every per-image
-    field of the batch except ``pixels`` (``image_id``, ``mos_raw``, ...) and ``score``.
+    field of the batch except ``pixels`` (``image_id``, ``mos_raw``, ...), ``score`` and the
+    scorer's per-image extras (:attr:`ScoreOutput.extras`: a generated answer, whether it
+    parsed, ...).
 
     After the run every rank holds every rank's rows in :attr:`rows`, sorted by ``index``:
     each image appears once (prediction shards are not padded).
@@ -132,13 +144,14 @@ class RowCollector(BasePredictionWriter):
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        scores = prediction.detach().float().cpu().tolist()
+        scores = prediction.scores.detach().float().cpu().tolist()
         if batch_indices is None or len(batch_indices) != len(scores):
             raise RuntimeError("Trainer.predict gave no dataset indices for a batch")
         for i, (index, score) in enumerate(zip(batch_indices, scores, strict=True)):
             row = {"index": int(index)}
             row.update({k: _item(v, i) for k, v in batch.items() if k != "pixels"})
             row["score"] = score
+            row.update({k: _item(v, i) for k, v in prediction.extras.items()})
             self.rows.append(row)
         if self._progress is not None:
             self._progress.update(len(scores))
@@ -269,12 +282,15 @@ class Scores:
         scores: Their scores, float32 ``[len(images)]``.
         mos: Their subjective scores, when given.
         skipped: ``(name, reason)`` of every image that could not be read.
+        extras: The scorer's per-image extras by name (a generated answer, whether it parsed,
+            a description), each a list parallel to ``images``.
     """
 
     images: list[str]
     scores: torch.Tensor
     mos: list[float] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    extras: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def bare_trainer(**options: Any) -> L.Trainer:
@@ -436,6 +452,7 @@ class Scorer:
             scores=torch.tensor([row["score"] for row in good], dtype=torch.float32),
             mos=None if mos is None else [row["mos"] for row in good],
             skipped=[(row["image"], row["error"]) for row in rows if row["error"]],
+            extras={k: [row.get(k) for row in good] for k in extra_columns(good)},
         )
 
     def __call__(self, images: Sequence[str | Path | Image.Image]) -> torch.Tensor:

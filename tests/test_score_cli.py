@@ -145,7 +145,7 @@ def test_missing_images_argument_is_one_line(monkeypatch, capsys):
         score_driver.main()
     assert stop.value.code == 1
     assert capsys.readouterr().err.strip().splitlines() == [
-        "error: images=<folder | image file | CSV/JSON list> is required: the images to score"
+        "error: images=<folder | image file | CSV/JSON list> (or videos=<folder | video file | list>) is required: what to score"
     ]
 
 

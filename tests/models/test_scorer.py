@@ -135,3 +135,36 @@ def test_a_scorers_extras_reach_the_prediction_rows_and_columns():
     rows = m.prediction_rows(batch, m.scorer.score(batch))
     assert [r["parsed"] for r in rows] == [True, False] and rows[1]["answer"] == "<answer>1</answer>"
     assert prediction_columns(rows) == [*COLUMNS, "answer", "parsed"]  # description: its own file
+
+
+def test_the_scoring_loop_keeps_a_scorers_extras_per_image(tmp_path):
+    from PIL import Image
+
+    from iqa_lightning.score import write_outputs
+    from iqa_lightning.scorer import Scorer
+
+    class Worded(QualityScorer):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(()))
+
+        def score(self, batch):
+            means = batch["pixels"].float().mean((1, 2, 3))
+            return ScoreOutput(means + self.bias, extras={
+                "answer": [f"<answer>{m:.2f}</answer>" for m in means.tolist()],
+                "parse_ok": [m > 0.5 for m in means.tolist()],
+            })
+
+        def parameter_groups(self):
+            return {"head": {"bias": self.bias}}
+
+    m = IQAModule(None, None, None, scorer=Worded(),
+                  phases=[{"name": "a", "trainable": []}]).eval()
+    images = [Image.new("RGB", (16, 16), (v, v, v)) for v in (40, 200, 120)]
+    result = Scorer(m, 16).score(images, names=["dark", "light", "mid"])
+    assert result.images == ["dark", "light", "mid"]
+    assert result.extras["parse_ok"] == [False, True, False]
+    assert result.extras["answer"][1] == f"<answer>{result.scores[1].item():.2f}</answer>"
+    write_outputs(tmp_path / "scores.csv", result, None)
+    lines = (tmp_path / "scores.csv").read_text().splitlines()
+    assert lines[0] == "image,score,answer,parse_ok" and lines[2].endswith(",True")
