@@ -70,7 +70,7 @@ def test_parse_failures_are_counted_reported_and_kept(tmp_path, caplog):
 
 def test_q_insight_prompt_and_sampling_on_the_tiny_qwen2_5_vl(tmp_path, monkeypatch):
     model = OmegaConf.to_container(OmegaConf.load(CONF / "model/tiny_qwen2_5_vl.yaml"))
-    settings = {**Q_INSIGHT, "sampling": {**Q_INSIGHT["sampling"], "max_new_tokens": 6}}
+    settings = {**Q_INSIGHT, "sampling": {**Q_INSIGHT["sampling"], "max_new_tokens": 3}}
     calls = []
     original = generation.GenerativeScorer.rollout
 
@@ -90,7 +90,7 @@ def test_q_insight_prompt_and_sampling_on_the_tiny_qwen2_5_vl(tmp_path, monkeypa
     assert f"<|im_start|>system\n{system}<|im_end|>" in prompt
     assert prompt.index(question) < prompt.index("<|vision_start|>")  # question, then image
     assert "unused" not in prompt
-    assert kwargs == {"do_sample": True, "max_new_tokens": 6, "temperature": 1.0, "top_k": 50,
+    assert kwargs == {"do_sample": True, "max_new_tokens": 3, "temperature": 1.0, "top_k": 50,
                       "top_p": 0.95}  # fmt: skip
     report = json.loads((tmp_path / "t.jsonl.parse.json").read_text())
     assert report["texts"] == 3 and report["parsed"] + report["failed"] == 3
