@@ -231,11 +231,12 @@ def markdown_table(results: dict[str, dict[str, float]]) -> str:
     """One row per dataset, one column per figure; SRCC and PLCC followed by their bootstrap
     interval where the figures have one (``0.8123 [0.7710, 0.8501]``); the split scored last,
     where the figures name it."""
-    columns = [*COLUMNS, *(["split"] if any("split" in f for f in results.values()) else [])]
+    tail = [c for c in ("parse_failures", "split") if any(c in f for f in results.values())]
+    columns = [*COLUMNS, *tail]
     lines = ["| dataset | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, figures in results.items():
         cells = [
-            str(figures.get(c)) if c in ("n", "split") else _with_interval(figures, c)
+            str(figures.get(c)) if c in ("n", *tail) else _with_interval(figures, c)
             for c in columns
         ]  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -249,6 +250,11 @@ def _json_safe(results: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]
     }
 
 
+#: The extra a generating scorer gives each image: whether a score was parsed from its answer
+#: (counted per dataset as ``parse_failures`` in eval's table).
+PARSE_OK = "parse_ok"
+
+
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Evaluate the run ``cfg.run`` on every requested dataset and write the results.
 
@@ -257,6 +263,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     from hydra.utils import instantiate
 
     from iqa_lightning.build import build_trainer
+    from iqa_lightning.callbacks.predictions import COLUMNS as PREDICTION_COLUMNS
     from iqa_lightning.callbacks.predictions import write_rows
     from iqa_lightning.scorer import RowCollector, score_loader
 
@@ -272,7 +279,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     run_cfg = load_run_config(run)
     quantized = with_quantization(run_cfg, OmegaConf.select(cfg, "model.quantization"), run)
     module = rebuild_run(run, quantized)
-    trainer = build_trainer(cfg, callbacks=[RowCollector()], loggers=[])
+    collector = RowCollector()
+    trainer = build_trainer(cfg, callbacks=[collector], loggers=[])
 
     results = {}
     if int(cfg.model.image_size) != int(run_cfg.model.image_size):
@@ -293,8 +301,11 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             seed=int(cfg.eval.get("bootstrap_seed") or 0),
         )
         results[name]["split"] = scored
+        if PARSE_OK in collector.extra_keys:  # a generating scorer: answers without a score
+            results[name]["parse_failures"] = sum(not r[PARSE_OK] for r in rows)
         if trainer.is_global_zero:
-            write_rows(run / f"predictions_eval_{name}.csv", rows)
+            columns = [*PREDICTION_COLUMNS, *collector.extra_keys]
+            write_rows(run / f"predictions_eval_{name}.csv", rows, columns)
             log.info("%s (%s, %d images): %s", name, scored, len(rows), results[name])
 
     if not trainer.is_global_zero:

@@ -120,11 +120,13 @@ class RowCollector(BasePredictionWriter):
     def __init__(self, progress: str | None = None) -> None:
         super().__init__(write_interval="batch")
         self.rows: list[dict[str, Any]] = []
+        #: The scorer's extras the rows carry, in first-seen order.
+        self.extra_keys: list[str] = []
         self.progress = progress
         self._progress: Progress | None = None
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.rows = []
+        self.rows, self.extra_keys = [], []
         if self.progress:
             what = self.progress
             if trainer.world_size > 1:
@@ -153,6 +155,7 @@ class RowCollector(BasePredictionWriter):
             row["score"] = score
             row.update({k: _item(v, i) for k, v in prediction.extras.items()})
             self.rows.append(row)
+        self.extra_keys += [k for k in prediction.extras if k not in self.extra_keys]
         if self._progress is not None:
             self._progress.update(len(scores))
 
