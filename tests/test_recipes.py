@@ -10,6 +10,7 @@ from iqa_lightning.models.backbones import build_tiny_llava
 from iqa_lightning.models.backbones.base import IMAGENET_MEAN
 from iqa_lightning.models.prompts import PaddingPrompt
 from iqa_lightning.models.score import WordScore
+from iqa_lightning.phases import phase_entries
 from iqa_lightning.train import CONFIG_DIR
 
 from .test_configs import compose_train
@@ -26,10 +27,10 @@ REFERENCE = {  # dataset: (batch size, epochs, score range divisor), configs/SGD
 )
 def test_reference_preset_is_the_reference_recipe(option, dataset, tmp_path):
     _, cfg = compose_train([f"experiment=vp_{option}_padding30"], tmp_path)
-    (optimizer,) = [phase["optimizer"] for phase in cfg["stage"]["phases"]]
+    (optimizer,) = [phase["optimizer"] for phase in phase_entries(cfg["stage"]["phases"])]
     assert optimizer["_target_"] == "torch.optim.SGD"
     assert (optimizer["lr"], optimizer["momentum"], optimizer["weight_decay"]) == (60.0, 0.0, 0.0)
-    assert cfg["stage"]["phases"][0]["scheduler"] is None  # constant rate, no warmup
+    assert phase_entries(cfg["stage"]["phases"])[0]["scheduler"] is None  # constant rate, no warmup
     assert cfg["trainer"]["gradient_clip_val"] == 1.0  # HF max_grad_norm
     assert cfg["trainer"]["gradient_clip_algorithm"] == "norm"
     prompt = cfg["prompt"]
@@ -57,15 +58,15 @@ def test_reference_preset_is_the_reference_recipe(option, dataset, tmp_path):
 
 def test_other_prompt_types_keep_their_own_optimiser(tmp_path):
     _, pixel = compose_train(["experiment=smoke", "prompt=overlay"], tmp_path)
-    assert pixel["stage"]["phases"][0]["optimizer"]["_target_"] == "torch.optim.SGD"
+    assert phase_entries(pixel["stage"]["phases"])[0]["optimizer"]["_target_"] == "torch.optim.SGD"
     _, qadapt = compose_train(["experiment=smoke", "prompt=qadapt"], tmp_path)
-    assert qadapt["stage"]["phases"][0]["optimizer"]["_target_"] == "torch.optim.AdamW"
+    assert phase_entries(qadapt["stage"]["phases"])[0]["optimizer"]["_target_"] == "torch.optim.AdamW"
     _, chosen = compose_train(
         ["experiment=smoke", "prompt=qadapt", "prompt_optimizer=sgd", "prompt_optimizer.lr=3"],
         tmp_path,
     )
-    assert chosen["stage"]["phases"][0]["optimizer"]["_target_"] == "torch.optim.SGD"
-    assert chosen["stage"]["phases"][0]["optimizer"]["lr"] == 3
+    assert phase_entries(chosen["stage"]["phases"])[0]["optimizer"]["_target_"] == "torch.optim.SGD"
+    assert phase_entries(chosen["stage"]["phases"])[0]["optimizer"]["lr"] == 3
 
 
 def _grid():
@@ -93,7 +94,7 @@ def test_reference_grid_is_the_33_reference_experiments(tmp_path):
         batch, epochs, _ = REFERENCE[dataset["name"]]
         assert (dataset["batch_size"], cfg["trainer"]["max_epochs"]) == (batch, epochs), job
         assert cfg["model"]["_target_"].endswith("build_tiny_llava")  # the demo's model stays
-        assert cfg["stage"]["phases"][0]["optimizer"]["momentum"] == 0.0
+        assert phase_entries(cfg["stage"]["phases"])[0]["optimizer"]["momentum"] == 0.0
     sizes = {(k[1], k[2], k[3], k[4]) for k in seen}
     assert sizes == {
         *[(kind, pos, size, "add") for kind, pos in
