@@ -32,7 +32,10 @@ def write_analyses(run: Path, described: bool, seed: int) -> None:
     positions = torch.tensor([[16.0, 9.0, 20.0 if described else 0.0]] * 6, dtype=torch.float64)
     if not described:
         mass[..., 2] = 0
-    attention.write(attention.Attention([f"i{n}" for n in range(6)], mass, positions), folder)
+    tokens = [[("question", "quality", 0.4), ("image", "<image>", 0.3)]] * 6
+    attention.write(
+        attention.Attention([f"i{n}" for n in range(6)], mass, positions, tokens), folder
+    )
 
 
 def test_notebook_is_stripped_and_its_cells_run_on_analysis_files(tmp_path, monkeypatch):

@@ -60,8 +60,8 @@ def compose(name, tmp_path):
 
 
 def test_every_dataset_config_is_tested():
-    # mix: several of these at once (tests/test_mix.py)
-    assert set(OPTIONS) == {*WRITERS, "synthetic", "table", "learning", "mix"}
+    # mix: several of these at once (tests/test_mix.py); ava: tests/data/test_ava.py
+    assert set(OPTIONS) == {*WRITERS, "synthetic", "table", "learning", "mix", "ava"}
 
 
 @pytest.mark.parametrize("name", OPTIONS)
