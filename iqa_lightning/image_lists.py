@@ -119,6 +119,20 @@ def read_json_list(path: Path, image_key: str, mos_key: str | None) -> tuple[lis
     return entries, (mos if mos_k else None), mos_k
 
 
+def read_list(
+    path: Path, image_key: str | None, mos_key: str | None
+) -> tuple[list[str], list[float] | None, str | None]:
+    """The entries of a list file (``.csv`` / ``.json`` with their columns, else one path a
+    line, ``#`` comments skipped), their MOS where the list has a MOS column, and its name."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return read_csv_list(path, image_key, mos_key)
+    if suffix == ".json":
+        return read_json_list(path, image_key, mos_key)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [x.strip() for x in lines if x.strip() and not x.startswith("#")], None, None
+
+
 def _json_number(value: Any, where: str) -> float:
     """A finite score from a JSON number or numeric text (Q-Align writes both)."""
     try:
@@ -162,19 +176,9 @@ def read_images(spec: Any, image_root: Any = None, image_key: str = "auto",
                 f"images={spec}: not a folder, an image file or a list ({', '.join(LIST_SUFFIXES)})"
             )
         return ImageList([path], [str(spec)])
-    if suffix == ".csv":
-        entries, mos, key = read_csv_list(path, image_key, mos_key)
-    elif suffix == ".json":
-        entries, mos, key = read_json_list(path, image_key, mos_key)
-    else:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        entries, mos, key = (
-            [x.strip() for x in lines if x.strip() and not x.startswith("#")],
-            None,
-            None,
-        )
-        if not entries:
-            raise ConfigError(f"images={spec}: the list has no paths")
+    entries, mos, key = read_list(path, image_key, mos_key)
+    if not entries:
+        raise ConfigError(f"images={spec}: the list has no paths")
     root = Path(str(image_root)).expanduser() if image_root else path.parent
     paths = [
         Path(e).expanduser() if Path(e).expanduser().is_absolute() else root / e for e in entries

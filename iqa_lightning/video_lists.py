@@ -23,8 +23,7 @@ from iqa_lightning.image_lists import (
     LIST_SUFFIXES,
     ImageList,
     list_folder,
-    read_csv_list,
-    read_json_list,
+    read_list,
 )
 from iqa_lightning.scorer import Scorer, Scores, score_loader
 
@@ -58,16 +57,9 @@ def read_videos(spec: Any, image_root: Any = None, image_key: str = "auto",
             f"videos={spec}: not a folder, a video file ({', '.join(VIDEO_SUFFIXES)}) or a list "
             f"({', '.join(LIST_SUFFIXES)})"
         )
-    if suffix == ".csv":
-        entries, mos, key = read_csv_list(path, image_key, mos_key)
-    elif suffix == ".json":
-        entries, mos, key = read_json_list(path, image_key, mos_key)
-    else:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        entries = [x.strip() for x in lines if x.strip() and not x.startswith("#")]
-        mos, key = None, None
-        if not entries:
-            raise ConfigError(f"videos={spec}: the list has no paths")
+    entries, mos, key = read_list(path, image_key, mos_key)
+    if not entries:
+        raise ConfigError(f"videos={spec}: the list has no paths")
     root = Path(str(image_root)).expanduser() if image_root else path.parent
     paths = [Path(e).expanduser() if Path(e).expanduser().is_absolute() else root / e
              for e in entries]  # fmt: skip
