@@ -222,7 +222,7 @@ def page_title(cfg: DictConfig) -> str:
     if cfg.get("run"):
         return f"run {Path(str(cfg.run)).name}"
     if cfg.get("scorer") is not None:
-        return f"scorer {preset_choice('scorer') or 'rali'} {cfg.scorer.get('pretrained')}"
+        return f"scorer {preset_choice('scorer') or 'folder'} {cfg.scorer.get('pretrained')}"
     model = (
         preset_choice("model")
         or OmegaConf.select(cfg, "model.pretrained")

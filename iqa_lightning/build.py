@@ -121,7 +121,7 @@ def build_module(cfg: DictConfig, run: Path | None = None, datamodule=None):
         cfg: A train config.
         run: A finished run folder to rebuild from its saved files (nothing is trained or
             prepared again).
-        datamodule: The run's data, set up, for methods that prepare from it (RALI's scorer).
+        datamodule: The run's data, set up, for methods that prepare from it (a distilled scorer).
     """
     check_model_available(cfg.model, preset_choice("model"))
     # model.quantization (scoring, eval): the backbone's checkpoint loads with integer weights

@@ -4,14 +4,14 @@
     python -m iqa_lightning.export run=<run> out=<folder> export.push_to_hub=<user>/<repo>
 
 The run's LoRA is merged into the weights and a tuned projector kept in them; what cannot be
-merged (a pixel prompt, a Q-Adapt prompter) and the run's score head, template, input side and
+merged (a pixel prompt, a feature prompter) and the run's score head, template, input side and
 resize go to ``scoring.json``, which the loaders read back, so
 
     python -m iqa_lightning.score images=<folder> model=<family preset> model.pretrained=<out>
 
 scores as the run does (the driver prints the exact command). mPLUG-Owl2 runs are written in
 the original layout, which Q-Align's own code loads. ``out`` must be new or empty; a run that
-scores without an LMM (RALI: its ``scorer/`` folder is its export) is refused with what to use
+scores without an LMM (its exported ``scorer/`` folder is already its export) is refused with what to use
 instead. Everything is in :mod:`iqa_lightning.exporting`; docs/export.md has the layout.
 """
 

@@ -168,13 +168,13 @@ def build_scorer(cfg: DictConfig):
 
     resize = cfg.get("resize") or "auto"
 
-    if cfg.get("scorer") is not None:  # a published scorer of the scorer group (scorer=rali)
+    if cfg.get("scorer") is not None:  # a published scorer of the scorer group
         from hydra.errors import InstantiationException
         from hydra.utils import instantiate
 
         from iqa_lightning.hub import preset_choice
 
-        # The option's name; outside a Hydra app, the module of its target (methods/rali.py).
+        # The option's name; outside a Hydra app, the module of its target.
         name = preset_choice("scorer") or str(cfg.scorer.get("_target_", "")).split(".")[-2:][0]
         if cfg.get("run"):
             raise ConfigError("scorer= scores with its own folder (scorer.pretrained); drop run=")
