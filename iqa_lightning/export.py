@@ -11,8 +11,8 @@ resize go to ``scoring.json``, which the loaders read back, so
 
 scores as the run does (the driver prints the exact command). mPLUG-Owl2 runs are written in
 the original layout, which Q-Align's own code loads. ``out`` must be new or empty; a run that
-scores without an LMM (its exported ``scorer/`` folder is already its export) is refused with what to use
-instead. Everything is in :mod:`iqa_lightning.exporting`; docs/export.md has the layout.
+scores without an LMM (its exported ``scorer/`` folder is already its export) is refused with
+what to use instead. Everything is in :mod:`iqa_lightning.exporting`; docs/export.md has the layout.
 """
 
 from __future__ import annotations
