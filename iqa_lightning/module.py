@@ -79,12 +79,15 @@ def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
-    """Config containers (OmegaConf) as plain Python, for JSON."""
+    """Config containers (OmegaConf) as plain Python, for JSON and ``weights_only`` loads; an
+    object (a loss given as ``module.loss._target_``) by its class's import path."""
     if hasattr(value, "items"):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
         return [_plain(v) for v in value]
-    return value
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
 class IQAModule(L.LightningModule):

@@ -307,3 +307,16 @@ def test_level_ce_answer_trains_the_whole_answer_as_q_align(backbone):
     assert value.item() == pytest.approx(expected.item(), rel=1e-6)
     value.backward()
     assert all(p.grad is None for p in backbone.parameters())
+
+
+def test_a_loss_object_in_the_hyperparameters_leaves_a_weights_only_checkpoint(backbone, tmp_path):
+    from iqa_lightning.checkpoints import load_checkpoint
+    from iqa_lightning.models.losses import RegressionLoss
+
+    module = make(backbone, RegressionLoss("l1"))
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["hyper_parameters"]["loss"] == "iqa_lightning.models.losses.RegressionLoss"
+    torch.save(checkpoint, tmp_path / "c.ckpt")
+    assert load_checkpoint(tmp_path / "c.ckpt", map_location="cpu")["hyper_parameters"]["loss"]
+    assert module.loss.name == "l1"
