@@ -10,8 +10,10 @@ from .datasets.clive import CLIVEDataModule
 from .datasets.csiq import CSIQDataModule
 from .datasets.kadid import KADIDDataModule
 from .datasets.koniq import KonIQDataModule
+from .datasets.konvid import KoNViDDataModule
 from .datasets.learning import LearningDataModule, generate_learning_set
 from .datasets.live import LIVEDataModule
+from .datasets.lsvq import LSVQDataModule
 from .datasets.pipal import PIPALDataModule
 from .datasets.spaq import SPAQDataModule
 from .datasets.synthetic import SyntheticDataModule, generate_synthetic_kadid, synthetic_dirname
@@ -40,6 +42,7 @@ from .pyiqa import LAYOUTS, MetaRow, PyiqaLayoutDataModule, read_meta_info, read
 from .records import AnnotationError, AnnotationRow, ImageRecord, read_annotation_csv
 from .spec import DatasetSpec
 from .splits import SPLIT_NAMES, SPLIT_STRATEGIES, SplitError, assign_splits, check_ratios
+from .video import VideoDataModule
 
 #: What reading, checking and splitting data raises for problems in the user's files or data
 #: settings (``prepare_records()`` / ``setup()``); each message names the file, row and key.
@@ -68,8 +71,10 @@ __all__ = [
     "InstructFormatError",
     "KADIDDataModule",
     "KonIQDataModule",
+    "KoNViDDataModule",
     "LAYOUTS",
     "LIVEDataModule",
+    "LSVQDataModule",
     "LabelledImage",
     "MCQ",
     "MCQDataset",
@@ -87,6 +92,7 @@ __all__ = [
     "TID2013DataModule",
     "TableDataModule",
     "TaskMixtureLoader",
+    "VideoDataModule",
     "assign_splits",
     "check_ratios",
     "collate_instruct",

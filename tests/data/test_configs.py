@@ -60,8 +60,10 @@ def compose(name, tmp_path):
 
 
 def test_every_dataset_config_is_tested():
-    # mix: several of these at once (tests/test_mix.py); ava: tests/data/test_ava.py
-    assert set(OPTIONS) == {*WRITERS, "synthetic", "table", "learning", "mix", "ava"}
+    # mix: several of these at once (tests/test_mix.py); ava: tests/data/test_ava.py;
+    # konvid, lsvq (videos): tests/data/test_video_datasets.py
+    assert set(OPTIONS) == {*WRITERS, "synthetic", "table", "learning", "mix", "ava", "konvid",
+                            "lsvq"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", OPTIONS)

@@ -4,7 +4,8 @@ What every dataset must do the same way: build from its spec's defaults, set up,
 images, give targets in [0, 1] that follow the declared direction (a higher raw score gives a
 higher target, unless the spec says DMOS), keep raw scores inside the declared range, assign
 every image to exactly one of train / val / test (references in one split where the default
-split is reference-disjoint), and batch the documented keys, dtypes and shapes. Dataset-specific
+split is reference-disjoint), and batch the documented keys, dtypes and shapes (a video's ``pixels`` are its sampled frames,
+``[B, frames, 3, S, S]``; the fixtures' clips all give the same count). Dataset-specific
 behaviour is tested in each dataset's own module.
 """
 
@@ -27,13 +28,16 @@ from iqa_lightning.data import (
     IQADataModule,
     KADIDDataModule,
     KonIQDataModule,
+    KoNViDDataModule,
     LearningDataModule,
     LIVEDataModule,
+    LSVQDataModule,
     PIPALDataModule,
     SPAQDataModule,
     SyntheticDataModule,
     TableDataModule,
     TID2013DataModule,
+    VideoDataModule,
 )
 
 from .fixtures import write_agiqa, write_image, write_kadid, write_koniq
@@ -47,6 +51,7 @@ from .fixtures_more import (
     write_tid2013,
 )
 from .test_ava import write_ava
+from .test_video_datasets import FRAMES, write_konvid, write_lsvq
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 IMAGE_SIZE = 16
@@ -85,7 +90,9 @@ CASES = {
     CSIQDataModule: _root(write_csiq),
     KADIDDataModule: _root(write_kadid),
     KonIQDataModule: _root(write_koniq),
+    KoNViDDataModule: _root(write_konvid),
     LIVEDataModule: _root(write_live),
+    LSVQDataModule: _root(write_lsvq),
     PIPALDataModule: _root(write_pipal),
     SPAQDataModule: _root(write_spaq),
     TID2013DataModule: _root(write_tid2013),
@@ -214,7 +221,8 @@ def test_batches_have_the_documented_keys_dtypes_and_shapes(module, split):
     if "target_std" in batch:
         assert batch["target_std"].shape == (size,) and batch["target_std"].dtype == torch.float32
         assert float(batch["target_std"].min()) > 0.0
-    assert batch["pixels"].shape == (size, 3, IMAGE_SIZE, IMAGE_SIZE)
+    frames = (FRAMES,) if isinstance(dm, VideoDataModule) else ()
+    assert batch["pixels"].shape == (size, *frames, 3, IMAGE_SIZE, IMAGE_SIZE)
     assert batch["pixels"].dtype == torch.float32
     assert 0.0 <= float(batch["pixels"].min()) and float(batch["pixels"].max()) <= 1.0
     for key in ("target", "mos_raw"):
