@@ -1,4 +1,4 @@
-"""Cross-dataset evaluation of a finished run.
+"""Cross-dataset evaluation of a finished run, or zero-shot of a model preset.
 
     python -m iqa_lightning.eval run=outputs/runs/<run>     # the run's own test split
     python -m iqa_lightning.eval run=outputs/runs/<run> dataset=koniq dataset.root=/data/koniq
@@ -6,18 +6,25 @@
         eval.roots.kadid=/data/kadid10k eval.roots.koniq=/data/koniq10k eval.name=synthetic2real
 
     python -m iqa_lightning.eval run=... dataset=koniq dataset.root=... trainer=ddp   # every GPU
+    python -m iqa_lightning.eval model=q_align_koniq protocol=koniq_only eval.roots.koniq=...
 
 The run's backbone, prompt and score head are rebuilt from its ``.hydra/config.yaml`` and its
 tuned tensors loaded from ``checkpoints/tuned.safetensors`` (:func:`~iqa_lightning.runs.rebuild_run`).
+Zero-shot, ``model=<preset>`` (with ``score=``, ``prompt=``, ``method=`` as the scoring CLI takes
+them; a checkpoint preset brings its authors' score head) is built frozen
+(:func:`~iqa_lightning.scorer.zero_shot_module`) and the datasets take its input size and resize;
+exactly one of ``run=`` and ``model=`` is given (:func:`check_source`). The files go to
+``eval.out``: by default the run folder, zero-shot a new ``outputs/eval/<time>_<model>/``.
 Without ``dataset=`` or ``eval.datasets`` the dataset is the run's own (as composed for the run,
 split with its seed; ``dataset.<key>=...`` changes it, e.g. the ``root`` of moved data).
 ``eval.split=auto`` (default) scores the test split of the run's own dataset (the images it never
-trained on) and every image of another dataset (cross-dataset); ``eval.split=test`` or ``all``
+trained on; zero-shot, of the protocol's training sets) and every image of another dataset
+(cross-dataset); ``eval.split=test`` or ``all``
 forces one for every dataset. Each dataset is scored
 through a Lightning Trainer built from ``trainer`` (the training presets: ``default``, ``gpu``,
 ``ddp``, ``ddp_sim``, ...) and :func:`~iqa_lightning.scorer.score_loader`; under DDP each
 process scores an unpadded share, so every image is scored once and the figures equal a
-single process's. Rank 0 writes to the run folder ``eval_<name>.json`` (SRCC / PLCC / KRCC and
+single process's. Rank 0 writes to the output folder ``eval_<name>.json`` (SRCC / PLCC / KRCC and
 logistic-fitted PLCC per dataset, with 95% bootstrap intervals of SRCC and PLCC:
 ``srcc_lo``, ``srcc_hi``, ``plcc_lo``, ``plcc_hi``), ``eval_<name>.md`` (the same as a markdown
 table, an interval shown after its figure: ``0.8123 [0.7710, 0.8501]``) and
@@ -43,7 +50,7 @@ from iqa_lightning.build import CONFIG_DIR
 from iqa_lightning.cli import error_line, report_user_errors
 from iqa_lightning.data.mix import compose_dataset
 from iqa_lightning.errors import ConfigError
-from iqa_lightning.protocols import protocol_test_sets, write_protocol
+from iqa_lightning.protocols import protocol_test_sets, protocol_train_sets, write_protocol
 from iqa_lightning.quantization import with_quantization
 from iqa_lightning.quiet import quiet
 from iqa_lightning.runs import load_run_config, rebuild_run, resumed_wandb_run, run_folder
@@ -54,6 +61,15 @@ COLUMNS = ("srcc", "plcc", "krcc", "plcc_logistic4", "plcc_logistic5", "n")
 # Bootstrap interval bounds of a figure of COLUMNS, where the figures have them.
 INTERVALS = {"srcc": ("srcc_lo", "srcc_hi"), "plcc": ("plcc_lo", "plcc_hi")}
 RUN_REQUIRED = "run=<run folder> is required: the train.py run folder to evaluate"
+SOURCE_REQUIRED = (
+    "run=<run folder> or model=<preset> is required: the train.py run folder to evaluate, or a "
+    "model preset to score zero-shot"
+)
+BOTH_SOURCES = "give run=<run folder> or model=<preset>, not both"
+#: The groups that compose a zero-shot model (as the scoring CLI's); with run= the run's own.
+ZERO_SHOT_GROUPS = ("model", "score", "prompt", "prompt_optimizer", "method")
+#: Keys of ``model`` that apply to a run's model too.
+RUN_MODEL_KEYS = ("model.quantization", "model.image_size")
 SPLITS = ("auto", "test", "all")
 RANK_ENV = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 
@@ -68,15 +84,30 @@ def rank_zero_path(path: str) -> str:
 OmegaConf.register_new_resolver("iqa_rank_zero_path", rank_zero_path, replace=True)
 
 
-def dataset_config(cfg: DictConfig, run_cfg: DictConfig) -> DictConfig:
+def eval_folder(run: str | None, out: str | None, new: str) -> str:
+    """The output folder (resolver ``${iqa_eval_folder:...}``, Hydra's run folder):
+    ``eval.out`` when given, else the run folder, else ``new`` (zero-shot:
+    ``outputs/eval/<time>_<model>``)."""
+    return str(out or run or new)
+
+
+OmegaConf.register_new_resolver("iqa_eval_folder", eval_folder, replace=True)
+
+
+def dataset_config(cfg: DictConfig, run_cfg: DictConfig | None) -> DictConfig:
     """The dataset of ``cfg``: ``cfg.dataset`` when it is a dataset option (has a
     ``_target_``), else the run's own dataset with ``cfg.dataset``'s keys (if any) on top.
 
     The run's node is resolved in the run's config (its ``model.image_size``, ``seed``,
-    ``paths``)."""
+    ``paths``). Zero-shot (``run_cfg`` None) there is no own dataset: one must be named."""
     given_node = cfg.get("dataset")
     if given_node is not None and "_target_" in given_node:
         return given_node
+    if run_cfg is None:
+        raise ConfigError(
+            "model=<preset> has no dataset of its own: name the datasets with protocol=<name>, "
+            "eval.datasets=[...] or dataset=<option>"
+        )
     if run_cfg.get("dataset") is None:
         raise ConfigError("the run's config has no dataset; name one with dataset=<option>")
     node = OmegaConf.create(OmegaConf.to_container(run_cfg.dataset, resolve=True))
@@ -93,13 +124,14 @@ def dataset_overrides(args: Sequence[str]) -> list[str]:
     return [f"+{a}" if a.split("=", 1)[0].startswith("dataset.") and "=" in a else a for a in args]
 
 
-def dataset_configs(cfg: DictConfig, run_cfg: DictConfig) -> dict[str, DictConfig]:
+def dataset_configs(cfg: DictConfig, run_cfg: DictConfig | None) -> dict[str, DictConfig]:
     """The datasets to evaluate on: ``eval.datasets`` (a list of dataset options), else
     ``dataset`` (an option, or the run's own dataset: :func:`dataset_config`).
 
     Each option of ``eval.datasets`` is composed by Hydra (``hydra.compose``) with this command's
     own overrides, so it gets the same defaults, interpolations and checks as the ``dataset``
-    group (its ``image_size`` is the run's ``model.image_size``).
+    group (its ``image_size`` is the run's ``model.image_size``, zero-shot the preset's;
+    ``run_cfg`` is then None).
     """
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
@@ -135,13 +167,16 @@ def dataset_configs(cfg: DictConfig, run_cfg: DictConfig) -> dict[str, DictConfi
     return out
 
 
-def mixed_datasets(run_cfg: DictConfig) -> list[str]:
-    """The dataset options a run trained on together (``dataset=mix``); empty for one dataset."""
+def mixed_datasets(run_cfg: DictConfig | None) -> list[str]:
+    """The dataset options a run trained on together (``dataset=mix``); empty for one dataset
+    (or no run)."""
+    if run_cfg is None:
+        return []
     names = OmegaConf.select(run_cfg, "dataset.datasets", default=None)
     return [str(n) for n in names] if OmegaConf.is_list(names) else []
 
 
-def mixed_roots(run_cfg: DictConfig) -> dict[str, str]:
+def mixed_roots(run_cfg: DictConfig | None) -> dict[str, str]:
     """The root of each dataset a mix run trained on: its ``dataset.roots`` entry, else the
     option's default root composed in the run's context (the run's ``paths.data_dir``)."""
     names = mixed_datasets(run_cfg)
@@ -155,14 +190,19 @@ def mixed_roots(run_cfg: DictConfig) -> dict[str, str]:
     }
 
 
-def split_for(split: str, node: DictConfig, run_cfg: DictConfig) -> str:
+def split_for(
+    split: str, node: DictConfig, run_cfg: DictConfig | None, trained: Sequence[str] = ()
+) -> str:
     """The split to score of dataset ``node``: ``split`` unless ``auto``; ``auto`` is ``test``
     for the run's own dataset (same ``name``, or one of the datasets a mix run trained on: the
-    images the run never trained on) and ``all`` for any other (cross-dataset evaluation scores
-    it whole)."""
+    images the run never trained on) and for the datasets named in ``trained`` (zero-shot: the
+    protocol's training sets, so a released checkpoint is tested where its authors tested it),
+    and ``all`` for any other (cross-dataset evaluation scores it whole)."""
     if split != "auto":
         return split
-    own = {OmegaConf.select(run_cfg, "dataset.name", default=None), *mixed_datasets(run_cfg)}
+    own = {*trained, *mixed_datasets(run_cfg)}
+    if run_cfg is not None:
+        own.add(OmegaConf.select(run_cfg, "dataset.name", default=None))
     return "test" if node.get("name") in own else "all"
 
 
@@ -255,8 +295,37 @@ def _json_safe(results: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]
 PARSE_OK = "parse_ok"
 
 
+def zero_shot(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` scores a model preset zero-shot (``model=<preset>``: a ``model`` with a
+    ``_target_``) rather than a run; refuses both or neither (:data:`SOURCE_REQUIRED`)."""
+    run = not OmegaConf.is_missing(cfg, "run") and bool(str(cfg.get("run") or "").strip())
+    model = "_target_" in (cfg.get("model") or {})
+    if run and model:
+        raise ConfigError(BOTH_SOURCES)
+    if not run and not model:
+        raise ConfigError(SOURCE_REQUIRED)
+    return model
+
+
+def output_folder(cfg: DictConfig, run: Path | None) -> Path:
+    """Where the files go: ``eval.out``, else the run folder, else (zero-shot) Hydra's run
+    folder (``outputs/eval/<time>_<model>``)."""
+    out = cfg.eval.get("out")
+    if out:
+        return Path(str(out)).expanduser()
+    if run is not None:
+        return run
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # outside a Hydra app: no folder was made for this evaluation
+        raise ConfigError("model=<preset> outside the CLI: give eval.out=<folder>") from None
+
+
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Evaluate the run ``cfg.run`` on every requested dataset and write the results.
+    """Evaluate the run ``cfg.run`` (or, zero-shot, the preset ``model``) on every requested
+    dataset and write the results.
 
     Every process of a DDP run returns the same figures; only rank 0 writes files.
     """
@@ -265,34 +334,45 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     from iqa_lightning.build import build_trainer
     from iqa_lightning.callbacks.predictions import COLUMNS as PREDICTION_COLUMNS
     from iqa_lightning.callbacks.predictions import write_rows
-    from iqa_lightning.scorer import RowCollector, score_loader
+    from iqa_lightning.hub import preset_choice
+    from iqa_lightning.scorer import RowCollector, score_loader, zero_shot_module
 
-    if OmegaConf.is_missing(cfg, "run") or not str(cfg.run or "").strip():
-        raise ConfigError(RUN_REQUIRED)
+    preset = zero_shot(cfg)
     split = cfg.eval.split
     if split not in SPLITS:
         raise ConfigError(f"eval.split={split!r} must be one of {', '.join(SPLITS)}")
     bootstrap = cfg.eval.get("bootstrap") or 0
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ConfigError(f"eval.bootstrap={bootstrap!r} must be a number of resamples >= 0")
-    run = run_folder(cfg.run)
-    run_cfg = load_run_config(run)
-    quantized = with_quantization(run_cfg, OmegaConf.select(cfg, "model.quantization"), run)
-    module = rebuild_run(run, quantized)
+    protocol = cfg.get("protocol")
+    if preset:  # the preset scored as its authors do (its own score head), nothing trained
+        run = run_cfg = None
+        ours = preset_choice("model") or "zero-shot"
+        trained = list(protocol_train_sets(protocol)) if protocol is not None else []
+        nodes = dataset_configs(cfg, None)  # before the model loads: a wrong dataset ends first
+        module = zero_shot_module(cfg)
+    else:
+        run = run_folder(cfg.run)
+        run_cfg = load_run_config(run)
+        ours, trained = run.name, []
+        if int(cfg.model.image_size) != int(run_cfg.model.image_size):
+            raise ConfigError(
+                f"model.image_size={cfg.model.image_size} but the run was trained at "
+                f"{run_cfg.model.image_size}; leave model.image_size unset (it comes from the run)"
+            )
+        nodes = dataset_configs(cfg, run_cfg)
+        quantized = with_quantization(run_cfg, OmegaConf.select(cfg, "model.quantization"), run)
+        module = rebuild_run(run, quantized)
+    out = output_folder(cfg, run)
     collector = RowCollector()
     trainer = build_trainer(cfg, callbacks=[collector], loggers=[])
 
     results = {}
-    if int(cfg.model.image_size) != int(run_cfg.model.image_size):
-        raise ConfigError(
-            f"model.image_size={cfg.model.image_size} but the run was trained at "
-            f"{run_cfg.model.image_size}; leave model.image_size unset (it comes from the run)"
-        )
-    for name, node in dataset_configs(cfg, run_cfg).items():
+    for name, node in nodes.items():
         datamodule = instantiate(node)
         datamodule.prepare_data()
         datamodule.setup("test")
-        scored = split_for(split, node, run_cfg)
+        scored = split_for(split, node, run_cfg, trained)
         rows = score_loader(trainer, module, datamodule.eval_dataloader(scored))
         results[name] = correlations(
             [r["score"] for r in rows],
@@ -305,22 +385,25 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             results[name]["parse_failures"] = sum(not r[PARSE_OK] for r in rows)
         if trainer.is_global_zero:
             columns = [*PREDICTION_COLUMNS, *collector.extra_keys]
-            write_rows(run / f"predictions_eval_{name}.csv", rows, columns)
+            out.mkdir(parents=True, exist_ok=True)
+            write_rows(out / f"predictions_eval_{name}.csv", rows, columns)
             log.info("%s (%s, %d images): %s", name, scored, len(rows), results[name])
 
     if not trainer.is_global_zero:
         return results
-    protocol = cfg.get("protocol")
     table_name = cfg.eval.get("name") or (
         f"protocol_{protocol.name}" if protocol is not None else "_".join(results)
     )
-    (run / f"eval_{table_name}.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"eval_{table_name}.json").write_text(json.dumps(_json_safe(results), indent=2) + "\n")
     table = markdown_table(results)
-    (run / f"eval_{table_name}.md").write_text(table)
-    log_to_wandb(run, run_cfg, table_name, results)
-    print(f"\n{run}/eval_{table_name}.md\n{table}", flush=True)
+    (out / f"eval_{table_name}.md").write_text(table)
+    if run is not None:
+        log_to_wandb(run, run_cfg, table_name, results)
+    print(f"\n{out}/eval_{table_name}.md\n{table}", flush=True)
     if protocol is not None:  # the papers' table: our row beside the published ones
-        md, _ = write_protocol(run, protocol, results, ours=run.name)
+        origin = "zero-shot" if preset else "this run"
+        md, _ = write_protocol(out, protocol, results, ours=ours, origin=origin)
         print(f"\n{md}\n{md.read_text()}", flush=True)
     return results
 
@@ -379,11 +462,39 @@ def check_run(args: Sequence[str], required: str = RUN_REQUIRED) -> None:
         raise SystemExit(1)
 
 
+def check_source(args: Sequence[str]) -> None:
+    """End at once, with one ``error:`` line and exit code 1, unless the command line gives
+    exactly one of ``run=`` and ``model=``; with ``run=``, also on an override of the groups
+    that compose a zero-shot model (:data:`ZERO_SHOT_GROUPS`: the run brings its own), and on a
+    ``run=`` that is not a run folder (:func:`check_run`). Flags are left to Hydra."""
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        return
+    problem = None
+    if given(args, "run") and given(args, "model"):
+        problem = BOTH_SOURCES
+    elif not given(args, "run") and not given(args, "model"):
+        problem = SOURCE_REQUIRED
+    elif given(args, "run"):
+        keys = [(a, a.split("=", 1)[0].lstrip("+~")) for a in args if "=" in a]
+        clash = [a for a, key in keys
+                 if key.split(".", 1)[0] in ZERO_SHOT_GROUPS and key not in RUN_MODEL_KEYS]  # fmt: skip
+        if clash:
+            problem = (
+                f"run= rebuilds the run's own model, prompt and score head; drop {clash}, or "
+                "give model=<preset> instead of run= to score zero-shot"
+            )
+    if problem is not None:
+        print(error_line(ConfigError(problem)), file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    if given(args, "run"):
+        check_run(args)
+
+
 def main() -> None:
-    """Entry point of ``python -m iqa_lightning.eval`` (:func:`check_run` first: a missing or
-    wrong ``run=`` ends in one line and creates nothing)."""
+    """Entry point of ``python -m iqa_lightning.eval`` (:func:`check_source` first: a missing or
+    wrong ``run=``, or both ``run=`` and ``model=``, ends in one line and creates nothing)."""
     args = sys.argv[1:]
-    check_run(args)
+    check_source(args)
     sys.argv = [sys.argv[0], *dataset_overrides(args), *run_settings(args)]
     from iqa_lightning import hydra_entry
 

@@ -20,7 +20,14 @@ from typing import Any
 
 from iqa_lightning.errors import ConfigError
 
-__all__ = ["PLCC_KINDS", "check_protocol", "protocol_table", "protocol_test_sets", "write_protocol"]
+__all__ = [
+    "PLCC_KINDS",
+    "check_protocol",
+    "protocol_table",
+    "protocol_test_sets",
+    "protocol_train_sets",
+    "write_protocol",
+]
 
 #: How a published PLCC was computed: on the raw scores, or after the 4-parameter logistic.
 PLCC_KINDS = {"raw": "plcc", "logistic4": "plcc_logistic4"}
@@ -76,7 +83,10 @@ def _number(value: Any) -> float | None:
 
 
 def protocol_table(
-    protocol: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]], ours: str = "ours"
+    protocol: Mapping[str, Any],
+    results: Mapping[str, Mapping[str, Any]],
+    ours: str = "ours",
+    origin: str = "this run",
 ) -> tuple[str, dict[str, Any]]:
     """Our row, each published row and its difference to ours, as markdown and as JSON data.
 
@@ -84,7 +94,8 @@ def protocol_table(
         protocol: A ``protocol`` config (:func:`check_protocol`).
         results: :mod:`iqa_lightning.eval`'s figures by test set (``srcc``, ``plcc``,
             ``plcc_logistic4``, ``n``, ``split``).
-        ours: The name of our row (the run folder).
+        ours: The name of our row (the run folder, or the model preset scored zero-shot).
+        origin: Where our row comes from, in its source column (``this run``, ``zero-shot``).
 
     Raises:
         ConfigError: A test set of the protocol has no figures in ``results``.
@@ -106,7 +117,7 @@ def protocol_table(
     lines = [
         "| method | source | " + " | ".join(headings) + " |",
         "|---" * (len(headings) + 2) + "|",
-        f"| {ours} | this run (PLCC raw) | "
+        f"| {ours} | {origin} (PLCC raw) | "
         + " | ".join(cell(ours_of(t, m, "raw")) for t in tests for m in metrics) + " |",
     ]  # fmt: skip
     data: dict[str, Any] = {
@@ -115,7 +126,7 @@ def protocol_table(
         "test": tests,
         "columns": {t: spec["columns"][t] for t in tests},
         "metrics": metrics,
-        "ours": {"name": ours, "figures": {t: {**mine[t], "n": results[t].get("n"),
+        "ours": {"name": ours, "origin": origin, "figures": {t: {**mine[t], "n": results[t].get("n"),
                                                 "split": results[t].get("split")} for t in tests}},
         "published": [],
         "not_found": spec.get("not_found") or [],
@@ -163,10 +174,11 @@ def write_protocol(
     protocol: Mapping[str, Any],
     results: Mapping[str, Mapping[str, Any]],
     ours: str = "ours",
+    origin: str = "this run",
 ) -> tuple[Path, Path]:
     """Write ``protocol_<name>.md`` and ``protocol_<name>.json`` into ``folder``
     (:func:`protocol_table`); returns their paths."""
-    table, data = protocol_table(protocol, results, ours)
+    table, data = protocol_table(protocol, results, ours, origin)
     folder = Path(folder)
     md = folder / f"protocol_{data['protocol']}.md"
     md.write_text(table)
@@ -178,3 +190,9 @@ def write_protocol(
 def protocol_test_sets(protocol: Mapping[str, Any]) -> Sequence[str]:
     """The protocol's test sets (dataset options), in the papers' column order."""
     return list(check_protocol(protocol)["test"])
+
+
+def protocol_train_sets(protocol: Mapping[str, Any]) -> Sequence[str]:
+    """The protocol's training sets (dataset options): a model scored zero-shot under the
+    protocol is tested on their test splits, as the papers test their checkpoints."""
+    return list(check_protocol(protocol)["train"])

@@ -152,7 +152,8 @@ def test_eval_without_run_says_what_is_missing(run_env, capsys):
     ended = run_main("iqa_lightning.eval", ["eval.split=test"], capsys, env=run_env)
     assert ended.code == 1
     assert ended.last_line() == (
-        "error: run=<run folder> is required: the train.py run folder to evaluate"
+        "error: run=<run folder> or model=<preset> is required: the train.py run folder to "
+        "evaluate, or a model preset to score zero-shot"
     )
     assert "Traceback" not in ended.err and "MissingMandatoryValue" not in ended.err
 

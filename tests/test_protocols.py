@@ -121,3 +121,79 @@ def test_eval_protocol_writes_the_papers_table_for_a_run(demo_run, protocol_root
     assert vp["difference"]["koniq"]["srcc"] == pytest.approx(measured["koniq"]["srcc"] - 0.852)
     table = (run / "protocol_koniq_only.md").read_text()
     assert f"| {run.name} | this run" in table and "mplug2-vp-for-nriqa" in table
+
+
+def zero_shot_eval(roots, out, run_env, capsys, *more):
+    """``python -m iqa_lightning.eval model=tiny_llava protocol=koniq_only`` on ``roots``, into
+    ``eval.out=out`` (None: the default folder, found under the run root): its protocol JSON
+    and measured figures."""
+    given = ", ".join(f"{k}: '{v}'" for k, v in roots.items())
+    ended = run_main(
+        "iqa_lightning.eval",
+        ["model=tiny_llava", "protocol=koniq_only", f"eval.roots={{{given}}}",
+         "eval.bootstrap=0", "trainer=cpu", *([f"eval.out={out}"] if out else []), *more],
+        capsys,
+        env=run_env,
+    )  # fmt: skip
+    assert ended.code == 0, ended.text[-3000:]
+    if out is None:  # outputs/eval/<time>_<model>/ (each test run's root is its own)
+        (out,) = Path(run_env["IQA_ROOT"]).glob("outputs/eval/*_tiny_llava")
+    data = json.loads((out / "protocol_koniq_only.json").read_text())
+    measured = json.loads((out / "eval_protocol_koniq_only.json").read_text())
+    assert data["test"] == list(measured)
+    assert data["ours"]["name"] == "tiny_llava" and data["ours"]["origin"] == "zero-shot"
+    for test in data["test"]:
+        assert data["ours"]["figures"][test]["srcc"] == pytest.approx(measured[test]["srcc"])
+        assert (out / f"predictions_eval_{test}.csv").is_file()
+    vp = data["published"][0]  # the visual-prompt row: KonIQ figures only
+    assert vp["difference"]["koniq"]["srcc"] == pytest.approx(measured["koniq"]["srcc"] - 0.852)
+    table = (out / "protocol_koniq_only.md").read_text()
+    assert "| tiny_llava | zero-shot (PLCC raw) | " in table and "mplug2-vp-for-nriqa" in table
+    assert "| tiny_llava − Visual prompt" in table
+    return data, measured, out
+
+
+def test_eval_scores_a_model_preset_zero_shot_under_a_protocol(protocol_roots, run_env, capsys,
+                                                               tmp_path):  # fmt: skip
+    """No run: the preset's row beside the published ones, in the default folder
+    ``outputs/eval/<time>_<model>/``; the protocol's training set (KonIQ) on its test split,
+    another set (SPAQ) whole. Two of the six test sets (the published row reports KonIQ only);
+    all six, into ``eval.out``: the slow test below."""
+    env = {**run_env, "IQA_ROOT": str(tmp_path)}
+    data, measured, out = zero_shot_eval(
+        protocol_roots, None, env, capsys, "protocol.test=[koniq,spaq]"
+    )
+    assert data["test"] == ["koniq", "spaq"]
+    assert {t: f["split"] for t, f in measured.items()} == {"koniq": "test", "spaq": "all"}
+    assert measured["spaq"]["n"] == 8 and measured["koniq"]["n"] < 10  # KonIQ's test split only
+    assert (out / "eval.log").is_file()  # Hydra's log in the output folder too
+
+
+@pytest.mark.slow  # six datasets; two of them by default just above
+def test_eval_scores_a_model_preset_zero_shot_on_all_six_test_sets(protocol_roots, run_env,
+                                                                   capsys, tmp_path):  # fmt: skip
+    data, measured, _ = zero_shot_eval(protocol_roots, tmp_path / "tables", run_env, capsys)
+    assert data["test"] == ["koniq", "spaq", "kadid", "pipal", "clive", "agiqa"]
+    splits = {test: measured[test]["split"] for test in data["test"]}
+    assert splits == {"koniq": "test", **{t: "all" for t in data["test"][1:]}}
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["run=x", "model=tiny_llava"], "give run=<run folder> or model=<preset>, not both"),
+        (["protocol=koniq_only"], "run=<run folder> or model=<preset> is required"),
+        (["run=x", "score=qalign"], "drop ['score=qalign']"),
+    ],
+)
+def test_eval_takes_exactly_one_of_run_and_model(args, line, run_env, capsys):
+    ended = run_main("iqa_lightning.eval", args, capsys, env=run_env)
+    assert ended.code == 1 and ended.err.strip().count("\n") == 0, ended.text[-2000:]
+    assert ended.last_line().startswith("error: ") and line in ended.last_line()
+
+
+def test_a_zero_shot_eval_names_its_datasets(run_env, capsys, tmp_path):
+    ended = run_main("iqa_lightning.eval", ["model=tiny_llava", f"eval.out={tmp_path}"], capsys,
+                     env=run_env)  # fmt: skip
+    assert ended.code == 1, ended.text[-2000:]
+    assert "model=<preset> has no dataset of its own" in ended.last_line()
