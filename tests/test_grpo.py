@@ -127,3 +127,41 @@ def test_one_grpo_step_starts_at_zero_kl_and_changes_lora_only(grpo_module):
         with adapters_disabled(backbone):
             ref = module.scorer.token_logps(drawn["rollout"])
     assert not torch.equal(after, ref) and torch.equal(ref, drawn["ref"])
+
+
+def test_a_level_word_parser_reads_words_and_writes_the_warm_up_answers():
+    from iqa_lightning.models.generation import AnswerParser
+
+    levels = {"none": 5, "slight": 4, "moderate": 3, "strong": 2, "severe": 1}
+    parser = AnswerParser(answer_pattern="^(.*)$", levels=levels)
+    assert [parser.parse(t).score for t in ["Moderate.", "slight blur", "severely", "non", ""]] == [
+        3.0, 4.0, None, None, None,
+    ]  # whole words only; the first found  # fmt: skip
+    assert parser.parse("strong or none").score == 2.0
+    assert [parser.level_of(v) for v in (5.0, 3.4, 3.6, 1.0)] == ["none", "moderate", "slight",
+                                                                   "severe"]  # fmt: skip
+    with pytest.raises(ConfigError, match="parser.levels.good=7.0 lies outside"):
+        AnswerParser(levels={"good": 7})
+    with pytest.raises(ConfigError, match="parser.levels: 'very good' is not one word"):
+        AnswerParser(levels={"very good": 4})
+    with pytest.raises(ConfigError, match="needs method.generation.parser.levels"):
+        AnswerParser().level_of(3.0)
+
+
+def test_the_warm_up_writes_level_words_and_needs_a_parser_with_levels(grpo_module):
+    from iqa_lightning.methods.generative import GenerativeModule
+
+    backbone = grpo_module.scorer.backbone
+    settings = generation()
+    settings["parser"] = {"levels": {"good": 4, "bad": 2}}
+    module = GenerativeModule(backbone, None, [{"name": "sft", "trainable": []}], settings,
+                              sft_phases=("sft",), sft_answers="mos",
+                              answer_format="It is {level}.")  # fmt: skip
+    batch = {"target": torch.tensor([0.9, 0.1, 0.4])}  # 4.6, 1.4, 2.6 on 1-5
+    assert module.supervised_answers(batch) == ["It is good.", "It is bad.", "It is bad."]
+    module.sft_answers = "random"
+    assert set(module.supervised_answers({"target": torch.zeros(40)})) == {"It is good.",
+                                                                           "It is bad."}  # fmt: skip
+    with pytest.raises(ConfigError, match="answer_format='{level}' writes a {level} word"):
+        GenerativeModule(backbone, None, [{"name": "sft", "trainable": []}], generation(),
+                         sft_phases=("sft",), answer_format="{level}")  # fmt: skip

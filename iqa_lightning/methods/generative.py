@@ -18,7 +18,8 @@ the frozen model with no LoRA. Training (:class:`GenerativeModule`) runs ``metho
 a phase named in ``method.sft_phases`` trains LoRA on supervised answers
 (``method.answer_format`` filled with the image's MOS on the answers' scale, ``sft_answers:
 mos``, or with a random score, ``sft_answers: random``: the format without the quality, the
-warm-up of GRPO on a model that never wrote a number). Validation and test parse the sampled
+warm-up of GRPO on a model that never wrote a number; ``{level}`` in the format writes the
+parser's level word nearest to the score, ``method.generation.parser.levels``). Validation and test parse the sampled
 answers; the images whose answers did not parse are counted (``<split>/parse_failures``, per
 dataset ``<split>/<dataset>/parse_failures`` in a mix) and marked in ``predictions_test.csv``
 (``parse_ok``), with the answer, the reasoning and the generated text of each image.
@@ -83,10 +84,11 @@ class GenerativeModule(IQAModule):
                 f"method.sft_answers={sft_answers!r} must be one of {list(SFT_ANSWERS)}"
             )
         try:
-            answer_format.format(score=3.0)
+            answer_format.format(score=3.0, level="fair")
         except (KeyError, IndexError, ValueError) as err:
             raise ConfigError(
-                f"method.answer_format={answer_format!r} must be a format string of {{score}} ({err})"
+                f"method.answer_format={answer_format!r} must be a format string of {{score}} "
+                f"and / or {{level}} ({err})"
             ) from None
         generation = dict(generation)
         prompt = NoPrompt() if prompt is None else prompt
@@ -100,6 +102,11 @@ class GenerativeModule(IQAModule):
         unknown = [p for p in sft_phases if p not in names]
         if unknown:
             raise ConfigError(f"method.sft_phases names {unknown}, but the phases are {names}")
+        if "{level" in answer_format and not self.scorer.parser.levels:
+            raise ConfigError(
+                f"method.answer_format={answer_format!r} writes a {{level}} word, but "
+                "method.generation.parser.levels is not set (word: score pairs)"
+            )
         self.sft_phases = tuple(str(p) for p in sft_phases)
         self.sft_answers = sft_answers
         self.answer_format = answer_format
@@ -120,13 +127,19 @@ class GenerativeModule(IQAModule):
 
     # ------------------------------------------------------------------ training
     def supervised_answers(self, batch: dict[str, Any]) -> list[str]:
-        """The answer each image is trained to write in a supervised phase."""
+        """The answer each image is trained to write in a supervised phase (``{level}``: the
+        parser's level word nearest to the score; random answers then draw a level uniformly)."""
+        parser = self.scorer.parser
         if self.sft_answers == "mos":
             values = self.to_answer_scale(batch["target"]).tolist()
+        elif parser.levels:
+            values = [self._random.choice(list(parser.levels.values())) for _ in batch["target"]]
         else:
             lo, hi = self.score_range
             values = [self._random.uniform(lo, hi) for _ in batch["target"]]
-        return [self.answer_format.format(score=v) for v in values]
+        if "{level" not in self.answer_format:
+            return [self.answer_format.format(score=v) for v in values]
+        return [self.answer_format.format(score=v, level=parser.level_of(v)) for v in values]
 
     def sft_step(self, batch: dict[str, Any]) -> torch.Tensor:
         loss = self.scorer.answer_loss(batch, self.supervised_answers(batch))

@@ -7,8 +7,9 @@ read by their authors' inference code.
 - :class:`Sampling`: the ``generate`` settings (sampling or greedy, temperature, top-k, top-p,
   length) and how many answers per image are drawn (``num_samples``; their parsed scores are
   averaged);
-- :class:`AnswerParser`: the regex that finds the answer and the number in it; a text it
-  cannot read is a parse failure (counted, kept, scored by the ``failure`` rule);
+- :class:`AnswerParser`: the regex that finds the answer and the number in it (or, with
+  ``levels``, the level word in it mapped to its score); a text it cannot read is a parse
+  failure (counted, kept, scored by the ``failure`` rule);
 - :class:`GenerativeScorer`: a :class:`~iqa_lightning.models.scorer.QualityScorer` that
   generates in batches (prompts left-padded), parses, and keeps the texts per image as extras
   (``answer``, ``parse_ok``, ``parsed_samples``, ``explanation``, ``text``), which land as
@@ -167,6 +168,11 @@ class AnswerParser:
             seeded with ``seed``, as VisualQuality-R1's ``random.randint(1, 5)``) or ``nan``.
         score_range: ``[lo, hi]`` of the answers (the question's scale).
         seed: Seed of the ``random`` failure rule.
+        levels: Answer words and their scores (e.g. ``{excellent: 5, good: 4, fair: 3, poor: 2,
+            bad: 1}``): the first of these words in the answer (whole word, any case) gives the
+            score instead of a number; None: the number. For a model that writes words it knows
+            more readily than digits (the trained tiny LMM); the values must lie in
+            ``score_range``.
     """
 
     answer_pattern: str = r"<answer>(.*?)</answer>"
@@ -178,7 +184,9 @@ class AnswerParser:
     failure: str = "midpoint"
     score_range: Sequence[float] = (1.0, 5.0)
     seed: int = 1
+    levels: dict[str, float] | None = None
     _rng: random.Random = field(init=False, repr=False)
+    _level_re: re.Pattern | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         if self.occurrence not in OCCURRENCES:
@@ -197,6 +205,41 @@ class AnswerParser:
             except re.error as err:
                 raise ConfigError(f"parser.{key}={getattr(self, key)!r}: {err}") from None
         self._rng = random.Random(self.seed)
+        if self.levels is not None:
+            self._check_levels()
+
+    def _check_levels(self) -> None:
+        if not self.levels:
+            raise ConfigError("parser.levels is empty: give word: score pairs, or null")
+        levels = {}
+        for word, value in dict(self.levels).items():
+            if not re.fullmatch(r"\w+", str(word)):
+                raise ConfigError(f"parser.levels: {word!r} is not one word")
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"parser.levels.{word}={value!r} is not a number") from None
+            lo, hi = self.score_range
+            if not lo <= value <= hi:
+                raise ConfigError(
+                    f"parser.levels.{word}={value} lies outside parser.score_range [{lo}, {hi}]"
+                )
+            levels[str(word).lower()] = value
+        self.levels = levels
+        words = "|".join(sorted(map(re.escape, levels), key=len, reverse=True))
+        self._level_re = re.compile(rf"\b({words})\b", re.IGNORECASE)
+
+    def level_of(self, score: float) -> str:
+        """The level word whose score is nearest to ``score`` (the first listed on a tie).
+
+        Raises:
+            ConfigError: The parser has no ``levels``.
+        """
+        if not self.levels:
+            raise ConfigError(
+                "an answer with {level} needs method.generation.parser.levels (word: score)"
+            )
+        return min(self.levels, key=lambda word: abs(self.levels[word] - score))
 
     def parse(self, text: str) -> Parsed:
         answers = re.findall(self.answer_pattern, text, re.DOTALL)
@@ -209,6 +252,11 @@ class AnswerParser:
             answer = text.strip()
         else:
             return Parsed(None, "", explanation)
+        if self._level_re is not None:
+            word = self._level_re.search(answer)
+            if word is None:
+                return Parsed(None, answer, explanation)
+            return Parsed(self.levels[word.group(1).lower()], answer, explanation)
         match = re.search(self.number_pattern, answer)
         if match is None:
             return Parsed(None, answer, explanation)
