@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import PIL
 from PIL import Image
@@ -199,25 +200,55 @@ def find_bad_images(
             workers,
         )
         reasons.update((r.image_id, why) for r, why in zip(present, found, strict=True) if why)
+    problem = f"cannot be used (dataset.check_images={level})"
+    return report_bad_files(records, reasons, len(missing), on_bad_image, name, "image", problem)
+
+
+def report_bad_files(
+    records: Sequence[Any],
+    reasons: dict[str, str],
+    missing: int,
+    on_bad_image: str,
+    name: str,
+    what: str,
+    problem: str,
+) -> list[tuple[str, str, str]]:
+    """What ``on_bad_image`` makes of the bad files found (images or videos).
+
+    Args:
+        records: The dataset's records (``image_id``, ``path``).
+        reasons: Why each bad record's file cannot be used, by id.
+        missing: How many of them are missing files.
+        on_bad_image: ``"error"`` or ``"skip"``.
+        name: The dataset's name, for messages.
+        what: ``"image"`` or ``"video"``.
+        problem: What the error says of unusable files (``cannot be read``).
+
+    Returns:
+        ``(image_id, path, reason)`` of the files to skip (empty in ``error`` mode).
+
+    Raises:
+        FileNotFoundError: ``error`` mode and the only bad files are missing ones.
+        ImageCheckError: ``error`` mode and some file cannot be used; one line per file.
+    """
     bad = [(r.image_id, str(r.path), reasons[r.image_id]) for r in records if r.image_id in reasons]
     if on_bad_image == "skip":
         if bad:
-            warn_skipped(name, "image(s)", bad, len(records))
+            warn_skipped(name, f"{what}(s)", bad, len(records))
         return bad
-    if bad and len(bad) == len(missing):
+    if bad and len(bad) == missing:
         shown = "\n  ".join(path for _, path, _ in bad[:_SHOW_AT_MOST])
         more = f"\n  ... and {len(bad) - _SHOW_AT_MOST} more" if len(bad) > _SHOW_AT_MOST else ""
         raise FileNotFoundError(
-            f"{name}: {len(bad)} of {len(records)} image file(s) listed in the annotations are "
+            f"{name}: {len(bad)} of {len(records)} {what} file(s) listed in the annotations are "
             f"missing:\n  {shown}{more}\nRestore them, or set dataset.on_bad_image=skip to drop "
             "them"
         )
     if bad:
         listed = "\n  ".join(f"{path}: {why}" for _, path, why in bad)
         raise ImageCheckError(
-            f"{name}: {len(bad)} of {len(records)} image(s) cannot be used "
-            f"(dataset.check_images={level}):\n  {listed}\nFix or remove them, or set "
-            "dataset.on_bad_image=skip to drop them",
+            f"{name}: {len(bad)} of {len(records)} {what}(s) {problem}:\n  {listed}\nFix or "
+            "remove them, or set dataset.on_bad_image=skip to drop them",
             [(path, why) for _, path, why in bad],
         )
     return []

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from iqa_lightning.errors import ConfigError, ImageLoadError
 
 from .base import IQADataModule
-from .checks import CHECK_LEVELS, ImageCheckError, check_workers, warn_skipped
+from .checks import CHECK_LEVELS, check_workers, report_bad_files
 from .dataset import LabelledImage, make_loader
 from .images import array_to_tensor, resize_to_array
 from .records import ImageRecord
@@ -389,25 +389,7 @@ def find_bad_videos(
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             found = pool.map(lambda r: video_problem(r.path, depth), present)
             reasons.update((r.image_id, why) for r, why in zip(present, found, strict=True) if why)
-    bad = [(r.image_id, str(r.path), reasons[r.image_id]) for r in records if r.image_id in reasons]
-    if on_bad_image == "skip":
-        if bad:
-            warn_skipped(name, "video(s)", bad, len(records))
-        return bad
-    if bad and len(bad) == missing:
-        listed = "\n  ".join(path for _, path, _ in bad)
-        raise FileNotFoundError(
-            f"{name}: {len(bad)} of {len(records)} video file(s) listed in the annotations are "
-            f"missing:\n  {listed}\nRestore them, or set dataset.on_bad_image=skip to drop them"
-        )
-    if bad:
-        listed = "\n  ".join(f"{path}: {why}" for _, path, why in bad)
-        raise ImageCheckError(
-            f"{name}: {len(bad)} of {len(records)} video(s) cannot be read:\n  {listed}\n"
-            "Fix or remove them, or set dataset.on_bad_image=skip to drop them",
-            [(path, why) for _, path, why in bad],
-        )
-    return []
+    return report_bad_files(records, reasons, missing, on_bad_image, name, "video", "cannot be read")
 
 
 class VideoDataModule(IQADataModule):
