@@ -67,16 +67,6 @@ class ScoringStep(L.LightningModule):
         return self.model.score_output(batch)
 
 
-def extra_columns(rows: list[dict[str, Any]]) -> list[str]:
-    """The scorer's extras among scoring rows' keys (what is neither a batch field nor the
-    score), in first-seen order."""
-    fields = {"index", "image", "image_id", "error", "mos", "mos_raw", "target", "score"}
-    seen: dict[str, None] = {}
-    for row in rows:
-        seen.update({k: None for k in row if k not in fields})
-    return list(seen)
-
-
 def _item(value: Any, i: int) -> Any:
     item = value[i]
     return item.item() if isinstance(item, torch.Tensor) else item
@@ -179,11 +169,17 @@ def score_loader(trainer: L.Trainer, module: torch.nn.Module, loader) -> list[di
     Returns:
         One row per image in dataset order, on every rank (see :class:`RowCollector`).
     """
+    collector = row_collector(trainer)
+    trainer.predict(ScoringStep(module), dataloaders=loader, return_predictions=False)
+    return list(collector.rows)
+
+
+def row_collector(trainer: L.Trainer) -> RowCollector:
+    """The trainer's :class:`RowCollector` (its rows and the scorer extras they carry)."""
     collectors = [cb for cb in trainer.callbacks if isinstance(cb, RowCollector)]
     if not collectors:
         raise ValueError("score_loader needs a Trainer built with a RowCollector callback")
-    trainer.predict(ScoringStep(module), dataloaders=loader, return_predictions=False)
-    return list(collectors[0].rows)
+    return collectors[0]
 
 
 def compose_scoring(overrides: Sequence[str] = ()) -> DictConfig:
@@ -449,13 +445,14 @@ class Scorer:
         dataset = ImageInputs(images, self.image_size, names=names, mos=mos, resize=self.resize)
         loader = make_loader(dataset, self.batch_size, self.num_workers, shuffle=False)
         rows = score_loader(self.trainer, self.module, loader) if len(dataset) else []
+        extras = row_collector(self.trainer).extra_keys if rows else []
         good = [row for row in rows if not row["error"]]
         return Scores(
             images=[row["image"] for row in good],
             scores=torch.tensor([row["score"] for row in good], dtype=torch.float32),
             mos=None if mos is None else [row["mos"] for row in good],
             skipped=[(row["image"], row["error"]) for row in rows if row["error"]],
-            extras={k: [row.get(k) for row in good] for k in extra_columns(good)},
+            extras={k: [row.get(k) for row in good] for k in extras},
         )
 
     def __call__(self, images: Sequence[str | Path | Image.Image]) -> torch.Tensor:

@@ -391,13 +391,6 @@ def make_loss(loss: str | ScoreLoss, levels: dict[str, Any] | None = None) -> Sc
     return LOSSES[str(loss)](dict(levels or {}))
 
 
-def needs_level_words(loss: Any) -> bool:
-    """Whether ``module.loss`` (a name or a config node) trains level words."""
-    if isinstance(loss, str):
-        return loss in LOSSES and LOSSES[loss]({}).needs_logits
-    return False
-
-
 def target_distribution(loss: ScoreLoss, batch: dict[str, Any], levels: int):
     """The rating histogram where the batch has one, else the loss's own target."""
     if "target_hist" in batch:
@@ -416,7 +409,6 @@ __all__ = [
     "ScoreLoss",
     "SoftLabel",
     "make_loss",
-    "needs_level_words",
     "target_distribution",
     "thurstone_fidelity",
 ]
