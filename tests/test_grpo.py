@@ -165,3 +165,56 @@ def test_the_warm_up_writes_level_words_and_needs_a_parser_with_levels(grpo_modu
     with pytest.raises(ConfigError, match="answer_format='{level}' writes a {level} word"):
         GenerativeModule(backbone, None, [{"name": "sft", "trainable": []}], generation(),
                          sft_phases=("sft",), answer_format="{level}")  # fmt: skip
+
+
+def test_reference_start_is_the_policy_the_first_grpo_step_found():
+    """``method.reference=start``: after a warm-up that trained LoRA, the KL term is still zero at
+    the first GRPO step; the reference is a copy of the trained tensors alone, stays put while
+    the policy moves, and travels in the checkpoint."""
+    from iqa_lightning.tiny.trained import load_tiny_llava
+
+    def build():
+        phases = [{"name": "grpo", "trainable": ["lora"],
+                   "optimizer": partial(torch.optim.SGD, lr=0.5)}]  # fmt: skip
+        return GRPOModule(
+            load_tiny_llava(), None, phases, generation(),
+            lora={"r": 4, "alpha": 8, "dropout": 0.0}, rewards=[{"type": "threshold"}],
+            group_size=2, rollout={"do_sample": True, "temperature": 1.0, "max_new_tokens": 4},
+            beta=0.04, reference="start",
+        ).train()  # fmt: skip
+
+    module = build()
+    trained = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    torch.manual_seed(0)
+    with torch.no_grad():  # a warm-up: LoRA no longer zero
+        for p in trained.values():
+            p.add_(0.2 * torch.randn_like(p))
+    count = sum(1 for _ in module.parameters())
+    batch = {"pixels": torch.rand(2, 3, 64, 64), "target": torch.tensor([0.2, 0.9])}
+    drawn = module.sample(batch)
+    assert set(module.reference_state) == set(trained)  # the trained tensors alone
+    assert sum(1 for _ in module.parameters()) == count
+    with torch.no_grad():
+        logps = module.scorer.token_logps(drawn["rollout"])
+        with adapters_disabled(module.scorer.backbone):
+            base = module.scorer.token_logps(drawn["rollout"])
+    assert torch.equal(logps, drawn["ref"])  # zero KL at the first step
+    assert not torch.allclose(base, drawn["ref"])  # the base model is not the reference
+    loss = module.grpo_step(batch)
+    loss.backward()
+    with torch.no_grad():
+        for p in trained.values():
+            p.sub_(0.5 * p.grad)
+    moved = {n: p.detach().clone() for n, p in trained.items()}
+    with torch.no_grad(), module.reference_policy():
+        ref = module.scorer.token_logps(drawn["rollout"])
+    assert torch.equal(ref, drawn["ref"])
+    assert all(torch.equal(p, moved[n]) for n, p in trained.items())  # put back after the block
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    other = build()
+    other.on_load_checkpoint(checkpoint)
+    assert all(torch.equal(other.reference_state[n], v) for n, v in module.reference_state.items())
+    with pytest.raises(ConfigError, match="method.reference='copy'"):
+        GRPOModule(load_tiny_llava(), None, [{"name": "grpo", "trainable": []}], generation(),
+                   rewards=[{"type": "threshold"}], reference="copy")  # fmt: skip

@@ -14,9 +14,10 @@ Each training step of a GRPO phase, for a batch of ``B`` images:
    advantages normalised within each image's group (:func:`group_advantages`);
 3. the clipped objective (:func:`clipped_objective`) on the completion tokens' log-probabilities
    against the policy that sampled them, plus ``beta`` times the per-token KL estimate
-   (:func:`per_token_kl`) to the reference policy: the same model with its LoRA disabled
-   (:func:`adapters_disabled`: no second copy of the weights), each sequence's mean over its
-   tokens, then the batch mean.
+   (:func:`per_token_kl`) to the reference policy (``method.reference``): the same model with
+   its LoRA disabled (:func:`adapters_disabled`: no second copy of the weights), or the
+   trained parameters as GRPO found them (a copy of those alone), each sequence's mean over
+   its tokens, then the batch mean.
 
 With ``method.iterations`` (mu) above 1 a rollout serves mu optimiser steps (the batches in
 between are not read), so the ratio to the sampling policy moves and the clip bites; with 1
@@ -117,6 +118,29 @@ def adapters_disabled(model: nn.Module) -> Iterator[None]:
             param.requires_grad_(flag)
 
 
+@contextmanager
+def weights_swapped(
+    params: dict[str, nn.Parameter], values: dict[str, torch.Tensor]
+) -> Iterator[None]:
+    """Within the block each parameter of ``params`` holds ``values[name]`` (copied in place,
+    no gradients); the current values are put back after."""
+    with torch.no_grad():
+        saved = {name: p.detach().clone() for name, p in params.items()}
+        for name, p in params.items():
+            p.copy_(values[name])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(saved[name])
+
+
+#: ``method.reference``: ``base`` is the backbone alone (LoRA bypassed), ``start`` the policy as
+#: the first GRPO step found it (a format warm-up in LoRA included).
+REFERENCES = ("base", "start")
+
+
 class GRPOModule(GenerativeModule):
     """:class:`~iqa_lightning.methods.generative.GenerativeModule` trained by GRPO.
 
@@ -128,6 +152,11 @@ class GRPOModule(GenerativeModule):
         epsilon: Lower clip; ``epsilon_high``: upper clip (None: ``epsilon``).
         iterations: Optimiser steps per rollout (mu).
         advantage_eps: Added to the group std.
+        reference: The reference policy of the KL term (:data:`REFERENCES`): ``base``, the
+            model with its LoRA bypassed (the references' choice with PEFT: their GRPO starts
+            from a fresh adapter, so it is the starting policy too); ``start``, the trained
+            parameters as the first GRPO step found them (a copy of those alone, the frozen
+            weights shared), for a run whose warm-up phase trained LoRA before GRPO.
         **kwargs: :class:`GenerativeModule` arguments.
     """
 
@@ -144,6 +173,7 @@ class GRPOModule(GenerativeModule):
         epsilon_high: float | None = None,
         iterations: int = 1,
         advantage_eps: float = 1e-4,
+        reference: str = "base",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -155,6 +185,11 @@ class GRPOModule(GenerativeModule):
             raise ConfigError(f"method.iterations={iterations} must be >= 1")
         if float(beta) < 0 or float(epsilon) <= 0:
             raise ConfigError(f"method.beta={beta} must be >= 0 and method.epsilon={epsilon} > 0")
+        if reference not in REFERENCES:
+            raise ConfigError(f"method.reference={reference!r} must be one of {list(REFERENCES)}")
+        self.reference = reference
+        #: ``reference: start``: the trained parameters at the first GRPO step, by name.
+        self.reference_state: dict[str, torch.Tensor] | None = None
         self.rewards = make_rewards(rewards)
         self.group_size = int(group_size)
         self.rollout_sampling = Sampling(**(rollout or {}))
@@ -180,7 +215,7 @@ class GRPOModule(GenerativeModule):
             old = self.scorer.token_logps(rollout) if self.iterations > 1 else None
             ref = None
             if self.beta > 0:
-                with adapters_disabled(self.scorer.backbone):
+                with self.reference_policy():
                     ref = self.scorer.token_logps(rollout)
         finally:
             self.train(was_training)
@@ -205,6 +240,37 @@ class GRPOModule(GenerativeModule):
             "advantages": group_advantages(rewards, self.group_size, self.advantage_eps),
             "parsed": answers.parsed.float().mean(),
         }
+
+    def _trained(self) -> dict[str, nn.Parameter]:
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    @contextmanager
+    def reference_policy(self) -> Iterator[None]:
+        """Within the block the module is the reference policy (``method.reference``)."""
+        if self.reference == "base":
+            with adapters_disabled(self.scorer.backbone):
+                yield
+            return
+        trained = self._trained()
+        if self.reference_state is None:  # the first GRPO step: the policy it starts from
+            self.reference_state = {n: p.detach().clone() for n, p in trained.items()}
+        missing = set(trained) - set(self.reference_state)
+        if missing:
+            raise RuntimeError(f"the reference policy lacks trained tensors {sorted(missing)[:3]}")
+        with weights_swapped(trained, self.reference_state):
+            yield
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.reference_state is not None:  # a resumed run keeps its reference
+            checkpoint["grpo_reference"] = {k: v.cpu() for k, v in self.reference_state.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get("grpo_reference")
+        if saved is not None:
+            device = next(self.parameters()).device
+            self.reference_state = {k: v.to(device) for k, v in saved.items()}
 
     def grpo_step(self, batch: dict[str, Any]) -> torch.Tensor:
         if self._buffer is None or self._grpo_steps % self.iterations == 0:
@@ -278,6 +344,7 @@ class GRPO(Generative):
             "epsilon_high": method.get("epsilon_high"),
             "iterations": int(method.get("iterations", 1)),
             "advantage_eps": float(method.get("advantage_eps", 1e-4)),
+            "reference": str(method.get("reference", "base")),
         }
 
 
@@ -289,4 +356,5 @@ __all__ = [
     "grpo_loss",
     "per_token_kl",
     "sequence_mean",
+    "weights_swapped",
 ]
