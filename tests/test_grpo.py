@@ -218,3 +218,66 @@ def test_reference_start_is_the_policy_the_first_grpo_step_found():
     with pytest.raises(ConfigError, match="method.reference='copy'"):
         GRPOModule(load_tiny_llava(), None, [{"name": "grpo", "trainable": []}], generation(),
                    rewards=[{"type": "threshold"}], reference="copy")  # fmt: skip
+
+
+#: experiment=grpo_learning in seconds: a small learning set, two GRPO steps, one batch each of
+#: validation and test.
+QUICK = [
+    "dataset.train_images=16", "dataset.val_images=8", "dataset.test_images=8",
+    "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1", "trainer.max_epochs=1", "callbacks.plots=null",
+]  # fmt: skip
+
+
+def _rewards(folder):
+    import csv
+
+    with open(folder / "grpo_rewards.csv", encoding="utf-8") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def test_grpo_learning_scores_the_start_then_trains_and_logs_each_steps_reward(
+    tmp_path, cache_dir
+):
+    """The path of the slow proof below, in seconds: the starting model's answers are parsed
+    (zero-shot), GRPO steps run, and each step's rewards reach grpo_rewards.csv."""
+    from tests.training import train_in_process
+
+    metrics = train_in_process(["experiment=grpo_learning", *QUICK], tmp_path, cache_dir)
+    assert {"zeroshot/srcc", "test/srcc", "test/parse_failures"} <= set(metrics)
+    assert metrics["test/parse_failures"] < 8  # the pre-trained model writes strength words
+    rows = _rewards(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert {"reward", "accuracy", "ranking", "parsed"} <= set(rows[0])
+    for row in rows:
+        assert row["reward"] == pytest.approx(row["accuracy"] + row["ranking"])
+    # stage.init_from: a new GRPO run starts from this run's LoRA (SFT, then GRPO)
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    from iqa_lightning.build import build_module
+    from iqa_lightning.run_folder import RunFolder
+
+    cfg = OmegaConf.load(RunFolder(tmp_path).config)
+    cfg.stage.init_from = str(tmp_path)
+    module = build_module(cfg)
+    saved = load_file(str(RunFolder(tmp_path).tuned))
+    loaded = module.tuned_state_dict()
+    assert set(loaded) == set(saved)
+    assert all(torch.equal(loaded[name], saved[name]) for name in saved)
+    assert any(name.endswith("lora_B.default.weight") and saved[name].abs().sum() > 0
+               for name in saved)  # trained, so not the fresh LoRA's zeros  # fmt: skip
+
+
+@pytest.mark.slow
+def test_grpo_raises_the_mean_reward_and_the_test_srcc_of_the_parsed_scores(tmp_path, cache_dir):
+    """experiment=grpo_learning (~2 min): 4 epochs of GRPO from the pre-trained tiny LMM raise
+    the mean reward (last epoch's steps over the first's) and the test SRCC of the parsed
+    answers over the starting model's, on photographs it never saw."""
+    from tests.training import train_in_process
+
+    metrics = train_in_process(["experiment=grpo_learning"], tmp_path, cache_dir)
+    rewards = [r["reward"] for r in _rewards(tmp_path)]
+    first, last = rewards[:60], rewards[-60:]
+    assert sum(last) / len(last) > sum(first) / len(first) + 0.05, (first, last)
+    assert metrics["test/srcc"] > metrics["zeroshot/srcc"] + 0.1, metrics

@@ -74,6 +74,50 @@ class Method(abc.ABC):
         return [name for name in self.rebuild_files if not (Path(run) / name).exists()]
 
 
+def stage_one_from(run: str | Path) -> tuple[dict | None, dict[str, Any]]:
+    """LoRA settings and tuned tensors of a finished run, for ``stage.init_from``: only those
+    of the groups the run trained (its LoRA; a prompt it built and left untrained stays behind,
+    and the new run draws its own). The LoRA settings are the run's ``lora.json`` (or, for a
+    folder written before it existed, its ``stage.lora``)."""
+    import json
+
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    from iqa_lightning.phases import phase_entries
+
+    run = Path(run).expanduser()
+    folder = RunFolder(run)
+    for path in (folder.config, folder.tuned):
+        if not path.exists():
+            raise FileNotFoundError(f"stage.init_from={str(run)!r}: no {path.relative_to(run)}")
+    run_cfg = OmegaConf.load(folder.config)
+    if folder.lora.exists():
+        lora = json.loads(folder.lora.read_text())
+    else:
+        stage_lora = OmegaConf.select(run_cfg, "stage.lora", default=None)
+        lora = OmegaConf.to_container(stage_lora) if stage_lora else None
+    phases = next(
+        found
+        for key in ("module.phases", "method.phases", "stage.phases")
+        if (found := OmegaConf.select(run_cfg, key, default=None)) is not None
+    )
+    trained = {str(g) for phase in phase_entries(phases) for g in phase.get("trainable") or []}
+    return lora, {"groups": trained | ({"lora"} if lora else set()),
+                  "tensors": load_file(str(folder.tuned))}  # fmt: skip
+
+
+def trained_tensors(module: Any, earlier: dict) -> dict:
+    """The tensors of ``earlier`` (:func:`stage_one_from`) that belong to a group the earlier
+    run trained, by this module's group names (``prompt`` names its prompter)."""
+    groups = module.parameter_groups()
+    wanted = {
+        "prompter" if g == "prompt" and "prompter" in groups else g for g in earlier["groups"]
+    }
+    keep = {name for group in wanted & set(groups) for name in groups[group]}
+    return {name: t for name, t in earlier["tensors"].items() if name in keep}
+
+
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make ``cls`` the method named ``cls.name``.
 
@@ -116,4 +160,13 @@ def method_of(cfg: Any) -> Method:
     return method(method_name(cfg))
 
 
-__all__ = ["MODULES", "Method", "method", "method_name", "method_of", "register"]
+__all__ = [
+    "MODULES",
+    "Method",
+    "method",
+    "method_name",
+    "method_of",
+    "register",
+    "stage_one_from",
+    "trained_tensors",
+]

@@ -28,6 +28,7 @@ dataset ``<split>/<dataset>/parse_failures`` in a mix) and marked in ``predictio
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import Counter
 from pathlib import Path
@@ -38,13 +39,15 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from iqa_lightning.errors import ConfigError
-from iqa_lightning.methods import Method, register
+from iqa_lightning.methods import Method, register, stage_one_from, trained_tensors
 from iqa_lightning.models.generation import GenerativeScorer
 from iqa_lightning.models.prompts import NoPrompt
 from iqa_lightning.models.scorer import ScoreOutput
 from iqa_lightning.module import IQAModule
 from iqa_lightning.run_folder import RunFolder
 from iqa_lightning.tasks import task_of
+
+log = logging.getLogger("iqa_lightning")
 
 SFT_ANSWERS = ("mos", "random")
 ZERO_SHOT = [{"name": "zero_shot", "trainable": []}]
@@ -262,4 +265,16 @@ class Generative(Method):
         return {}
 
     def build_module(self, cfg: Any, run: Path | None = None, datamodule: Any = None):
-        return self.module_class(**module_arguments(cfg, run), **self.extra_arguments(cfg))
+        arguments = module_arguments(cfg, run)
+        init_from = OmegaConf.select(cfg, "stage.init_from", default=None) if run is None else None
+        if not init_from:
+            return self.module_class(**arguments, **self.extra_arguments(cfg))
+        # stage.init_from: start from an earlier run's tuned tensors (GRPO after a warm-up run)
+        lora, earlier = stage_one_from(init_from)
+        if lora:
+            arguments["lora"] = lora
+        module = self.module_class(**arguments, **self.extra_arguments(cfg))
+        tensors = trained_tensors(module, earlier)
+        module.load_tuned(tensors, strict=False)
+        log.info("stage.init_from: loaded %d tensors from %s", len(tensors), init_from)
+        return module

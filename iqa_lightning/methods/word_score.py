@@ -15,41 +15,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from iqa_lightning.exporting import exported_parts
-from iqa_lightning.methods import Method, register
-from iqa_lightning.phases import phase_entries
+from iqa_lightning.methods import Method, register, stage_one_from, trained_tensors
 from iqa_lightning.run_folder import RunFolder
 
 log = logging.getLogger("iqa_lightning")
-
-
-def stage_one_from(run: str | Path) -> tuple[dict | None, dict[str, Any]]:
-    """LoRA settings and tuned tensors of a finished run, for ``stage.init_from``: only those
-    of the groups the run trained (its LoRA; a prompt it built and left untrained stays behind,
-    and the new run draws its own)."""
-    from safetensors.torch import load_file
-
-    run = Path(run).expanduser()
-    config_file, tensors_file = RunFolder(run).config, RunFolder(run).tuned
-    for path in (config_file, tensors_file):
-        if not path.exists():
-            raise FileNotFoundError(f"stage.init_from={str(run)!r}: no {path.relative_to(run)}")
-    run_cfg = OmegaConf.load(config_file)
-    lora = OmegaConf.to_container(run_cfg.stage.lora) if run_cfg.stage.get("lora") else None
-    phases = OmegaConf.select(run_cfg, "module.phases", default=None) or run_cfg.stage.phases
-    trained = {str(g) for phase in phase_entries(phases) for g in phase.get("trainable") or []}
-    return lora, {"groups": trained | ({"lora"} if lora else set()),
-                  "tensors": load_file(str(tensors_file))}  # fmt: skip
-
-
-def trained_tensors(module: Any, earlier: dict) -> dict:
-    """The tensors of ``earlier`` (:func:`stage_one_from`) that belong to a group the earlier
-    run trained, by this module's group names (``prompt`` names its prompter)."""
-    groups = module.parameter_groups()
-    wanted = {
-        "prompter" if g == "prompt" and "prompter" in groups else g for g in earlier["groups"]
-    }
-    keep = {name for group in wanted & set(groups) for name in groups[group]}
-    return {name: t for name, t in earlier["tensors"].items() if name in keep}
 
 
 @register

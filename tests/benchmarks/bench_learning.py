@@ -11,7 +11,9 @@ are the run's own (``metrics.json``: ``wall_time_s`` from the start of training 
 testing, ``peak_memory_mb`` the process's peak resident set on CPU). Zero-shot is the same
 test images scored by the untrained module before training (``zeroshot/srcc``); RALI's row
 compares with its teacher LMM's zero-shot (an untrained student has no meaningful one). RALI
-distils from the LoRA run of the same seed (``teacher.run``), so ``lora`` runs first.
+distils from the LoRA run of the same seed (``teacher.run``), so ``lora`` runs first. GRPO's
+zero-shot is the starting model's answers parsed; its runs also print the mean reward of the
+first and the last epoch's steps (``grpo_rewards.csv``).
 
 Prints one table: method, trainable parameters, wall time, peak memory, zero-shot SRCC, tuned
 test SRCC and PLCC (mean and std over seeds), and gain (tuned minus zero-shot SRCC, mean); its
@@ -50,6 +52,7 @@ METHODS = {
     "soft_label": "learn_soft_label",
     "rali": "learn_rali",
     "probe": "learn_lora method=probe",  # the field's baseline: a head on pooled vision features
+    "grpo": "grpo_learning",  # GRPO on the parsed answers; zero-shot: the starting model's
 }
 
 
@@ -92,12 +95,30 @@ def run(
             )
         metrics = json.loads((folder / "metrics.json").read_text())
     metrics["folder"] = str(folder)
+    rewards = reward_epochs(folder)
+    if rewards:
+        metrics["reward_first"], metrics["reward_last"] = rewards
     print(
         f"  {method:<15} seed {seed}: zero-shot {metrics.get('zeroshot/srcc')} "
-        f"test srcc {metrics['test/srcc']:.4f} ({metrics['wall_time_s']:.0f} s)",
+        f"test srcc {metrics['test/srcc']:.4f} ({metrics['wall_time_s']:.0f} s)"
+        + (f", mean reward {rewards[0]:.3f} -> {rewards[1]:.3f}" if rewards else ""),
         flush=True,
     )
     return metrics
+
+
+def reward_epochs(folder: Path) -> tuple[float, float] | None:
+    """A GRPO run's mean reward over its first and its last epoch's steps (None: not GRPO)."""
+    import csv
+
+    path = folder / "grpo_rewards.csv"
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as f:
+        rewards = [float(row["reward"]) for row in csv.DictReader(f)]
+    epochs = json.loads((folder / "metrics.json").read_text()).get("epochs") or 1
+    per_epoch = max(1, len(rewards) // max(1, int(epochs)))
+    return statistics.fmean(rewards[:per_epoch]), statistics.fmean(rewards[-per_epoch:])
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -169,6 +190,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             results[method].append(metrics)
     text, last = table(results)
     print(text)
+    for method, runs in results.items():
+        if "reward_first" in runs[0]:
+            first = statistics.fmean(r["reward_first"] for r in runs)
+            final = statistics.fmean(r["reward_last"] for r in runs)
+            print(f"{method}: mean reward, first epoch {first:.3f}, last epoch {final:.3f}")
     print(
         f"learning: min gain {last['min_gain']:.3f} best srcc {last['best_srcc']:.3f} "
         f"zero-shot {last['zero_shot']:.3f}"
