@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from iqa_lightning.exporting import exported_parts
 from iqa_lightning.methods import Method, register, stage_one_from, trained_tensors
