@@ -236,9 +236,7 @@ def _rewards(folder):
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def test_grpo_learning_scores_the_start_then_trains_and_logs_each_steps_reward(
-    tmp_path, cache_dir
-):
+def test_grpo_learning_scores_the_start_then_trains_and_logs_each_steps_reward(tmp_path, cache_dir):
     """The path of the slow proof below, in seconds: the starting model's answers are parsed
     (zero-shot), GRPO steps run, and each step's rewards reach grpo_rewards.csv."""
     from tests.training import train_in_process
