@@ -169,12 +169,11 @@ def check_resumed(method: str, tmp_path: Path, monkeypatch, check_config: bool,
     assert metrics["val/srcc"] == metrics["val/srcc"]  # a figure, not NaN
     assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == hydra_files
     # One more epoch on top of the checkpoint's steps (a fresh start would count from 0). The
-    # folder moved since it was trained, so Lightning restores no last_model_path and writes
-    # last-v1.ckpt beside last.ckpt: the newest checkpoint, whatever its name, is read.
+    # folder moved since it was trained, so Lightning restores no last_model_path; without its
+    # version counter it still writes last.ckpt itself, never a last-v1.ckpt beside it.
     batches = 1 if extra else steps // trained
-    written = [load_checkpoint(p, map_location="cpu")["global_step"]
-               for p in (run / "checkpoints").glob("*.ckpt")]  # fmt: skip
-    assert max(written) == steps + batches
+    assert not list((run / "checkpoints").glob("last-v*.ckpt"))
+    assert load_checkpoint(last, map_location="cpu")["global_step"] == steps + batches
 
 
 def resumable(cheap: str = "stage2") -> list:
