@@ -13,6 +13,8 @@ Batches are dicts:
                     every image of the dataset has one
     ``target_hist`` float32 [B, L] rating histogram, worst level first, with
                     ``target=histogram``
+    ``images``   list of B float32 [3, H, W] in [0, 1], each image at its own size, with
+                 ``native_size`` (Qwen2-VL's native resolution)
 
 The torch dataset of one split and the loader settings live in :mod:`.dataset`.
 """
@@ -105,6 +107,10 @@ class IQADataModule(L.LightningDataModule, ABC):
         sampler: ``"shuffle"`` (training batches of ``batch_size`` shuffled images) or
             ``"pairs"`` (batches of ``batch_size`` pairs, each image with a partner drawn from
             its own dataset, as DeQA-Score's pair dataset: :mod:`~iqa_lightning.data.pairs`).
+        native_size: Batches also carry ``images``, a list of the decoded images at their own
+            sizes (decoded each step, not cached), beside the ``pixels`` square: what a
+            Qwen2-VL family backbone at its native resolution reads
+            (:mod:`~iqa_lightning.models.native_resolution`).
     """
 
     #: The dataset's facts; ``name``, ``mos_range``, ``higher_better`` and ``split`` left at
@@ -135,6 +141,7 @@ class IQADataModule(L.LightningDataModule, ABC):
         resize: str = "squash",
         target: str = "mos",
         sampler: str = "shuffle",
+        native_size: bool = False,
     ):
         super().__init__()
         spec = self.spec
@@ -184,6 +191,9 @@ class IQADataModule(L.LightningDataModule, ABC):
         if sampler not in SAMPLERS:
             raise ValueError(f"dataset.sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
         self.sampler = sampler
+        if not isinstance(native_size, bool):
+            raise ValueError(f"dataset.native_size must be true or false, got {native_size!r}")
+        self.native_size = native_size
         self.resize = check_resize(resize)
         self.cache = make_image_cache(cache, cache_dir, self.image_size, self.resize)
         self.cache_dir = None if cache_dir is None else Path(os.path.expanduser(str(cache_dir)))
@@ -361,8 +371,9 @@ class IQADataModule(L.LightningDataModule, ABC):
         ]
         hflip = self.hflip and split == "train"
         return IQAImageDataset(
-            items, self.image_size, hflip=hflip, cache=self.cache, resize=self.resize
-        )
+            items, self.image_size, hflip=hflip, cache=self.cache, resize=self.resize,
+            native_size=self.native_size,
+        )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)

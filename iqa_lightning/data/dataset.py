@@ -7,6 +7,8 @@ Samples are dicts:
     ``image_id`` str
     ``target_std``  float32 [] (where the dataset gives rating stds) their std in target units
     ``target_hist`` float32 [L] (``dataset.target=histogram``) the rating histogram, worst first
+    ``images``   float32 [3, H, W] in [0, 1] (``dataset.native_size``) the image at its own size,
+                 flipped with ``pixels``; batches keep these as a list (:func:`collate_samples`)
 
 :func:`make_loader` batches them (or any dict samples) with the package's loader settings.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -48,6 +51,8 @@ class IQAImageDataset(Dataset):
         cache: Preprocessing cache of ``image_size`` images; ``None`` decodes every time.
         resize: ``squash`` or ``short_side_crop`` (see :data:`~iqa_lightning.data.images.RESIZES`);
             the cache, when given, carries its own.
+        native_size: Samples also carry ``images``: the decoded image at its own size (decoded
+            each time, never cached), for a backbone that reads native resolution.
     """
 
     def __init__(
@@ -57,24 +62,29 @@ class IQAImageDataset(Dataset):
         hflip: bool = False,
         cache: ImageCache | None = None,
         resize: str = "squash",
+        native_size: bool = False,
     ):
         self.items = list(items)
         self.resize = resize
         self.image_size = image_size
         self.hflip = hflip
         self.cache = cache
+        self.native_size = native_size
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         item = self.items[index]
+        image = load_rgb(item.path) if self.cache is None or self.native_size else None
         if self.cache is not None:
             array = self.cache.load_array(item.path)
         else:
-            array = resize_to_array(load_rgb(item.path), self.image_size, resize=self.resize)
+            array = resize_to_array(image, self.image_size, resize=self.resize)
+        native = np.array(image, dtype=np.uint8) if self.native_size else None
         if self.hflip and torch.rand(()) < 0.5:
             array = flip_left_right(array)
+            native = None if native is None else flip_left_right(native)
         sample = {
             "pixels": array_to_tensor(array),
             "target": torch.tensor(item.target, dtype=torch.float32),
@@ -85,6 +95,8 @@ class IQAImageDataset(Dataset):
             sample["target_std"] = torch.tensor(item.target_std, dtype=torch.float32)
         if item.histogram is not None:
             sample["target_hist"] = torch.tensor(item.histogram, dtype=torch.float32)
+        if self.native_size:
+            sample["images"] = array_to_tensor(native)
         return sample
 
 

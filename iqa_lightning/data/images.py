@@ -24,6 +24,7 @@ from iqa_lightning.preprocessing import PAD_COLOR, PAD_COLORS, RESIZES, check_re
 
 __all__ = [
     "INTERPOLATIONS",
+    "LIST_KEYS",
     "RESIZES",
     "check_resize",
     "pad_square",
@@ -249,8 +250,14 @@ def flip_left_right(array: np.ndarray) -> np.ndarray:
     return np.take(array, np.arange(array.shape[1] - 1, -1, -1), axis=1)
 
 
+#: Sample keys a batch keeps as Python lists: ``images`` (each image at its own size,
+#: ``dataset.native_size``) cannot stack.
+LIST_KEYS = ("images",)
+
+
 def collate_samples(samples: list[dict]) -> dict:
-    """``default_collate`` for dict samples, stacking ``pixels`` with numpy in the main process.
+    """``default_collate`` for dict samples, stacking ``pixels`` with numpy in the main process;
+    the :data:`LIST_KEYS` (``images`` at their own sizes) stay lists, one entry per sample.
 
     torch's stack runs on its intra-op thread pool, which stalls whenever another process holds
     a core (on 2 busy cores: 4 ms per image, more than reading a cached image). DataLoader
@@ -263,6 +270,10 @@ def collate_samples(samples: list[dict]) -> dict:
     Returns:
         The batch, keys in the order of the samples' keys.
     """
+    lists = {k: [s[k] for s in samples] for k in LIST_KEYS if samples and k in samples[0]}
+    if lists:
+        batch = collate_samples([{k: v for k, v in s.items() if k not in lists} for s in samples])
+        return {key: lists[key] if key in lists else batch[key] for key in samples[0]}
     if get_worker_info() is not None or not samples or "pixels" not in samples[0]:
         return default_collate(samples)
     pixels = np.stack([sample["pixels"].numpy() for sample in samples])

@@ -182,7 +182,7 @@ class MixDataModule(IQADataModule):
         mos_range: The common range of ``mos_raw`` (default 1-5, as Q-Align and DeQA-Score).
         **kwargs: :class:`~.base.IQADataModule` loader arguments (``image_size``,
             ``batch_size``, ``eval_batch_size``, ``num_workers``, ``hflip``, ``seed``,
-            ``resize``, ``cache``, ``cache_dir``, ``target``, ``name``, ...).
+            ``resize``, ``native_size``, ``cache``, ``cache_dir``, ``target``, ``name``, ...).
     """
 
     spec = DatasetSpec(name="mix", title="a mix of datasets", mos_range=(1.0, 5.0))
@@ -316,5 +316,5 @@ class MixDataModule(IQADataModule):
             sources += [name] * (len(group) * times)
         return MixedImageDataset(
             items, sources, image_size=plain.image_size, hflip=plain.hflip, cache=plain.cache,
-            resize=plain.resize,
+            resize=plain.resize, native_size=plain.native_size,
         )  # fmt: skip

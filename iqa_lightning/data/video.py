@@ -389,7 +389,9 @@ def find_bad_videos(
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             found = pool.map(lambda r: video_problem(r.path, depth), present)
             reasons.update((r.image_id, why) for r, why in zip(present, found, strict=True) if why)
-    return report_bad_files(records, reasons, missing, on_bad_image, name, "video", "cannot be read")
+    return report_bad_files(
+        records, reasons, missing, on_bad_image, name, "video", "cannot be read"
+    )
 
 
 class VideoDataModule(IQADataModule):
@@ -400,8 +402,8 @@ class VideoDataModule(IQADataModule):
     ``settings`` are the dataset's own config keys, kept as attributes of their names) and
     implement :meth:`read_records`. Everything else is :class:`~.base.IQADataModule`'s, except:
     ``check_images`` ``header`` probes each video and ``full`` decodes its kept frames;
-    ``dataset.cache`` (a store of resized images), ``sampler=pairs`` and
-    ``target=histogram`` do not apply to videos and are refused.
+    ``dataset.cache`` (a store of resized images), ``sampler=pairs``, ``target=histogram`` and
+    ``native_size`` do not apply to videos and are refused.
 
     Args:
         **kwargs: The dataset's own settings (``spec.settings``) and
@@ -414,6 +416,7 @@ class VideoDataModule(IQADataModule):
             ("cache", "videos are decoded each time; set dataset.cache=false"),
             ("sampler", "videos are batched by frame count; use dataset.sampler=shuffle"),
             ("target", "video datasets give no rating histogram; use dataset.target=mos"),
+            ("native_size", "frames are read at the square; set dataset.native_size=false"),
         ):
             value = kwargs.get(key)
             if value not in (None, False, "shuffle", "mos"):
