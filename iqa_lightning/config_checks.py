@@ -106,6 +106,7 @@ def check_numbers(cfg: Any, rules=RULES) -> None:
                 if problem:
                     raise ConfigError(f"{key}={value!r} {problem}")
     check_prompt_fits(cfg)
+    check_native_size((cfg.get("dataset") or {}).get("native_size"), cfg.get("prompt"))
 
 
 def check_prompt_fits(cfg: Any) -> None:
@@ -122,3 +123,24 @@ def check_prompt_fits(cfg: Any) -> None:
         )
     if "Patch" in target and size > side:
         raise ConfigError(f"prompt.size={size}: a patch larger than model.image_size={side}")
+
+
+def check_native_size(native_size: Any, prompt: Any, key: str = "dataset.native_size") -> None:
+    """Images at their own size go past the ``model.image_size`` square that a prompt other
+    than ``prompt=none`` (padding, patch, overlay, ...) is drawn on: refuse the two together.
+
+    Args:
+        native_size: The value of ``key``.
+        prompt: The ``prompt`` config (its ``_target_``), or None.
+        key: The config key of ``native_size`` (``native_size`` in the scoring CLI).
+
+    Raises:
+        ConfigError: ``<key>=true`` with such a prompt.
+    """
+    target = str((prompt or {}).get("_target_") or "")
+    if native_size is True and target and not target.endswith(".NoPrompt"):
+        name = target.rsplit(".", 1)[-1]
+        raise ConfigError(
+            f"{key}=true feeds each image at its own size, but prompt is {name}, drawn on the "
+            f"model.image_size square; use prompt=none or {key}=false"
+        )

@@ -23,6 +23,10 @@ at most every 30 s (``IQA_PROGRESS_SECONDS``). With ``run=`` the run's model, pr
 are rebuilt as ``python -m iqa_lightning.eval`` does; without it ``model``/``score``/``prompt``
 presets score zero-shot. Images are decoded and resized as the datasets do (``resize=auto``:
 the run's ``dataset.resize``, zero-shot the model's own ``model.resize`` or ``squash``; or ``squash`` / ``short_side_crop`` / ``pad_square``).
+``native_size=true`` also gives the scorer each image at its own size (``images``, beside the
+square) for a Qwen2-VL family model at its native resolution; ``method=q_insight`` and
+``method=visualquality_r1`` set it, ``auto`` (default) takes the run's ``dataset.native_size``
+with ``run=`` and is false otherwise.
 ``trainer=`` takes the training presets (``ddp``, ``ddp_sim``, ``gpu``);
 under DDP each process scores its own share and only rank 0 writes.
 """
@@ -163,10 +167,14 @@ def build_scorer(cfg: DictConfig):
     """The :class:`~iqa_lightning.scorer.Scorer` of a scoring config: the run's model with
     ``run=``, else the zero-shot ``model``/``score``/``prompt``; its Trainer from ``trainer``."""
     from iqa_lightning.build import build_trainer
+    from iqa_lightning.config_checks import check_native_size
     from iqa_lightning.runs import load_run_config, rebuild_run
-    from iqa_lightning.scorer import RowCollector, Scorer, zero_shot_module
+    from iqa_lightning.scorer import RowCollector, Scorer, run_native_size, zero_shot_module
 
     resize = cfg.get("resize") or "auto"
+    native_size = cfg.get("native_size", "auto")
+    if native_size not in (True, False, "auto"):
+        raise ConfigError(f"native_size={native_size!r} must be true, false or auto")
 
     if cfg.get("scorer") is not None:  # a published scorer of the scorer group
         from hydra.errors import InstantiationException
@@ -197,19 +205,25 @@ def build_scorer(cfg: DictConfig):
                 "leave out run= to score zero-shot"
             )
         run_cfg = load_run_config(cfg.run)
+        if native_size == "auto":  # as the run's dataset gave its images
+            native_size = run_native_size(run_cfg)
+        check_native_size(native_size, run_cfg.get("prompt"), "native_size")
         quantized = with_quantization(run_cfg, OmegaConf.select(cfg, QUANTIZATION), cfg.run)
         module, image_size = rebuild_run(cfg.run, quantized), int(run_cfg.model.image_size)
         if resize == "auto":
             resize = OmegaConf.select(run_cfg, "dataset.resize", default="squash")
     else:
+        check_native_size(native_size, cfg.get("prompt"), "native_size")
         module, image_size = zero_shot_module(cfg), int(cfg.model.image_size)
         if resize == "auto":  # the model's own pre-processing where it declares one
             resize = OmegaConf.select(cfg, "model.resize", default="squash")
     resize = "squash" if resize == "auto" else resize
+    native_size = native_size is True  # auto: the square only (zero-shot, scorer=)
     with open_dict(cfg):  # the row collector draws the progress, counted in images
         cfg.trainer.enable_progress_bar = False
     trainer = build_trainer(cfg, callbacks=[RowCollector(progress="scoring")], loggers=[])
-    return Scorer(module, image_size, cfg.batch_size, cfg.num_workers, resize, trainer=trainer)
+    return Scorer(module, image_size, cfg.batch_size, cfg.num_workers, resize, trainer=trainer,
+                  native_size=native_size)  # fmt: skip
 
 
 def score(cfg: DictConfig) -> dict[str, Any]:

@@ -26,21 +26,26 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch.utils.data import Dataset
 
 from iqa_lightning.cli import ConfigError
+from iqa_lightning.config_checks import check_native_size
 from iqa_lightning.data import ImageLoadError, load_rgb
 from iqa_lightning.data.dataset import make_loader
-from iqa_lightning.data.images import array_to_tensor, check_resize, resize_to_array
+from iqa_lightning.data.images import array_to_tensor, check_resize, resize_to_array, to_rgb
 from iqa_lightning.machine import resolve_workers
 from iqa_lightning.progress import Progress
 from iqa_lightning.quantization import trainer_options, with_quantization
 
 log = logging.getLogger("iqa_lightning.score")
+
+#: Batch keys holding the images themselves (the square, and each image at its own size).
+IMAGE_KEYS = ("pixels", "images")
 
 
 class ScoringStep(L.LightningModule):
@@ -94,7 +99,8 @@ def _images_of_this_rank(trainer: L.Trainer) -> int | None:
 
 class RowCollector(BasePredictionWriter):
     """One row per image of a predict run: ``index`` (position in the dataset), every per-image
-    field of the batch except ``pixels`` (``image_id``, ``mos_raw``, ...), ``score`` and the
+    field of the batch except the image tensors (``pixels``, ``images``; the others are
+    ``image_id``, ``mos_raw``, ...), ``score`` and the
     scorer's per-image extras (:attr:`ScoreOutput.extras`: a generated answer, whether it
     parsed, ...).
 
@@ -141,7 +147,7 @@ class RowCollector(BasePredictionWriter):
             raise RuntimeError("Trainer.predict gave no dataset indices for a batch")
         for i, (index, score) in enumerate(zip(batch_indices, scores, strict=True)):
             row = {"index": int(index)}
-            row.update({k: _item(v, i) for k, v in batch.items() if k != "pixels"})
+            row.update({k: _item(v, i) for k, v in batch.items() if k not in IMAGE_KEYS})
             row["score"] = score
             row.update({k: _item(v, i) for k, v in prediction.extras.items()})
             self.rows.append(row)
@@ -219,7 +225,8 @@ def rali_module(rali: torch.nn.Module) -> torch.nn.Module:
 
 
 class ImageInputs(Dataset):
-    """Images (paths or PIL images) as samples ``pixels`` / ``image`` / ``error`` (/ ``mos``).
+    """Images (paths or PIL images) as samples ``pixels`` / ``image`` / ``error`` (/ ``mos``,
+    / ``images``: the image at its own size, with ``native_size``).
 
     An image that cannot be read gives black pixels and its reason in ``error`` (empty for the
     others), so one bad file never stops a run; callers drop and list those rows.
@@ -230,6 +237,9 @@ class ImageInputs(Dataset):
         names: Name of each image in the output (default: the path, or the PIL file name).
         mos: Subjective score of each image, when known.
         resize: ``squash`` or ``short_side_crop`` (:data:`~iqa_lightning.data.images.RESIZES`).
+        native_size: Samples also carry ``images``, the decoded image at its own size (float32
+            ``[3, H, W]`` in [0, 1]; 1x1 black for an image that cannot be read), as the
+            datasets' ``dataset.native_size`` gives it.
     """
 
     def __init__(
@@ -239,10 +249,12 @@ class ImageInputs(Dataset):
         names: Sequence[str] | None = None,
         mos: Sequence[float] | None = None,
         resize: str = "squash",
+        native_size: bool = False,
     ) -> None:
         self.images = list(images)
         self.image_size = int(image_size)
         self.resize = check_resize(resize)
+        self.native_size = bool(native_size)
         self.names = [_name(x, i) for i, x in enumerate(self.images)] if names is None else names
         self.mos = None if mos is None else [float(m) for m in mos]
         for what, values in (("names", self.names), ("mos", self.mos)):
@@ -259,11 +271,20 @@ class ImageInputs(Dataset):
             array = resize_to_array(img, self.image_size, resize=self.resize)
         except ImageLoadError as err:
             error = err.reason or str(err)
-            array = resize_to_array(Image.new("RGB", (1, 1)), self.image_size)
+            img = Image.new("RGB", (1, 1))
+            array = resize_to_array(img, self.image_size)
         sample = {"pixels": array_to_tensor(array), "image": self.names[index], "error": error}
         if self.mos is not None:
             sample["mos"] = self.mos[index]
+        if self.native_size:
+            rgb = img if img.mode == "RGB" else to_rgb(img)
+            sample["images"] = array_to_tensor(np.array(rgb, dtype=np.uint8))
         return sample
+
+
+def run_native_size(run_cfg: DictConfig) -> bool:
+    """Whether a run's dataset gave each image at its own size (``dataset.native_size``)."""
+    return OmegaConf.select(run_cfg, "dataset.native_size", default=False) is True
 
 
 def _name(image: Any, index: int) -> str:
@@ -332,6 +353,9 @@ class Scorer:
             :func:`iqa_lightning.machine.loader_workers`).
         resize: How images become squares: ``squash`` (the datasets' default) or
             ``short_side_crop``.
+        native_size: Batches also carry ``images``, each image at its own size, which a
+            generative scorer on a Qwen2-VL family backbone at its native resolution reads
+            instead of the square (``native_size`` of the scoring CLI).
         trainer: A Trainer with a :class:`RowCollector` (e.g. DDP from a ``trainer`` preset);
             default: :func:`scoring_trainer` with ``trainer_options``.
         **trainer_options: Passed to :func:`scoring_trainer` (``accelerator="cpu"``,
@@ -346,6 +370,7 @@ class Scorer:
         num_workers: int | str = 0,
         resize: str = "squash",
         trainer: L.Trainer | None = None,
+        native_size: bool = False,
         **trainer_options: Any,
     ) -> None:
         if int(batch_size) < 1:
@@ -358,12 +383,14 @@ class Scorer:
             self.resize = check_resize(resize)
         except ValueError as err:
             raise ConfigError(str(err).replace("dataset.resize", "resize")) from None
+        self.native_size = bool(native_size)
         self.trainer = trainer if trainer is not None else scoring_trainer(**trainer_options)
 
     @classmethod
     def from_run(cls, run: str | Path, quantization: str | None = None, **kwargs: Any) -> Scorer:
         """The model of a finished train.py run folder, with its tuned tensors; images are resized
-        as the run's dataset resized them (``dataset.resize``) unless ``resize=`` says otherwise.
+        as the run's dataset resized them (``dataset.resize``, ``dataset.native_size``) unless
+        ``resize=`` / ``native_size=`` say otherwise.
         ``quantization="int8"`` or ``"int4"`` loads the run's checkpoint with integer weights
         (:mod:`iqa_lightning.quantization`)."""
         from omegaconf import OmegaConf
@@ -375,6 +402,7 @@ class Scorer:
         for key, value in trainer_options(quantization).items():
             kwargs.setdefault(key, value)
         kwargs.setdefault("resize", OmegaConf.select(run_cfg, "dataset.resize", default="squash"))
+        kwargs.setdefault("native_size", run_native_size(run_cfg))
         return cls(module, int(run_cfg.model.image_size), **kwargs)
 
     @classmethod
@@ -425,6 +453,8 @@ class Scorer:
         cfg = compose_scoring([*chosen, *overrides])
         # The model's own pre-processing where it declares one (model.resize), as the score CLI.
         kwargs.setdefault("resize", cfg.model.get("resize") or "squash")
+        kwargs.setdefault("native_size", cfg.get("native_size") is True)  # a method preset's
+        check_native_size(kwargs["native_size"], cfg.get("prompt"), "native_size")
         for key, value in trainer_options(cfg.model.get("quantization")).items():
             kwargs.setdefault(key, value)
         return cls(zero_shot_module(cfg), int(cfg.model.image_size), **kwargs)
@@ -442,7 +472,8 @@ class Scorer:
             names: Their names in the result (default: the paths).
             mos: Their subjective scores, carried into the result.
         """
-        dataset = ImageInputs(images, self.image_size, names=names, mos=mos, resize=self.resize)
+        dataset = ImageInputs(images, self.image_size, names=names, mos=mos, resize=self.resize,
+                              native_size=self.native_size)  # fmt: skip
         loader = make_loader(dataset, self.batch_size, self.num_workers, shuffle=False)
         rows = score_loader(self.trainer, self.module, loader) if len(dataset) else []
         extras = row_collector(self.trainer).extra_keys if rows else []
