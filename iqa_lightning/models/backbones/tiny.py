@@ -122,7 +122,8 @@ def build_tiny_qwen2_vl(
         num_layers: Layers in each tower.
         tokenizer: ``byte_level`` (Qwen's style) or ``sentencepiece``.
         **settings: ``seed``, ``gradient_checkpointing`` and ``normalization`` (CLIP
-            statistics or ImageNet's), as :func:`~.tiny_settings.seeded_backbone` takes them.
+            statistics or ImageNet's), as :func:`~.tiny_settings.seeded_backbone` takes them;
+            ``min_pixels`` / ``max_pixels``: native-resolution bounds (``backbone.native``).
     """
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -177,14 +178,19 @@ def build_tiny_qwen2_5_vl(
 
 
 def _qwen(config_cls, model_cls, vision, tokenizer, image_size, hidden_size, num_layers, settings):
-    """A Qwen-family backbone from a vision config, with the shared text config and tokens."""
+    """A Qwen-family backbone from a vision config, with the shared text config and tokens;
+    ``min_pixels`` / ``max_pixels`` in ``settings`` give it native-resolution bounds
+    (``backbone.native``, as :func:`~iqa_lightning.models.native_resolution.load_qwen2_vl_native`
+    sets them)."""
+    bounds = {k: settings.pop(k, None) for k in ("min_pixels", "max_pixels")}
+    bounds = {k: v for k, v in bounds.items() if v is not None}
     tokenizer = build_tiny_tokenizer(kind=tokenizer)
     config = config_cls(
         vision_config=vision,
         text_config=_qwen_text_config(tokenizer, hidden_size, num_layers),
         **_qwen_special_ids(tokenizer),
     )
-    return seeded_backbone(
+    backbone = seeded_backbone(
         Qwen2VLBackbone,
         lambda: model_cls(config),
         tokenizer,
@@ -193,3 +199,8 @@ def _qwen(config_cls, model_cls, vision, tokenizer, image_size, hidden_size, num
         CLIP_STD,
         **settings,
     )
+    if bounds:
+        from iqa_lightning.models.native_resolution import NativeResolution
+
+        backbone.native = NativeResolution(**bounds)
+    return backbone
