@@ -279,3 +279,41 @@ def test_grpo_raises_the_mean_reward_and_the_test_srcc_of_the_parsed_scores(tmp_
     first, last = rewards[:60], rewards[-60:]
     assert sum(last) / len(last) > sum(first) / len(first) + 0.05, (first, last)
     assert metrics["test/srcc"] > metrics["zeroshot/srcc"] + 0.1, metrics
+
+
+def test_full_parameter_grpo_trains_the_decoder_against_a_copy_of_it():
+    """``trainable: [language_model]`` (the references' full-parameter GRPO): one step changes
+    the decoder's weights and nothing else, the reference (``start``) is the decoder as the step
+    found it, and ``reference: base`` (LoRA bypassed) is refused for it."""
+    from iqa_lightning.tiny.trained import load_tiny_llava
+
+    phases = [{"name": "grpo", "trainable": ["language_model"],
+               "optimizer": partial(torch.optim.SGD, lr=0.5)}]  # fmt: skip
+    module = GRPOModule(
+        load_tiny_llava(), None, phases, generation(), rewards=[{"type": "threshold"}],
+        group_size=2, rollout={"do_sample": True, "temperature": 1.0, "max_new_tokens": 4},
+        beta=0.04, reference="start",
+    ).train()  # fmt: skip
+    backbone = module.scorer.backbone
+    decoder = {id(p) for m in (backbone.language_model(), backbone.lm_head())
+               for p in m.parameters()}  # fmt: skip
+    trained = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    assert trained and all(id(p) in decoder for p in trained.values())
+    assert not any(id(p) in decoder for p in backbone.vision_tower().parameters())
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    torch.manual_seed(1)
+    batch = {"pixels": torch.rand(2, 3, 64, 64), "target": torch.tensor([0.2, 0.9])}
+    drawn = module.sample(batch)
+    drawn["advantages"] = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    module._buffer, module._grpo_steps, module.iterations = drawn, 1, 2
+    module.grpo_step(batch).backward()
+    with torch.no_grad():
+        for p in trained.values():
+            p.sub_(0.5 * p.grad)
+    changed = {n for n, p in module.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= set(trained)
+    with torch.no_grad(), module.reference_policy():
+        assert torch.equal(module.scorer.token_logps(drawn["rollout"]), drawn["ref"])
+    with pytest.raises(ConfigError, match="phase grpo trains \\['language_model'\\]"):
+        GRPOModule(load_tiny_llava(), None, phases, generation(),
+                   rewards=[{"type": "threshold"}], reference="base")  # fmt: skip

@@ -19,11 +19,13 @@ Each training step of a GRPO phase, for a batch of ``B`` images:
    trained parameters as GRPO found them (a copy of those alone), each sequence's mean over
    its tokens, then the batch mean.
 
+``trainable: [language_model]`` tunes the decoder's own weights (full parameters, as both
+references do) with ``method.reference: start``, which then holds the one copy of them.
 With ``method.iterations`` (mu) above 1 a rollout serves mu optimiser steps (the batches in
 between are not read), so the ratio to the sampling policy moves and the clip bites; with 1
 (both references' setting) the ratio is 1 and the objective is the policy gradient. Only LoRA
-trains (the references train every weight; the reference policy then needs its own copy, which
-this method avoids). A phase named in ``method.sft_phases`` trains supervised answers instead
+trains by default (the references train every weight; their reference policy is then a copy of
+the model). A phase named in ``method.sft_phases`` trains supervised answers instead
 (:class:`~iqa_lightning.methods.generative.GenerativeModule`): the format warm-up of a model
 that never wrote a number. Rollouts run on ``generate``; a vLLM engine is not used.
 """
@@ -188,6 +190,15 @@ class GRPOModule(GenerativeModule):
         if reference not in REFERENCES:
             raise ConfigError(f"method.reference={reference!r} must be one of {list(REFERENCES)}")
         self.reference = reference
+        if reference == "base" and float(beta) > 0:
+            for phase in self.phases:
+                beyond = sorted(set(phase.trainable) - {"lora"})
+                if phase.name not in self.sft_phases and beyond:
+                    raise ConfigError(
+                        f"method.reference=base bypasses LoRA for the KL's reference, but phase "
+                        f"{phase.name} trains {beyond}: that reference would be the policy "
+                        "itself; use method.reference=start (a copy of what trains)"
+                    )
         #: ``reference: start``: the trained parameters at the first GRPO step, by name.
         self.reference_state: dict[str, torch.Tensor] | None = None
         self.rewards = make_rewards(rewards)

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from iqa_lightning.errors import ConfigError
-from iqa_lightning.models.lora import lora_parameters
+from iqa_lightning.models.lora import language_model_parameters, lora_parameters
 from iqa_lightning.models.native_resolution import NativeResolution
 from iqa_lightning.models.prompts import NoPrompt
 from iqa_lightning.models.scorer import QualityScorer, ScoreOutput, declared_parameters, prefixed
@@ -343,6 +343,8 @@ class GenerativeScorer(QualityScorer):
         groups = {
             "prompt": prefixed("prompt", declared_parameters(self.prompt)),
             "lora": prefixed("backbone", lora_parameters(self.backbone)),
+            # full-parameter tuning of the decoder (GRPO as the references run it)
+            "language_model": prefixed("backbone", language_model_parameters(self.backbone)),
         }
         return {name: params for name, params in groups.items() if params}
 

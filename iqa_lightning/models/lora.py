@@ -99,6 +99,15 @@ def lora_parameters(backbone) -> dict[str, nn.Parameter]:
     return {n: p for n, p in backbone.named_parameters() if id(p) in ids}
 
 
+def language_model_parameters(backbone) -> dict[str, nn.Parameter]:
+    """The decoder's own weights (the ``language_model`` group: full-parameter tuning), by name
+    relative to the backbone: its language model and LM head, LoRA's parameters left out."""
+    modules = (backbone.language_model(), backbone.lm_head())
+    ids = {id(p) for module in modules for p in module.parameters()}
+    ids -= {id(p) for p in lora_parameters(backbone).values()}
+    return {n: p for n, p in backbone.named_parameters() if id(p) in ids}
+
+
 def projector_parameters(backbone) -> dict[str, nn.Parameter]:
     """The projector's own parameters (the ``projector`` group; LoRA inside it left out), by
     name relative to the backbone, as :meth:`Backbone.projector` declares the projector."""
