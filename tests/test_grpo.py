@@ -317,3 +317,19 @@ def test_full_parameter_grpo_trains_the_decoder_against_a_copy_of_it():
     with pytest.raises(ConfigError, match="phase grpo trains \\['language_model'\\]"):
         GRPOModule(load_tiny_llava(), None, phases, generation(),
                    rewards=[{"type": "threshold"}], reference="base")  # fmt: skip
+
+
+def test_the_rewards_file_grows_by_epoch_and_a_resume_keeps_its_steps(tmp_path):
+    from iqa_lightning.methods.grpo import append_reward_rows, keep_reward_rows
+
+    path = tmp_path / "grpo_rewards.csv"
+    append_reward_rows(path, [{"step": 1, "reward": 0.5}, {"step": 2, "reward": 0.75}])
+    append_reward_rows(path, [{"step": 3, "reward": 1.0}])
+    append_reward_rows(path, [])
+    assert [r["step"] for r in _rewards(tmp_path)] == [1, 2, 3]
+    keep_reward_rows(path, 2)  # resumed from the checkpoint of step 2
+    append_reward_rows(path, [{"step": 3, "reward": 0.25}])
+    assert [(r["step"], r["reward"]) for r in _rewards(tmp_path)] == [(1, 0.5), (2, 0.75),
+                                                                       (3, 0.25)]  # fmt: skip
+    keep_reward_rows(path, 0)  # a new run in the folder
+    assert not path.exists()

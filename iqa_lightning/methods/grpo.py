@@ -32,6 +32,7 @@ that never wrote a number. Rollouts run on ``generate``; a vLLM engine is not us
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,6 +139,35 @@ def weights_swapped(
                 p.copy_(saved[name])
 
 
+def keep_reward_rows(path: Path, upto_step: int) -> None:
+    """Keep the rows of a rewards file whose ``step`` is at most ``upto_step`` (0: none, the
+    file removed)."""
+    if not path.exists():
+        return
+    if upto_step <= 0:
+        path.unlink()
+        return
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], [r for r in reader if int(r["step"]) <= upto_step]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def append_reward_rows(path: Path, rows: list[dict[str, float]]) -> None:
+    """Append step rows to a rewards file (its header written first when it is new)."""
+    if not rows:
+        return
+    new = not path.exists()
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
 #: ``method.reference``: ``base`` is the backbone alone (LoRA bypassed), ``start`` the policy as
 #: the first GRPO step found it (a format warm-up in LoRA included).
 REFERENCES = ("base", "start")
@@ -211,8 +241,8 @@ class GRPOModule(GenerativeModule):
         self.advantage_eps = float(advantage_eps)
         self._buffer: dict[str, Any] | None = None
         self._grpo_steps = 0
-        #: One row per GRPO step: mean reward, each term's mean, the parsed share (written to
-        #: ``grpo_rewards.csv`` in the run folder at the end of training).
+        #: One row per GRPO step of the current epoch: the optimiser step, mean reward, each
+        #: term's mean, the parsed share (appended to ``grpo_rewards.csv`` at each epoch's end).
         self.reward_history: list[dict[str, float]] = []
 
     @torch.no_grad()
@@ -306,24 +336,34 @@ class GRPOModule(GenerativeModule):
             **{f"train/{name}": value for name, value in figures.items()},
         }
         self.log_dict(logged, batch_size=size)
+        step = self.trainer.global_step + 1 if self._trainer is not None else self._grpo_steps
         self.reward_history.append(
-            {"step": self._grpo_steps, "reward": float(rewards.mean()),
+            {"step": step, "reward": float(rewards.mean()),
              "parsed": float(drawn["parsed"]),
              **{name: float(value) for name, value in drawn["terms"].items()}}
         )  # fmt: skip
         return loss
 
-    def on_train_end(self) -> None:
-        """``grpo_rewards.csv`` in the run folder (rank 0): the reward of every GRPO step."""
-        if not self.reward_history or not self.trainer.is_global_zero:
-            return
-        import csv
+    def _rewards_file(self) -> Path:
+        return Path(self.trainer.default_root_dir) / REWARDS_FILE
 
-        path = Path(self.trainer.default_root_dir) / REWARDS_FILE
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.reward_history[0]))
-            writer.writeheader()
-            writer.writerows(self.reward_history)
+    def on_train_start(self) -> None:
+        """A new run starts ``grpo_rewards.csv`` afresh; a resumed one keeps the rows up to its
+        checkpoint's step (the loops are restored by now)."""
+        if self.trainer.is_global_zero:
+            resumed = self.trainer.ckpt_path is not None
+            keep_reward_rows(self._rewards_file(), self.trainer.global_step if resumed else 0)
+        self.reward_history = []
+
+    def on_train_epoch_end(self) -> None:
+        """Each epoch's step rows go to ``grpo_rewards.csv`` in the run folder (rank 0), so a
+        stopped run keeps what it trained."""
+        if self.trainer.is_global_zero:
+            append_reward_rows(self._rewards_file(), self.reward_history)
+        self.reward_history = []
+
+    def on_train_end(self) -> None:
+        self.on_train_epoch_end()  # the steps of an epoch cut short
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if task_of(batch) != "score":
@@ -363,8 +403,10 @@ __all__ = [
     "GRPO",
     "GRPOModule",
     "adapters_disabled",
+    "append_reward_rows",
     "clipped_objective",
     "grpo_loss",
+    "keep_reward_rows",
     "per_token_kl",
     "sequence_mean",
     "weights_swapped",
