@@ -161,6 +161,40 @@ def test_inference_prompt_spans_with_and_without_the_image(build):
     assert decode(batch.ids[0, slice(*batch.prompts[0].description)]).strip() == "short."
 
 
+@pytest.mark.parametrize("build", [build_tiny_llava, build_tiny_qwen2_vl])
+def test_the_describe_then_rate_dialogue_is_the_perception_conversation_then_the_question(build):
+    """``inference.image=dialogue``: the first turn is exactly the conversation the perception
+    phase trains (perception question with the image, the description as the answer), then a
+    second user turn asks the score question; the spans find both, the score read after them."""
+    backbone = build()
+    decode = backbone.tokenizer.decode
+    text = "Content: a cat. Distortion: strong blur."
+    prompt = inference_prompt(
+        backbone, QUESTION, text, image=True, answer_prefix="It is", ask=PERCEPTION_QUESTION
+    )
+    trained, _ = backbone.render_conversation([(PERCEPTION_QUESTION, text)])
+    t = backbone.template
+    assert prompt.text == trained + t.next_user.format(question=QUESTION) + t.answer_lead + "It is"
+    assert prompt.ids.count(backbone.image_token_id) == backbone.num_placeholders
+    assert decode(prompt.ids[slice(*prompt.description)]).strip() == text
+    assert decode(prompt.ids[slice(*prompt.question)]).strip() == QUESTION
+    assert prompt.image[1] <= prompt.description[0] < prompt.description[1] <= prompt.question[0]
+    with pytest.raises(ValueError, match="shows the image in its first turn"):
+        inference_prompt(backbone, QUESTION, text, image=False, ask=PERCEPTION_QUESTION)
+    torch.manual_seed(0)
+    size = backbone.image_size
+    pixels, noise = torch.rand(2, 3, size, size), torch.rand(2, 3, size, size)
+    truth = SyntheticDescriptions(5).many(["I01_01_05.png", "I02_03_01.png"])
+    dialogue = _scorer(backbone, description="given", image="dialogue")
+    visible = _scorer(backbone, description="given", image="visible")
+    with torch.no_grad():  # the image reaches the model, in another prompt than visible's
+        assert not torch.allclose(
+            dialogue.scores_from(noise, truth), dialogue.scores_from(pixels, truth)
+        )
+        assert not torch.allclose(dialogue.scores_from(pixels, truth),
+                                  visible.scores_from(pixels, truth))  # fmt: skip
+
+
 def _scorer(backbone, **kwargs):
     return DescriptionScorer(
         backbone, NoPrompt(), WORDS(), SyntheticDescriptions(5), max_new_tokens=8, **kwargs

@@ -78,7 +78,7 @@ def run_prompts(scorer, pixels: torch.Tensor, batch: Mapping | None, options: Ma
     A described run reads its inference prompt
     (:meth:`~iqa_lightning.perception.scorer.DescriptionScorer.inference_inputs`) after each
     image's description (:func:`~iqa_lightning.analysis.describing.descriptions`), with the
-    image only when its ``inference.image`` is ``visible``; any other run reads the score
+    image unless its ``inference.image`` is ``none``; any other run reads the score
     prompt (:func:`~iqa_lightning.analysis.segments.score_prompt_segments`). The score
     question conditions the prompter either way.
     """

@@ -46,7 +46,7 @@ class PerceptionInferenceModule(IQAModule):
             (``perception.phases``).
         keep_weight: Weight of the description loss in the other phases
             (``perception.keep_weight``).
-        image: ``none`` or ``visible`` (``inference.image``).
+        image: ``none``, ``visible`` or ``dialogue`` (``inference.image``).
         description: ``generated`` or ``given`` (``inference.description``).
         max_new_tokens: Length limit of generated descriptions (``inference.max_new_tokens``).
         lead: Text before the description (``inference.description_lead``).

@@ -104,6 +104,7 @@ def inference_prompt(
     image: bool,
     answer_prefix: str = "",
     lead: str = DESCRIPTION_LEAD,
+    ask: str | None = None,
 ) -> InferencePrompt:
     """Encode the inference prompt (module docstring) and find its spans.
 
@@ -115,6 +116,10 @@ def inference_prompt(
             False: none at all (``inference.image=none``).
         answer_prefix: The score head's answer prefix.
         lead: Text before the description.
+        ask: The perception question: the describe-then-rate dialogue instead of one turn
+            (``inference.image=dialogue``): the first user turn asks it with the image, the
+            assistant answers with the description, and a second user turn asks ``question``
+            (``lead`` is not used). Needs ``image``.
 
     Raises:
         ValueError: The description or question is empty, or the image tokens are not what the
@@ -123,6 +128,18 @@ def inference_prompt(
     if not str(description).strip():
         raise ValueError("the inference prompt needs a non-empty description")
     t = backbone.template
+    if ask is not None:
+        if not image:
+            raise ValueError("the describe-then-rate dialogue shows the image in its first turn")
+        head, _ = backbone.render_conversation([(ask, "")])
+        head = head[: len(head) - len(t.answer_end)]  # up to the description
+        described = (len(head), len(head) + len(str(description)))
+        head += str(description) + t.answer_end
+        before_question = t.next_user.split("{question}", 1)[0]
+        asked = (len(head) + len(before_question), len(head) + len(before_question) + len(question))
+        user_turn = head + t.next_user.format(question=question)
+        text = user_turn + (t.answer_lead + answer_prefix if answer_prefix else "")
+        return _encoded(backbone, text, True, asked, described, 0)
     user, asked, described = _user_text(question, str(description), lead)
     if image:
         placeholder = backbone._image_placeholder()
@@ -132,7 +149,14 @@ def inference_prompt(
         head = t.system + t.next_user.split("{question}", 1)[0]
         turn = t.next_user.format(question=user)
     text = t.system + turn + (t.answer_lead + answer_prefix if answer_prefix else "")
-    shift = len(head)
+    return _encoded(backbone, text, image, asked, described, len(head))
+
+
+def _encoded(
+    backbone, text: str, image: bool, asked: Span, described: Span, shift: int
+) -> InferencePrompt:
+    """The ids of ``text`` and the token spans of its image, question and description (their
+    character spans ``asked`` and ``described`` start ``shift`` characters in)."""
     ids, offsets = backbone.encode_with_offsets(text)
     found = [i for i, token in enumerate(ids) if token == backbone.image_token_id]
     if image:
@@ -169,10 +193,12 @@ def inference_batch(
     image: bool,
     answer_prefix: str = "",
     lead: str = DESCRIPTION_LEAD,
+    ask: str | None = None,
 ) -> InferenceBatch:
     """:func:`inference_prompt` for one description per image, left-padded into a batch."""
     prompts = [
-        inference_prompt(backbone, question, d, image, answer_prefix, lead) for d in descriptions
+        inference_prompt(backbone, question, d, image, answer_prefix, lead, ask)
+        for d in descriptions
     ]
     length = max(len(p.ids) for p in prompts)
     pad_id = backbone.tokenizer.pad_token_id

@@ -7,7 +7,9 @@ description. :class:`DescriptionScorer` is an
 :class:`~iqa_lightning.models.scorer.LMMWordScorer` whose score prompt is the inference prompt
 (:mod:`~iqa_lightning.perception.prompts`): the score question and a description, with the
 image (``image="visible"``) or without any image token (``image="none"``, the paper's "solely
-from these features"). The quality word is read at the answer position by the same
+from these features"); ``image="dialogue"`` is the describe-then-rate baseline: one
+conversation in which the model is asked the perception question with the image, answers with
+the description, and is then asked the score question. The quality word is read at the answer position by the same
 :class:`~iqa_lightning.models.score.WordScore` as every other scorer.
 
 Which description: ``description="generated"`` (default at evaluation) is the model's own
@@ -31,7 +33,7 @@ from iqa_lightning.perception.prompts import DESCRIPTION_LEAD, InferenceBatch, i
 
 __all__ = ["DESCRIPTION_MODES", "IMAGE_MODES", "DescriptionScorer"]
 
-IMAGE_MODES = ("none", "visible")
+IMAGE_MODES = ("none", "visible", "dialogue")
 DESCRIPTION_MODES = ("generated", "given")
 
 
@@ -47,7 +49,7 @@ class DescriptionScorer(LMMWordScorer):
             ``KeyError`` for an undescribed image
             (:class:`~iqa_lightning.perception.descriptions.SyntheticDescriptions`, ...).
         question: The perception question (``perception.question``).
-        image: ``none`` or ``visible`` (``inference.image``).
+        image: ``none``, ``visible`` or ``dialogue`` (``inference.image``).
         description: ``generated`` or ``given`` (``inference.description``): what evaluation
             reads.
         max_new_tokens: Length limit of generated descriptions (``inference.max_new_tokens``).
@@ -112,13 +114,14 @@ class DescriptionScorer(LMMWordScorer):
     def inference_inputs(self, descriptions: Sequence[str]) -> InferenceBatch:
         """The batch's inference prompts (ids, mask and per-row token spans)."""
         return inference_batch(
-            self.backbone, self.head.question, list(descriptions), self.image == "visible",
+            self.backbone, self.head.question, list(descriptions), self.image != "none",
             self.head.answer_prefix, self.lead,
+            ask=self.question if self.image == "dialogue" else None,
         )  # fmt: skip
 
     def image_input(self, pixels: torch.Tensor) -> torch.Tensor | None:
         """What the backbone gets as pixels: the prompted image, or None with ``image=none``."""
-        return self.prompt(pixels) if self.image == "visible" else None
+        return self.prompt(pixels) if self.image != "none" else None
 
     def inference_logits(self, pixels: torch.Tensor, descriptions: Sequence[str]) -> torch.Tensor:
         """``[B, vocab]`` next-token logits at the answer position of the inference prompt."""
