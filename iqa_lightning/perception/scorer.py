@@ -150,9 +150,7 @@ class DescriptionScorer(LMMWordScorer):
         if descriptions is None:
             descriptions = self.descriptions_for(pixels, batch.get("image_id"))
         descriptions = list(descriptions)
-        return self.output(
-            self.inference_logits(pixels, descriptions), description=descriptions
-        )
+        return self.output(self.inference_logits(pixels, descriptions), description=descriptions)
 
     def describe_loss(self, pixels: torch.Tensor, image_ids: Sequence[str]) -> torch.Tensor:
         """Next-token loss of the ground-truth descriptions as answers to the perception
