@@ -366,6 +366,7 @@ class IQADataModule(L.LightningDataModule, ABC):
                 self.to_target(r.mos_raw),
                 target_std=float(r.mos_std) / (hi - lo) if with_std else None,
                 histogram=tuple(r.rating_counts) if with_hist else None,
+                level=r.level,
             )
             for r in self.records(None if split == "all" else split)
         ]

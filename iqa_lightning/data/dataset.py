@@ -7,6 +7,8 @@ Samples are dicts:
     ``image_id`` str
     ``target_std``  float32 [] (where the dataset gives rating stds) their std in target units
     ``target_hist`` float32 [L] (``dataset.target=histogram``) the rating histogram, worst first
+    ``target_level`` int64 [] (``dataset.levels_from=answer``) the level word the file's answer
+                 gives, 0 = excellent .. 4 = bad
     ``images``   float32 [3, H, W] in [0, 1] (``dataset.native_size``) the image at its own size,
                  flipped with ``pixels``; batches keep these as a list (:func:`collate_samples`)
 
@@ -30,8 +32,9 @@ __all__ = ["IQAImageDataset", "LabelledImage", "make_loader"]
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """What the dataset needs to produce one sample (``target_std`` and ``histogram`` become
-    the sample's ``target_std`` and ``target_hist`` when set)."""
+    """What the dataset needs to produce one sample (``target_std``, ``histogram`` and
+    ``level`` become the sample's ``target_std``, ``target_hist`` and ``target_level`` when
+    set)."""
 
     image_id: str
     path: str
@@ -39,6 +42,7 @@ class LabelledImage:
     target: float
     target_std: float | None = None
     histogram: tuple[float, ...] | None = None
+    level: int | None = None
 
 
 class IQAImageDataset(Dataset):
@@ -95,6 +99,8 @@ class IQAImageDataset(Dataset):
             sample["target_std"] = torch.tensor(item.target_std, dtype=torch.float32)
         if item.histogram is not None:
             sample["target_hist"] = torch.tensor(item.histogram, dtype=torch.float32)
+        if item.level is not None:
+            sample["target_level"] = torch.tensor(item.level, dtype=torch.long)
         if self.native_size:
             sample["images"] = array_to_tensor(native)
         return sample

@@ -49,6 +49,9 @@ class ImageRecord:
             annotation file gives one (e.g. ``dataset=table`` with ``std_key``); else None.
         rating_counts: The histogram of the ratings over the rating scale's levels, worst
             first (KonIQ-10k's ``c1 .. c5``: counts or fractions), where the file gives one.
+        level: The level word the annotation file's answer gives the image, as an index of
+            excellent, good, fair, poor, bad (0 = best), where it gives one
+            (``dataset=table dataset.levels_from=answer``: Q-Align's training JSONs).
     """
 
     image_id: str
@@ -59,6 +62,7 @@ class ImageRecord:
     source_split: str | None = None
     mos_std: float | None = None
     rating_counts: tuple[float, ...] | None = None
+    level: int | None = None
 
 
 @dataclass(frozen=True)

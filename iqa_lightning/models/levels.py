@@ -249,6 +249,14 @@ class LevelTargets:
         mos, _ = to_level_scale(target, *self.bounds)
         return level_index(mos)
 
+    def levels_of(self, batch: dict) -> torch.Tensor:
+        """``[B]`` level indices (0 = best) of a batch: the level words its annotation file's
+        answers give (``target_level``, ``dataset.levels_from=answer``) where it has them, else
+        :meth:`level_index` of its targets."""
+        if "target_level" in batch:
+            return batch["target_level"].long()
+        return self.level_index(batch["target"])
+
     def soft_labels(self, batch: dict, what: str = "module.loss=soft_label") -> torch.Tensor:
         """``[B, 5]`` DeQA-Score targets of a batch: its ``target_hist`` where the batch has one
         (``dataset.target=histogram``), else the Gaussian of ``target`` and ``target_std``

@@ -136,13 +136,13 @@ class LevelCE(LevelLoss):
     name = "level_ce"
 
     def from_log_probs(self, log_probs: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        target = self.levels.level_index(batch["target"]).to(log_probs.device)
+        target = self.levels.levels_of(batch).to(log_probs.device)
         return F.nll_loss(log_probs, target)
 
     def target_distribution(self, batch: dict[str, Any], levels: int) -> torch.Tensor | None:
         if not self.levels.ready:
             return None
-        return F.one_hot(self.levels.level_index(batch["target"]), levels).double()
+        return F.one_hot(self.levels.levels_of(batch).cpu(), levels).double()
 
 
 class SoftLabel(LevelLoss):
@@ -172,7 +172,7 @@ class LevelAnswerCE(LevelCE):
         self.answers = LevelAnswers(scorer, self.name)
 
     def __call__(self, output: ScoreOutput, batch: dict[str, Any]) -> torch.Tensor:
-        levels = self.levels.level_index(batch["target"]).tolist()
+        levels = self.levels.levels_of(batch).tolist()
         return self.answers.loss_of(batch["pixels"], levels, mask_level=False)
 
 
@@ -306,7 +306,7 @@ class DeQAScoreLoss(ScoreLoss):
     def answer_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """The next-token loss of the answer without its level token, for the A and B halves."""
         n = self.halves(batch)
-        levels = self.levels.level_index(batch["target"]).tolist()
+        levels = self.levels.levels_of(batch).tolist()
         pixels = batch["pixels"]
         return tuple(
             self.answers.loss_of(pixels[part], levels[part], mask_level=True)

@@ -94,6 +94,50 @@ def test_qalign_training_file_scores_come_from_the_id(tmp_path, caplog):
     assert any("Q-Align's id" in r.getMessage() for r in caplog.records)
 
 
+def test_levels_from_answer_reads_each_records_level_word(tmp_path):
+    """``levels_from=answer``: the level losses read the level word the file's authors wrote in
+    each answer, not the score binned (where the two disagree, the answer wins); a record whose
+    answer ends with another word is an error naming the record and the word."""
+    import torch
+
+    from iqa_lightning.models.levels import LevelTargets
+
+    names = images(tmp_path, [f"koniq/{10004473376 + i}.jpg" for i in range(20)])
+    scores = scored(20, 5, 90)
+    file = write_qalign_conversations(
+        tmp_path / "train_koniq.json", names, scores, (1, 100), with_score=False
+    )
+    records = json.loads(file.read_text())
+    words = [r["conversations"][-1]["value"].split()[-1].rstrip(".") for r in records]
+    records[3]["conversations"][-1]["value"] = "The quality of the image is excellent."
+    words[3] = "excellent"  # a label the bins would not give this score
+    file.write_text(json.dumps(records))
+    levels = ["excellent", "good", "fair", "poor", "bad"]
+    dm = make(file, mos_range=[1, 100], levels_from="answer", batch_size=20, split="random")
+    by_id = {r.image_id: r.level for r in dm.records()}
+    assert [by_id[n] for n in names] == [levels.index(w) for w in words]
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["target_level"].dtype == torch.long
+    targets = LevelTargets(range="declared")
+    assert targets.levels_of(batch).tolist() == [by_id[i] for i in batch["image_id"]]
+    binned = targets.levels_of({"target": batch["target"]})  # without it: the score binned
+    assert targets.level_index(batch["target"]).tolist() == binned.tolist()
+    assert make(file, mos_range=[1, 100], setup=False).levels_from is None  # off by default
+
+    records[7]["conversations"][-1]["value"] = "The quality of the image is average."
+    file.write_text(json.dumps(records))
+    with pytest.raises(
+        AnnotationError,
+        match=r"record 7: dataset.levels_from=answer, but its "
+        r"answer 'The quality of the image is average.' ends with 'average'",
+    ):
+        make(file, mos_range=[1, 100], levels_from="answer")
+    with pytest.raises(ValueError, match="levels_from=answer reads the answers of a JSON"):
+        make(tmp_path / "scores.csv", setup=False, levels_from="answer")
+    with pytest.raises(ValueError, match="dataset.levels_from='words' must be one of"):
+        make(file, setup=False, levels_from="words")
+
+
 def test_deqa_score_file_keeps_the_std(tmp_path):
     names = images(tmp_path, [f"KONIQ/images/{i}.jpg" for i in range(20)])
     stds = [0.5 + i / 100 for i in range(20)]

@@ -6,8 +6,10 @@ The file is a CSV with a header row, or a JSON list of objects, one image per ro
   ...}]`` or ``[{"image": ..., "gt_score": ...}]`` (scores as numbers or as text);
 - Q-Align's and DeQA-Score's conversation files: ``{"id": "<name>-><score>", "image": ...,
   "conversations": [...], "gt_score": ...}`` (DeQA-Score adds ``std``); the conversations are
-  ignored here. Q-Align's training files have no ``gt_score``: the score is then read from the
-  ``id`` (``"I01_01_01.png->4.57"``);
+  ignored unless ``levels_from="answer"``, which takes each image's level word from the last
+  word of its last assistant answer ("The quality of the image is good."), as the file's authors
+  labelled it, for the level losses. Q-Align's training files have no ``gt_score``: the score is
+  then read from the ``id`` (``"I01_01_01.png->4.57"``);
 - a label CSV such as KADID-10k's ``dmos.csv`` or one with custom column names.
 
 With ``image_key`` / ``score_key`` / ``std_key`` / ``split_key`` left at ``auto`` the first of
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from iqa_lightning.errors import AnnotationError
+from iqa_lightning.models.levels import QALIGN_LEVELS
 
 from ..base import IQADataModule
 from ..records import (
@@ -48,6 +52,10 @@ STD_KEYS = ("std", "SD", "sd", "mos_std", "std_quality")
 SPLIT_KEYS = ("split", "set")
 #: Q-Align's record ids: ``"<image name>-><score>"``.
 QALIGN_ID_SEPARATOR = "->"
+#: ``dataset.levels_from``: None (the level losses bin the score) or ``answer``.
+LEVELS_FROM = (None, "answer")
+#: Who answers in a conversation record (Q-Align / LLaVA's ``gpt``; other exports' names).
+ANSWERERS = ("gpt", "assistant")
 _AUTO = "auto"
 
 
@@ -72,6 +80,9 @@ class TableDataModule(IQADataModule):
         split: ``"auto"``: ``official`` (the split column) when ``split_key`` finds one, else
             ``reference_disjoint`` with ``ref_key``, else ``random`` (seeded, ``split_ratios``);
             or any strategy of :mod:`~iqa_lightning.data.splits`.
+        levels_from: ``"answer"``: each record's level word (excellent .. bad) from its
+            conversation's last answer (a JSON conversation file); None: the level losses bin
+            the score (``module.levels``).
         **kwargs: :class:`~iqa_lightning.data.base.IQADataModule` arguments.
     """
 
@@ -90,13 +101,23 @@ class TableDataModule(IQADataModule):
         higher_better: bool = True,
         higher_is_better: bool | None = None,
         split: str = _AUTO,
+        levels_from: str | None = None,
         **kwargs,
     ):
+        if levels_from not in LEVELS_FROM:
+            raise ValueError(
+                f"dataset.levels_from={levels_from!r} must be one of {list(LEVELS_FROM)}"
+            )
         if file is None or not str(file).strip():
             raise ValueError("dataset.file must name the CSV or JSON file of images and scores")
         self.file = Path(os.path.expanduser(str(file)))
         if self.file.suffix.lower() not in (".csv", ".json"):
             raise ValueError(f"dataset.file must be a .csv or .json file, got '{self.file}'")
+        if levels_from == "answer" and self.file.suffix.lower() != ".json":
+            raise ValueError(
+                f"dataset.levels_from=answer reads the answers of a JSON conversation file; "
+                f"dataset.file '{self.file}' is a CSV"
+            )
         root = self.file.parent if root is None else root
         if higher_is_better is not None:
             higher_better = higher_is_better
@@ -114,6 +135,7 @@ class TableDataModule(IQADataModule):
         self.std_key = std_key
         self.ref_key = ref_key
         self.split_key = split_key
+        self.levels_from = levels_from
 
     def read_records(self) -> list[ImageRecord]:
         """Read and check every row of :attr:`file`."""
@@ -138,6 +160,7 @@ class TableDataModule(IQADataModule):
                     mos_raw=self._score(row, keys["score"], where),
                     ref_id=_text(row, keys["ref"], where) if keys["ref"] else None,
                     official_split=_split(row, keys["split"], where) if keys["split"] else None,
+                    level=_answer_level(row, where) if self.levels_from == "answer" else None,
                     mos_std=parse_number(where, keys["std"], _get(row, keys["std"], where))
                     if keys["std"]
                     else None,
@@ -235,6 +258,27 @@ class TableDataModule(IQADataModule):
 def _csv_rows(path: Path) -> list[tuple[int, dict]]:
     _, rows = read_annotation_csv(path, required=())
     return [(row.line, row.values) for row in rows]
+
+
+def _answer_level(row: dict, where: str) -> int:
+    """The level index (0 = excellent) of the last word of a record's last assistant answer."""
+    turns = row.get("conversations")
+    answers = [
+        t.get("value") for t in turns or [] if isinstance(t, dict) and t.get("from") in ANSWERERS
+    ]  # fmt: skip
+    if not answers or not isinstance(answers[-1], str):
+        raise AnnotationError(
+            f"{where}: dataset.levels_from=answer, but the record has no answer (no "
+            f"'conversations' turn from {list(ANSWERERS)} with a text 'value')"
+        )
+    words = re.findall(r"[A-Za-z]+", answers[-1])
+    word = words[-1].lower() if words else ""
+    if word not in QALIGN_LEVELS:
+        raise AnnotationError(
+            f"{where}: dataset.levels_from=answer, but its answer {answers[-1]!r} ends with "
+            f"{word!r}, not a level word ({', '.join(QALIGN_LEVELS)})"
+        )
+    return QALIGN_LEVELS.index(word)
 
 
 def _json_rows(path: Path) -> list[tuple[int, dict]]:
