@@ -191,3 +191,31 @@ def test_mix3_run_per_dataset_test_figures_equal_eval_of_each_dataset(
     assert saved["test/srcc"] == pytest.approx(
         np.mean([saved[f"test/{n}/srcc"] for n in by_source])
     )
+
+
+def test_level_words_from_answers_reach_a_mix_from_every_dataset_or_none(tmp_path):
+    from iqa_lightning.data import TableDataModule
+    from tests.data.fixtures import write_image
+    from tests.data.fixtures_files import write_qalign_conversations
+
+    def table(name, levels_from):
+        names = [f"{name}/{i}.png" for i in range(10)]
+        for i, image in enumerate(names):
+            write_image(tmp_path / image, seed=i)
+        scores = [1 + 4 * i / 9 for i in range(10)]
+        file = write_qalign_conversations(
+            tmp_path / f"{name}.json", names, scores, (1, 5), with_score=False
+        )
+        return TableDataModule(
+            file=file, mos_range=[1, 5], image_size=16, levels_from=levels_from, split="random"
+        )
+
+    both = MixDataModule({"a": table("a", "answer"), "b": table("b", "answer")}, image_size=16)
+    both.setup("fit")
+    sample = both.dataset("test")[0]
+    source = both.members[sample["dataset"]]
+    own = {f"{sample['dataset']}/{r.image_id}": r.level for r in source.records()}
+    assert int(sample["target_level"]) == own[sample["image_id"]]
+    one = MixDataModule({"a": table("a", "answer"), "b": table("b", None)}, image_size=16)
+    with pytest.raises(ConfigError, match=r"\['a'\] give level words .* \['b'\] do not"):
+        one.setup("fit")

@@ -268,11 +268,20 @@ class MixDataModule(IQADataModule):
                         official_split=splits[record.image_id],
                         mos_std=std,
                         rating_counts=record.rating_counts,
+                        level=record.level,
                     )
                 )
                 self._assignment[image_id] = splits[record.image_id]
                 self._sources[image_id] = name
             self._skipped += [(f"{name}/{i}", p, why) for i, p, why in member._skipped]
+        with_levels = {self._sources[r.image_id] for r in records if r.level is not None}
+        if with_levels and with_levels != set(self.members):
+            without = [n for n in self.members if n not in with_levels]
+            raise ConfigError(
+                f"the mix's {sorted(with_levels)} give level words from their answers "
+                f"(dataset.levels_from=answer), {without} do not: a batch needs them from every "
+                "dataset or none"
+            )
         return records
 
     def setup(self, stage: str | None = None) -> None:
