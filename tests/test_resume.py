@@ -157,20 +157,20 @@ def _wandb_ids(run: Path) -> set[str]:
 
 def test_resume_cli_keeps_config_history_and_wandb_run(run_env, tmp_path):
     run = tmp_path / "run"
-    code, text = _cli([*SHORT, "trainer.max_epochs=2", f"hydra.run.dir={run}"], run_env)
+    code, text = _cli([*SHORT, "trainer.max_epochs=1", f"hydra.run.dir={run}"], run_env)
     assert code == 0, text[-3000:]
     before = _hydra_bytes(run)
-    assert _epochs(run) == [0, 1] and len(_wandb_ids(run)) == 1
+    assert _epochs(run) == [0] and len(_wandb_ids(run)) == 1
 
     # A conflicting override is refused before Hydra starts (resume_args: the unit tests above).
     with pytest.raises(ConfigError, match=r"prompt.size=10 \(the run has prompt.size=30\)"):
         resume_args([f"resume={run}", "prompt.size=10"])
     assert _hydra_bytes(run) == before
 
-    code, text = _cli([f"resume={run}", "trainer.max_epochs=3"], run_env)
+    code, text = _cli([f"resume={run}", "trainer.max_epochs=2"], run_env)
     assert code == 0, text[-3000:]
     assert _hydra_bytes(run) == before
-    assert _epochs(run) == [0, 1, 2]
+    assert _epochs(run) == [0, 1]
     assert len(_wandb_ids(run)) == 1, sorted((run / "wandb").iterdir())
 
 
