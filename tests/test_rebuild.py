@@ -30,7 +30,7 @@ METHODS = {
     "perception_inference": [
         "experiment=smoke",
         "stage=perception_inference",
-        "stage.phases.stage1.epochs=1",
+        "stage.phases.perception.epochs=1",
         "trainer.max_epochs=2",
     ],  # fmt: skip
 }

@@ -62,7 +62,7 @@ def test_prompt_grid_runs_each_prompt_once_per_distinct_config():
 
 
 METHODS = ["learn_lora", "learn_prompt", "learn_progressive", "learn_perception",
-           "learn_level_ce", "learn_soft_label"]  # fmt: skip
+           "learn_level_ce", "learn_soft_label", "grpo_learning"]  # fmt: skip
 
 
 def test_methods_search_runs_every_method_once_rali_last_from_the_lora_job():
