@@ -333,3 +333,21 @@ def test_the_rewards_file_grows_by_epoch_and_a_resume_keeps_its_steps(tmp_path):
                                                                        (3, 0.25)]  # fmt: skip
     keep_reward_rows(path, 0)  # a new run in the folder
     assert not path.exists()
+
+
+@pytest.mark.slow
+def test_the_grpo_check_fails_when_the_advantages_point_the_wrong_way(
+    monkeypatch, tmp_path, cache_dir
+):
+    """The proof above can fail: with each advantage's sign flipped (GRPO then descends the
+    reward) the same run neither raises the mean reward nor the test SRCC."""
+    import iqa_lightning.methods.grpo as grpo
+    from tests.training import train_in_process
+
+    flipped = grpo.group_advantages
+    monkeypatch.setattr(grpo, "group_advantages", lambda *a, **k: -flipped(*a, **k))
+    metrics = train_in_process(["experiment=grpo_learning"], tmp_path, cache_dir)
+    rewards = [r["reward"] for r in _rewards(tmp_path)]
+    first, last = rewards[:60], rewards[-60:]
+    assert not sum(last) / len(last) > sum(first) / len(first) + 0.05, (first, last)
+    assert not metrics["test/srcc"] > metrics["zeroshot/srcc"] + 0.1, metrics
