@@ -167,3 +167,19 @@ def test_init_from_tensors_reproduce_the_stage1_outputs():
         torch.testing.assert_close(fresh(pixels), stage1(pixels), rtol=0, atol=0)
     with pytest.raises(KeyError, match="missing"):
         fresh.load_tuned({})
+
+
+def test_init_from_a_folder_whose_config_names_no_phases_is_one_line(tmp_path):
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_file
+
+    from iqa_lightning.methods import stage_one_from
+    from iqa_lightning.run_folder import RunFolder
+
+    folder = RunFolder(tmp_path)
+    folder.config.parent.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"stage": {"name": "x"}}), folder.config)
+    folder.tuned.parent.mkdir(parents=True, exist_ok=True)
+    save_file({}, str(folder.tuned))
+    with pytest.raises(ValueError, match=r"names no phases \(module.phases, method.phases"):
+        stage_one_from(tmp_path)

@@ -98,10 +98,18 @@ def stage_one_from(run: str | Path) -> tuple[dict | None, dict[str, Any]]:
         stage_lora = OmegaConf.select(run_cfg, "stage.lora", default=None)
         lora = OmegaConf.to_container(stage_lora) if stage_lora else None
     phases = next(
-        found
-        for key in ("module.phases", "method.phases", "stage.phases")
-        if (found := OmegaConf.select(run_cfg, key, default=None)) is not None
+        (
+            found
+            for key in ("module.phases", "method.phases", "stage.phases")
+            if (found := OmegaConf.select(run_cfg, key, default=None)) is not None
+        ),
+        None,
     )
+    if phases is None:
+        raise ValueError(
+            f"stage.init_from={str(run)!r}: its {folder.config.relative_to(run)} names no phases "
+            "(module.phases, method.phases or stage.phases)"
+        )
     trained = {str(g) for phase in phase_entries(phases) for g in phase.get("trainable") or []}
     return lora, {"groups": trained | ({"lora"} if lora else set()),
                   "tensors": load_file(str(folder.tuned))}  # fmt: skip
