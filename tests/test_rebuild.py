@@ -35,6 +35,7 @@ METHODS = {
     ],  # fmt: skip
 }
 
+
 def score_rebuilt(runs) -> dict:
     """Rebuild each run and score its test split: ``{run: {image_id: score.hex()}}``."""
     import torch
@@ -52,7 +53,9 @@ def score_rebuilt(runs) -> dict:
         scores = {}
         with torch.no_grad():
             for batch in data.test_dataloader():
-                for image_id, value in zip(batch["image_id"], module.score_batch(batch).tolist()):
+                for image_id, value in zip(
+                    batch["image_id"], module.score_batch(batch).tolist(), strict=True
+                ):
                     scores[image_id] = float(value).hex()
         out[run] = scores
     return out

@@ -95,7 +95,7 @@ def run(
             )
         metrics = json.loads((folder / "metrics.json").read_text())
     metrics["folder"] = str(folder)
-    rewards = reward_epochs(folder)
+    rewards = reward_epochs(folder, metrics.get("epochs"))
     if rewards:
         metrics["reward_first"], metrics["reward_last"] = rewards
     print(
@@ -107,8 +107,9 @@ def run(
     return metrics
 
 
-def reward_epochs(folder: Path) -> tuple[float, float] | None:
-    """A GRPO run's mean reward over its first and its last epoch's steps (None: not GRPO)."""
+def reward_epochs(folder: Path, epochs: int | None) -> tuple[float, float] | None:
+    """A GRPO run's mean reward over its first and its last epoch's steps (None: not GRPO),
+    ``epochs`` the run's (its metrics.json)."""
     import csv
 
     path = folder / "grpo_rewards.csv"
@@ -116,8 +117,7 @@ def reward_epochs(folder: Path) -> tuple[float, float] | None:
         return None
     with open(path, encoding="utf-8") as f:
         rewards = [float(row["reward"]) for row in csv.DictReader(f)]
-    epochs = json.loads((folder / "metrics.json").read_text()).get("epochs") or 1
-    per_epoch = max(1, len(rewards) // max(1, int(epochs)))
+    per_epoch = max(1, len(rewards) // max(1, int(epochs or 1)))
     return statistics.fmean(rewards[:per_epoch]), statistics.fmean(rewards[-per_epoch:])
 
 
