@@ -1,0 +1,46 @@
+"""The seeing report: probes of the frozen vision tower on photographs it never saw."""
+
+import json
+
+import numpy as np
+
+from iqa_lightning.tiny.seeing import CLASS_STRENGTHS, main, strength_classes
+from iqa_lightning.tiny.world import DISTORTION_KINDS, Scene
+
+SMALL = ["--train", "400", "--test", "64", "--steps", "60"]
+
+
+def test_strength_classes_follow_the_words():
+    scenes = [
+        Scene("astronaut", None, False, (("blur", 0.1), ("jpeg", 0.9)), seed=0),
+        Scene("camera", None, False, (), seed=0),
+    ]
+    classes = strength_classes(scenes)
+    kinds = [k.name for k in DISTORTION_KINDS]
+    assert classes.shape == (2, len(kinds))
+    assert classes[0, kinds.index("blur")] == 1  # slight
+    assert classes[0, kinds.index("jpeg")] == 4  # severe
+    assert classes[1].sum() == 0
+    # The strength each class stands for lies inside its word's quarter.
+    assert CLASS_STRENGTHS[0] == 0 and np.all(np.diff(CLASS_STRENGTHS) > 0)
+
+
+def _detections(report) -> float:
+    """How many present distortions of the held-out test images the probes detected."""
+    return sum(row["detected"] * row["present"] for row in report.kinds.values())
+
+
+def test_trained_tower_sees_more_than_a_random_one(tmp_path, capsys):
+    trained = main([*SMALL, "--json", str(tmp_path / "seeing.json")])
+    random = main([*SMALL, "--random"])
+    table = capsys.readouterr().out
+    assert table.count("| jpeg |") == 2 and "seeing srcc" in table
+    # The four strength words leave almost the whole ranking (the ceiling the report names).
+    assert trained.oracle_srcc > 0.95
+    # Pre-training taught the tower something the probes can read; a random tower's features
+    # carry far less. Fails if the committed tower's weights stop loading or stop mattering.
+    assert trained.srcc > random.srcc + 0.15
+    assert _detections(trained) > 2 * _detections(random)
+    written = json.loads((tmp_path / "seeing.json").read_text())
+    assert set(written["kinds"]) == {k.name for k in DISTORTION_KINDS}
+    assert written["srcc"] == trained.srcc
