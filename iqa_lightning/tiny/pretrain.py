@@ -65,8 +65,8 @@ class LMMRecipe:
     vision_hidden_size: int = 96
     vision_layers: int = 4
     vocab_size: int = 1024
-    samples: int = 6000
-    vision_steps: int = 1500
+    samples: int = 24000
+    vision_steps: int = 6000
     vision_lr: float = 1e-3
     steps: int = 1500
     batch_size: int = 32
