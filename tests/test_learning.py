@@ -13,6 +13,19 @@ from tests.training import train_in_process
 #: Smallest gain (test SRCC) over zero-shot, and over chance where zero-shot is below it, that a
 #: short run must show: moving away from an anti-correlated zero-shot towards 0 is not learning.
 MARGIN = 0.2
+#: The same for the methods that rate straight from the LMM's features (LoRA and its kin). On the
+#: trained tiny LMM they reach 0.66 to 0.77, while LoRA trained on its neighbours' labels still
+#: reaches 0.36: the best checkpoint is chosen on validation SRCC, and the tower's features are
+#: ordered enough by the distortions for that choice alone to find a partly right direction. So
+#: 0.2 would not catch that bug; 0.45 does.
+LMM_MARGIN = 0.45
+MARGINS = {
+    "learn_lora": LMM_MARGIN,
+    "learn_progressive": LMM_MARGIN,
+    "learn_level_ce": LMM_MARGIN,
+    "learn_soft_label": LMM_MARGIN,
+    "learn_perception": MARGIN,  # rates through its own, imperfect, description (0.53)
+}
 
 
 def gain(metrics: dict, zero_shot: float | None = None) -> float:
@@ -24,18 +37,15 @@ def gain(metrics: dict, zero_shot: float | None = None) -> float:
 def test_demo_beats_zero_shot_on_unseen_photographs(tmp_path, cache_dir):
     metrics = train_in_process(["experiment=demo"], tmp_path, cache_dir)
     assert metrics["zeroshot/srcc"] < 0.5, metrics
-    assert gain(metrics) > MARGIN, metrics
+    assert gain(metrics) > LMM_MARGIN, metrics
     assert (tmp_path / "predictions_zeroshot_test.csv").is_file()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "experiment", ["learn_lora", "learn_progressive", "learn_perception", "learn_level_ce",
-                   "learn_soft_label"],
-)  # fmt: skip
+@pytest.mark.parametrize("experiment", list(MARGINS))
 def test_method_beats_zero_shot(experiment, tmp_path, cache_dir):
     metrics = train_in_process([f"experiment={experiment}"], tmp_path, cache_dir)
-    assert gain(metrics) > MARGIN, metrics
+    assert gain(metrics) > MARGINS[experiment], metrics
 
 
 @pytest.mark.slow
@@ -79,4 +89,5 @@ def test_the_learning_check_catches_a_broken_method(sabotage, monkeypatch, tmp_p
     sabotage(monkeypatch)
     overrides = ["experiment=learn_lora", "stage.tasks=[score]"]
     metrics = train_in_process(overrides, tmp_path, cache_dir)
-    assert gain(metrics) < MARGIN, metrics
+    # Unbroken, this run reaches 0.76 (python train.py experiment=learn_lora stage.tasks=[score]).
+    assert gain(metrics) < MARGINS["learn_lora"], metrics
