@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from iqa_lightning.tiny.seeing import CLASS_STRENGTHS, main, strength_classes
 from iqa_lightning.tiny.world import DISTORTION_KINDS, Scene
@@ -30,17 +31,23 @@ def _detections(report) -> float:
     return sum(row["detected"] * row["present"] for row in report.kinds.values())
 
 
-def test_trained_tower_sees_more_than_a_random_one(tmp_path, capsys):
-    trained = main([*SMALL, "--json", str(tmp_path / "seeing.json")])
-    random = main([*SMALL, "--random"])
+def test_report_of_the_committed_tower(tmp_path, capsys):
+    report = main([*SMALL, "--json", str(tmp_path / "seeing.json")])
     table = capsys.readouterr().out
-    assert table.count("| jpeg |") == 2 and "seeing srcc" in table
+    assert table.count("| jpeg |") == 1 and "seeing srcc" in table
     # The four strength words leave almost the whole ranking (the ceiling the report names).
-    assert trained.oracle_srcc > 0.95
+    assert report.oracle_srcc > 0.95
+    # At these sizes the committed tower reads 0.41 and a random one 0.08 (the slow test below).
+    assert report.srcc > 0.25
+    written = json.loads((tmp_path / "seeing.json").read_text())
+    assert set(written["kinds"]) == {k.name for k in DISTORTION_KINDS}
+    assert written["srcc"] == report.srcc
+
+
+@pytest.mark.slow
+def test_trained_tower_sees_more_than_a_random_one():
+    trained, random = main(SMALL), main([*SMALL, "--random"])
     # Pre-training taught the tower something the probes can read; a random tower's features
     # carry far less. Fails if the committed tower's weights stop loading or stop mattering.
     assert trained.srcc > random.srcc + 0.15
     assert _detections(trained) > 2 * _detections(random)
-    written = json.loads((tmp_path / "seeing.json").read_text())
-    assert set(written["kinds"]) == {k.name for k in DISTORTION_KINDS}
-    assert written["srcc"] == trained.srcc
