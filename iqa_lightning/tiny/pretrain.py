@@ -48,7 +48,7 @@ from iqa_lightning.tiny.world import (
     perception_answers,
     random_scene,
     render,
-    strength_name,
+    strength_classes,
 )
 
 log = logging.getLogger("iqa_lightning.tiny")
@@ -163,16 +163,8 @@ def build_lmm(recipe: LMMRecipe):
 def vision_labels(scenes: Sequence[Scene], sources: Sequence[str]) -> torch.Tensor:
     """``[N, 1 + kinds]`` class labels: the source, then each kind's strength class (0: none,
     1-4: slight .. severe)."""
-    index = {name: i for i, name in enumerate(sources)}
-    rows = []
-    for scene in scenes:
-        strengths = dict(scene.distortions)
-        levels = [
-            1 + STRENGTH_NAMES.index(strength_name(strengths[k.name])) if k.name in strengths else 0
-            for k in DISTORTION_KINDS
-        ]
-        rows.append([index[scene.source], *levels])
-    return torch.tensor(rows)
+    index = torch.tensor([[sources.index(scene.source)] for scene in scenes], dtype=torch.long)
+    return torch.cat([index.reshape(len(scenes), 1), torch.from_numpy(strength_classes(scenes))], 1)
 
 
 def _optimise(

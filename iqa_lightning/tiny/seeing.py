@@ -31,11 +31,10 @@ from iqa_lightning.tiny.world import (
     DISTORTION_KINDS,
     HELD_OUT_PHOTOS,
     STRENGTH_NAMES,
-    Scene,
     quality,
     random_scene,
     render,
-    strength_name,
+    strength_classes,
 )
 
 __all__ = ["SeeingReport", "pooled_features", "seeing_report", "strength_classes"]
@@ -78,22 +77,6 @@ class SeeingReport:
             )
         lines.append(f"seeing srcc {self.srcc:.3f} oracle srcc {self.oracle_srcc:.3f}")
         return "\n".join(lines)
-
-
-def strength_classes(scenes: Sequence[Scene]) -> np.ndarray:
-    """``[N, kinds]`` classes: 0 when a kind is absent, else 1-4 for slight .. severe."""
-    rows = []
-    for scene in scenes:
-        strengths = dict(scene.distortions)
-        rows.append(
-            [
-                1 + STRENGTH_NAMES.index(strength_name(strengths[k.name]))
-                if k.name in strengths
-                else 0
-                for k in DISTORTION_KINDS
-            ]
-        )
-    return np.array(rows, dtype=np.int64)
 
 
 @torch.no_grad()

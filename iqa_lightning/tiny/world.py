@@ -40,6 +40,7 @@ __all__ = [
     "quality",
     "random_scene",
     "render",
+    "strength_classes",
     "strength_name",
 ]
 
@@ -192,6 +193,23 @@ def strength_name(t: float) -> str:
     """The word for a strength in (0, 1]: slight, moderate, strong or severe."""
     index = min(len(STRENGTH_NAMES) - 1, int(t * len(STRENGTH_NAMES)))
     return STRENGTH_NAMES[index]
+
+
+def strength_classes(scenes: Sequence[Scene]) -> np.ndarray:
+    """``[N, kinds]`` classes in :data:`DISTORTION_KINDS` order: 0 when a kind is absent, else
+    1-4 for its strength word (slight .. severe)."""
+    rows = []
+    for scene in scenes:
+        strengths = dict(scene.distortions)
+        rows.append(
+            [
+                1 + STRENGTH_NAMES.index(strength_name(strengths[k.name]))
+                if k.name in strengths
+                else 0
+                for k in DISTORTION_KINDS
+            ]
+        )
+    return np.array(rows, dtype=np.int64).reshape(len(scenes), len(DISTORTION_KINDS))
 
 
 @lru_cache(maxsize=64)
