@@ -1,4 +1,5 @@
-"""Every option of every config group, and every experiment, composes and resolves."""
+"""Every option of every config group, and every experiment, composes and resolves (and no model
+preset runs remote code or checkpoints gradients by default)."""
 
 from pathlib import Path
 
@@ -54,6 +55,10 @@ def test_option_composes_and_resolves(group, option, tmp_path):
     assert resolved["dataset"]["image_size"] == resolved["model"]["image_size"]
     if not resolved["prompt"].get("_partial_"):
         assert resolved["prompt"]["image_size"] == resolved["model"]["image_size"]
+    if group == "model":
+        # composed, so a preset that extends another (one_align: mplug_owl2_7b) counts
+        assert resolved["model"].get("trust_remote_code", False) is False
+        assert resolved["model"]["gradient_checkpointing"] is False
 
 
 @pytest.mark.parametrize("option", options("prompt"))

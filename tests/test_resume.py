@@ -27,7 +27,7 @@ from iqa_lightning.resume import (
     resumed_run,
     trim_metrics,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, run_main
 
 SHORT = ["experiment=smoke", "dataset.n_refs=4", "dataset.generated_size=96",
          "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]  # fmt: skip
@@ -155,10 +155,13 @@ def _wandb_ids(run: Path) -> set[str]:
     return {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("*run-*")}
 
 
-def test_resume_cli_keeps_config_history_and_wandb_run(run_env, tmp_path):
+def test_resume_cli_keeps_config_history_and_wandb_run(run_env, tmp_path, capsys):
+    # In-process (run_main: as ``python train.py ...``, without the imports of a fresh process);
+    # the slow Ctrl-C test below resumes through real subprocesses.
     run = tmp_path / "run"
-    code, text = _cli([*SHORT, "trainer.max_epochs=1", f"hydra.run.dir={run}"], run_env)
-    assert code == 0, text[-3000:]
+    ended = run_main("iqa_lightning.train", [*SHORT, "trainer.max_epochs=1", f"hydra.run.dir={run}"],
+                     capsys, env=run_env)  # fmt: skip
+    assert ended.code == 0, ended.text[-3000:]
     before = _hydra_bytes(run)
     assert _epochs(run) == [0] and len(_wandb_ids(run)) == 1
 
@@ -167,8 +170,9 @@ def test_resume_cli_keeps_config_history_and_wandb_run(run_env, tmp_path):
         resume_args([f"resume={run}", "prompt.size=10"])
     assert _hydra_bytes(run) == before
 
-    code, text = _cli([f"resume={run}", "trainer.max_epochs=2"], run_env)
-    assert code == 0, text[-3000:]
+    ended = run_main("iqa_lightning.train", [f"resume={run}", "trainer.max_epochs=2"], capsys,
+                     env=run_env)  # fmt: skip
+    assert ended.code == 0, ended.text[-3000:]
     assert _hydra_bytes(run) == before
     assert _epochs(run) == [0, 1]
     assert len(_wandb_ids(run)) == 1, sorted((run / "wandb").iterdir())

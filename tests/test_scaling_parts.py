@@ -168,16 +168,3 @@ def test_trainer_presets_use_safe_checkpoints_and_label_safe_half_precision(pres
     assert isinstance(trainer.strategy.checkpoint_io, SafeCheckpointIO)
     assert isinstance(trainer.strategy, DDPStrategy) == (preset == "ddp_sim")
     assert isinstance(label_safe_precision("bf16-true", fsdp=True), LabelSafeFSDPPrecision)
-
-
-def test_remote_model_code_is_off_in_every_model_config():
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        for path in sorted((Path(CONFIG_DIR) / "model").glob("*.yaml")):
-            # composed, so a preset that extends another (one_align: mplug_owl2_7b) counts
-            node = compose("train", overrides=[f"model={path.stem}"]).model
-            assert node.get("trust_remote_code", False) is False, path.name
-            assert node.gradient_checkpointing is False, path.name
