@@ -9,8 +9,9 @@ the seeing alone, in a minute, before a 40-minute learning benchmark: the tower 
 one linear probe per distortion kind is fitted on its pooled patch features (the features the
 language model reads) for scenes of the photographs pre-training saw; the probes then read the
 held-out photographs (:data:`~iqa_lightning.tiny.world.HELD_OUT_PHOTOS`) at the learning set's
-held-out strengths. Per kind it gives how often a present distortion is detected, how often an
-absent one is imagined, and how often the strength word is right when present. Its last figure,
+held-out strengths. Per kind it gives how often a present distortion is detected (overall and
+per true strength word), how often an absent one is imagined, and how often the strength word
+is right when present. Its last figure,
 ``seeing srcc``, ranks the held-out images by the quality law
 (:func:`~iqa_lightning.tiny.world.quality`) applied to the probed strengths: what a model that
 rates perfectly from what this tower sees would reach. ``oracle srcc`` applies the law to the
@@ -51,7 +52,10 @@ class SeeingReport:
     Attributes:
         kinds: kind name -> ``detected`` (share of present distortions probed present),
             ``imagined`` (share of absent ones probed present), ``strength`` (share of present
-            ones whose strength word is right), ``present`` (how many test images have it).
+            ones whose strength word is right), ``present`` (how many test images have it),
+            and ``detected_<word>`` for each strength word (``detected_slight`` ..
+            ``detected_severe``: the detection rate of the distortions of that true strength,
+            NaN where the test has none).
         srcc: Spearman correlation of the law on the probed strengths with the law on the true
             strengths, over the held-out test images.
         oracle_srcc: The same with the true strength words.
@@ -66,14 +70,16 @@ class SeeingReport:
 
     def table(self) -> str:
         """A Markdown table, then ``seeing srcc <s> oracle srcc <o>``."""
+        words = " | ".join(f"detected {word}" for word in STRENGTH_NAMES)
         lines = [
-            "| kind | present | detected | imagined | strength word |",
-            "|---|---|---|---|---|",
+            f"| kind | present | detected | imagined | strength word | {words} |",
+            "|---|---|---|---|---|" + "---|" * len(STRENGTH_NAMES),
         ]
         for name, row in self.kinds.items():
+            by_word = " | ".join(f"{row[f'detected_{word}']:.2f}" for word in STRENGTH_NAMES)
             lines.append(
                 f"| {name} | {int(row['present'])} | {row['detected']:.2f} | "
-                f"{row['imagined']:.2f} | {row['strength']:.2f} |"
+                f"{row['imagined']:.2f} | {row['strength']:.2f} | {by_word} |"
             )
         lines.append(f"seeing srcc {self.srcc:.3f} oracle srcc {self.oracle_srcc:.3f}")
         return "\n".join(lines)
@@ -169,6 +175,11 @@ def seeing_report(
             if present.any()
             else float("nan"),
         }
+        for c, word in enumerate(STRENGTH_NAMES, start=1):
+            of_word = true == c
+            kinds[kind.name][f"detected_{word}"] = (
+                float((guess[of_word] > 0).mean()) if of_word.any() else float("nan")
+            )
     true_quality = np.array([quality(s.distortions) for s in test_scenes])
     return SeeingReport(
         kinds=kinds,

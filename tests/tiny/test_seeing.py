@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from iqa_lightning.tiny.seeing import CLASS_STRENGTHS, main, strength_classes
-from iqa_lightning.tiny.world import DISTORTION_KINDS, Scene
+from iqa_lightning.tiny.world import DISTORTION_KINDS, STRENGTH_NAMES, Scene
 
 SMALL = ["--train", "400", "--test", "64", "--steps", "60"]
 
@@ -42,6 +42,15 @@ def test_report_of_the_committed_tower(tmp_path, capsys):
     written = json.loads((tmp_path / "seeing.json").read_text())
     assert set(written["kinds"]) == {k.name for k in DISTORTION_KINDS}
     assert written["srcc"] == report.srcc
+    # Per strength word: the overall rate is their mix, weighted by how many of each there are.
+    for name, row in report.kinds.items():
+        rates = [row[f"detected_{word}"] for word in STRENGTH_NAMES]
+        assert all(np.isnan(r) or 0 <= r <= 1 for r in rates), name
+        assert min(np.nan_to_num(rates, nan=1.0)) <= row["detected"] + 1e-9, name
+        assert max(np.nan_to_num(rates, nan=0.0)) >= row["detected"] - 1e-9, name
+    assert table.splitlines()[0].endswith(
+        "| detected slight | detected moderate | detected strong | detected severe |"
+    )
 
 
 @pytest.mark.slow
