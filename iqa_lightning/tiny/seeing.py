@@ -3,6 +3,7 @@
     python -m iqa_lightning.tiny.seeing                          # the committed tiny LLaVA
     python -m iqa_lightning.tiny.seeing --pretrained <folder>    # a folder pretrain wrote
     python -m iqa_lightning.tiny.seeing --random                 # the same tower, untrained
+    python -m iqa_lightning.tiny.seeing --seen-photos            # test on the seen photographs
 
 A learning run on ``dataset=learning`` can only rate what its model sees. This report measures
 the seeing alone, in a minute, before a 40-minute learning benchmark: the tower is frozen, and
@@ -31,6 +32,7 @@ import torch
 from iqa_lightning.tiny.world import (
     DISTORTION_KINDS,
     HELD_OUT_PHOTOS,
+    PHOTOS,
     STRENGTH_NAMES,
     quality,
     random_scene,
@@ -129,6 +131,7 @@ def seeing_report(
     test: int = 384,
     steps: int = 300,
     seed: int = 0,
+    seen_photos: bool = False,
 ) -> SeeingReport:
     """Probe a backbone's frozen vision tower (module docstring).
 
@@ -139,6 +142,9 @@ def seeing_report(
         test: Held-out test scenes (held-out photographs, the learning set's test strengths).
         steps: Full-batch Adam steps per probe.
         seed: Seeds the scenes and the probes.
+        seen_photos: Test on crops of the photographs pre-training saw (not augmented) instead
+            of the held-out ones, at the same strengths: the gap between the two is what
+            generalising to unseen photographs costs.
     """
     from scipy.stats import spearmanr
 
@@ -148,7 +154,8 @@ def seeing_report(
     side = backbone.model.config.vision_config.image_size
     images, scenes = build_examples(train, side, seed, pretraining_sources(), augment=True)
     rng = np.random.default_rng([seed, 1])
-    test_scenes = [random_scene(rng, list(HELD_OUT_PHOTOS), TEST_STRENGTHS) for _ in range(test)]
+    photos = [p for p in PHOTOS if p not in HELD_OUT_PHOTOS] if seen_photos else HELD_OUT_PHOTOS
+    test_scenes = [random_scene(rng, list(photos), TEST_STRENGTHS) for _ in range(test)]
     test_images = np.stack([np.asarray(render(s, side)) for s in test_scenes])
 
     features, test_features = (
@@ -200,6 +207,11 @@ def main(argv: Sequence[str] | None = None) -> SeeingReport:
     parser.add_argument("--test", type=int, default=384, help="held-out test scenes")
     parser.add_argument("--steps", type=int, default=300, help="probe steps")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seen-photos",
+        action="store_true",
+        help="test on the photographs pre-training saw instead of the held-out ones",
+    )
     parser.add_argument("--json", help="also write the report as JSON here")
     args = parser.parse_args(argv)
 
@@ -211,7 +223,9 @@ def main(argv: Sequence[str] | None = None) -> SeeingReport:
 
         torch.manual_seed(args.seed)
         backbone.model = LlavaForConditionalGeneration(backbone.model.config).eval()
-    report = seeing_report(backbone, args.train, args.test, args.steps, args.seed)
+    report = seeing_report(
+        backbone, args.train, args.test, args.steps, args.seed, seen_photos=args.seen_photos
+    )
     print(report.table())
     if args.json:
         from dataclasses import asdict
