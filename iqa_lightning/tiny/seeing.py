@@ -6,7 +6,7 @@
     python -m iqa_lightning.tiny.seeing --seen-photos            # test on the seen photographs
 
 A learning run on ``dataset=learning`` can only rate what its model sees. This report measures
-the seeing alone, in a minute, before a 40-minute learning benchmark: the tower is frozen, and
+the seeing alone, in a minute, before a 15-minute learning benchmark: the tower is frozen, and
 one linear probe per distortion kind is fitted on its pooled patch features (the features the
 language model reads) for scenes of the photographs pre-training saw; the probes then read the
 held-out photographs (:data:`~iqa_lightning.tiny.world.HELD_OUT_PHOTOS`) at the learning set's
@@ -139,7 +139,8 @@ def seeing_report(
         backbone: A LLaVA-family backbone (``vision_tower()``, ``normalize``, ``model.config``).
         train: Probe-training scenes, drawn as pre-training draws them (seen photographs and
             patterns, augmented).
-        test: Held-out test scenes (held-out photographs, the learning set's test strengths).
+        test: Test scenes (the held-out photographs unless ``seen_photos``; the learning set's
+            test strengths).
         steps: Full-batch Adam steps per probe.
         seed: Seeds the scenes and the probes.
         seen_photos: Test on crops of the photographs pre-training saw (not augmented) instead
