@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,8 @@ class LMMRecipe:
     samples: int = 24000
     vision_steps: int = 6000
     vision_lr: float = 1e-3
+    vision_focus: int = 0
+    vision_source_head: bool = True
     steps: int = 1500
     batch_size: int = 32
     lr: float = 1e-3
@@ -160,6 +162,33 @@ def build_lmm(recipe: LMMRecipe):
     return backbone
 
 
+def focused_examples(
+    per_kind: int, side: int, seed: int
+) -> tuple[np.ndarray, list[Scene], list[np.ndarray]]:
+    """The vision stage's focused scenes: ``per_kind`` crops of the seen photographs with one
+    distortion kind alone (strength uniform in (0.05, 1]), for every kind, then ``per_kind``
+    clean crops (augmented). Returns the images, the scenes and one index array per kind
+    (:data:`DISTORTION_KINDS` order), the clean ones last."""
+    from iqa_lightning.tiny.world import GREY
+
+    rng = np.random.default_rng([seed, 3])
+    photos = [p for p in PHOTOS if p not in HELD_OUT_PHOTOS]
+    scenes: list[Scene] = []
+    pools = []
+    for kind in [*DISTORTION_KINDS, None]:
+        start = len(scenes)
+        while len(scenes) < start + per_kind:
+            scene = random_scene(rng, photos, max_distortions=0, augment=True)
+            if kind is not None and kind.colour and scene.source in GREY:
+                continue
+            strength = round(float(rng.uniform(0.05, 1.0)), 4)
+            distortions = ((kind.name, strength),) if kind is not None else ()
+            scenes.append(replace(scene, distortions=distortions))
+        pools.append(np.arange(start, len(scenes)))
+    images = np.stack([np.asarray(render(s, side)) for s in scenes])
+    return images, scenes, pools
+
+
 def vision_labels(scenes: Sequence[Scene], sources: Sequence[str]) -> torch.Tensor:
     """``[N, 1 + kinds]`` class labels: the source, then each kind's strength class (0: none,
     1-4: slight .. severe)."""
@@ -217,15 +246,31 @@ def _save_folder(model, tokenizer, size: int, mean, std, recipe, losses, out: Pa
 
 
 def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_every: int = 50):
-    """Stage A, as a LLaVA's vision tower comes pre-trained: the tower learns to classify each
-    image's source and every distortion kind's strength from the mean of the patch features
-    it hands the language model (temporary linear heads, dropped after). Returns the losses."""
+    """Stage A, as a LLaVA's vision tower comes pre-trained: the tower learns every distortion
+    kind's strength class (and, with ``recipe.vision_source_head``, which photograph or pattern
+    each image is) from the mean of the patch features it hands the language model (temporary
+    linear heads, dropped after). Returns the losses.
+
+    By default its batches are drawn from the pre-training mix, where a kind is in about one
+    image in eight, among other distortions and patterns. With ``recipe.vision_focus`` > 0 each
+    step is about one kind, in turn: half the batch has that kind alone, a quarter is clean, a
+    quarter has one other kind alone (:func:`focused_examples`, ``vision_focus`` scenes per
+    kind). Without the source head, that tower sees the held-out photographs' distortions
+    better (JPEG blocks above all); what it does to each method is measured in
+    docs/learning.md ("One kind at a time").
+    """
     sources = pretraining_sources()
+    if recipe.vision_focus > 0:
+        images, scenes, pools = focused_examples(
+            recipe.vision_focus, recipe.image_size, recipe.seed
+        )
     labels = vision_labels(scenes, sources)
+    if not recipe.vision_source_head:
+        labels = labels[:, 1:]
     tower = backbone.vision_tower()
     width = tower.config.hidden_size
     heads = torch.nn.ModuleList(
-        [torch.nn.Linear(width, len(sources))]
+        ([torch.nn.Linear(width, len(sources))] if recipe.vision_source_head else [])
         + [torch.nn.Linear(width, 1 + len(STRENGTH_NAMES)) for _ in DISTORTION_KINDS]
     )
     params = [*tower.parameters(), *heads.parameters()]
@@ -233,8 +278,20 @@ def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_ev
     rng = np.random.default_rng(recipe.seed + 2)
     layer = backbone.model.config.vision_feature_layer
 
+    def batch(step: int) -> np.ndarray:
+        if recipe.vision_focus <= 0:
+            return rng.choice(len(scenes), size=recipe.batch_size, replace=False)
+        kinds, size = len(DISTORTION_KINDS), recipe.batch_size
+        half, quarter = size // 2, size // 4
+        others = np.concatenate([pool for k, pool in enumerate(pools[:kinds]) if k != step % kinds])
+        return np.concatenate([
+            rng.choice(pools[step % kinds], size=half, replace=False),
+            rng.choice(pools[kinds], size=quarter, replace=False),
+            rng.choice(others, size=size - half - quarter, replace=False),
+        ])  # fmt: skip
+
     def loss_at(step: int) -> torch.Tensor:
-        index = rng.choice(len(scenes), size=recipe.batch_size, replace=False)
+        index = batch(step)
         pixels = backbone.normalize(_pixels(images[index]))
         hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[layer]
         pooled = hidden[:, 1:].mean(dim=1)
@@ -423,6 +480,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--vision-steps", type=int, default=None, help="vision tower steps")
     parser.add_argument("--clip-steps", type=int, default=None, help="CLIP steps")
     parser.add_argument("--samples", type=int, default=None, help="LMM pre-training images")
+    parser.add_argument(
+        "--vision-focus", type=int, default=None,
+        help="vision stage: scenes per kind for one-kind-at-a-time batches (0: the mix)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--vision-source-head", action=argparse.BooleanOptionalAction, default=None,
+        help="vision stage: also learn which photograph or pattern each image is",
+    )  # fmt: skip
     parser.add_argument("--only", choices=["lmm", "clip"], default=None, help="train one model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -435,6 +500,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             recipe.samples = args.samples
         if args.vision_steps is not None:
             recipe.vision_steps = args.vision_steps
+        if args.vision_focus is not None:
+            recipe.vision_focus = args.vision_focus
+        if args.vision_source_head is not None:
+            recipe.vision_source_head = args.vision_source_head
         backbone, losses = train_lmm(recipe)
         print(f"lmm: loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f}; "
               f"{save_lmm(backbone, recipe, losses, args.out / LMM_FOLDER)}")  # fmt: skip

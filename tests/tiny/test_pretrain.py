@@ -9,7 +9,17 @@ import pytest
 import torch
 
 from iqa_lightning.models.score import WordScore
-from iqa_lightning.tiny.pretrain import CLIPRecipe, LMMRecipe, train_clip, train_lmm
+from iqa_lightning.tiny.pretrain import (
+    CLIPRecipe,
+    LMMRecipe,
+    build_examples,
+    build_lmm,
+    focused_examples,
+    pretraining_sources,
+    train_clip,
+    train_lmm,
+    train_vision,
+)
 from iqa_lightning.tiny.trained import (
     CLIP_FOLDER,
     LMM_FOLDER,
@@ -18,13 +28,39 @@ from iqa_lightning.tiny.trained import (
     load_tiny_llava,
     trained_folder,
 )
+from iqa_lightning.tiny.world import DISTORTION_KINDS, HELD_OUT_PHOTOS, PHOTOS
 
 
 def test_lmm_recipe_loss_falls_in_a_few_steps():
-    recipe = LMMRecipe(samples=48, vision_steps=6, steps=10, batch_size=8, warmup=2)
+    recipe = LMMRecipe(samples=48, vision_steps=6, vision_focus=8, steps=10, batch_size=8, warmup=2)
     backbone, losses = train_lmm(recipe, log_every=100)
     assert np.mean(losses[-3:]) < losses[0] - 0.5, losses
     assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_focused_vision_scenes_have_one_kind_alone_on_seen_photographs():
+    images, scenes, pools = focused_examples(3, 32, seed=0)
+    assert images.shape == (27, 32, 32, 3) and [len(p) for p in pools] == [3] * 9
+    for kind, pool in zip([*DISTORTION_KINDS, None], pools, strict=True):
+        for i in pool:
+            assert scenes[i].source in PHOTOS and scenes[i].source not in HELD_OUT_PHOTOS
+            assert [name for name, _ in scenes[i].distortions] == ([kind.name] if kind else [])
+
+
+@pytest.mark.parametrize("focus, source_head", [(4, False), (0, True)])
+def test_vision_stage_trains_every_head_from_either_batch_source(focus, source_head):
+    recipe = LMMRecipe(
+        samples=16, vision_steps=3, vision_focus=focus, vision_source_head=source_head,
+        batch_size=8, warmup=1,
+    )  # fmt: skip
+    backbone = build_lmm(recipe)
+    before = [p.detach().clone() for p in backbone.vision_tower().parameters()]
+    images, scenes = build_examples(16, 64, 0, pretraining_sources())
+    losses = train_vision(backbone, images, scenes, recipe, log_every=100)
+    # one cross-entropy per kind (and per source), averaged: about ln(5) at the start
+    assert len(losses) == 3 and 1.0 < losses[0] < 4.0, losses
+    after = list(backbone.vision_tower().parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
 
 
 def test_clip_recipe_loss_falls_in_a_few_steps():
