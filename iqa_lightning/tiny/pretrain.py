@@ -260,6 +260,11 @@ def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_ev
     docs/learning.md ("One kind at a time").
     """
     sources = pretraining_sources()
+    if 0 < recipe.vision_focus < recipe.batch_size // 2:
+        raise ValueError(
+            f"vision_focus={recipe.vision_focus} is below half the batch "
+            f"({recipe.batch_size // 2}): each step draws that many scenes of one kind"
+        )
     if recipe.vision_focus > 0:
         images, scenes, pools = focused_examples(
             recipe.vision_focus, recipe.image_size, recipe.seed

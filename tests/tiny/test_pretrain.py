@@ -63,6 +63,12 @@ def test_vision_stage_trains_every_head_from_either_batch_source(focus, source_h
     assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
 
 
+def test_vision_focus_below_half_a_batch_is_refused_by_name():
+    recipe = LMMRecipe(samples=16, vision_steps=1, vision_focus=3, batch_size=8)
+    with pytest.raises(ValueError, match=r"vision_focus=3 is below half the batch \(4\)"):
+        train_vision(build_lmm(recipe), *build_examples(16, 64, 0, pretraining_sources()), recipe)
+
+
 def test_clip_recipe_loss_falls_in_a_few_steps():
     recipe = CLIPRecipe(samples=64, steps=15, batch_size=16, warmup=2)
     _, losses = train_clip(recipe, log_every=100)
