@@ -37,6 +37,7 @@ from iqa_lightning.models.backbones.tokenizer import build_tiny_tokenizer
 from iqa_lightning.tiny.trained import CLIP_FOLDER, LMM_FOLDER, TRAINED_DIR
 from iqa_lightning.tiny.world import (
     DISTORTION_KINDS,
+    GREY,
     HELD_OUT_PHOTOS,
     PATTERNS,
     PHOTOS,
@@ -169,8 +170,6 @@ def focused_examples(
     distortion kind alone (strength uniform in (0.05, 1]), for every kind, then ``per_kind``
     clean crops (augmented). Returns the images, the scenes and one index array per kind
     (:data:`DISTORTION_KINDS` order), the clean ones last."""
-    from iqa_lightning.tiny.world import GREY
-
     rng = np.random.default_rng([seed, 3])
     photos = [p for p in PHOTOS if p not in HELD_OUT_PHOTOS]
     scenes: list[Scene] = []
@@ -283,16 +282,18 @@ def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_ev
     rng = np.random.default_rng(recipe.seed + 2)
     layer = backbone.model.config.vision_feature_layer
 
+    kinds, size = len(DISTORTION_KINDS), recipe.batch_size
+    if recipe.vision_focus > 0:  # for each kind, the scenes with another kind alone
+        others = [np.concatenate(pools[:k] + pools[k + 1 : kinds]) for k in range(kinds)]
+
     def batch(step: int) -> np.ndarray:
         if recipe.vision_focus <= 0:
-            return rng.choice(len(scenes), size=recipe.batch_size, replace=False)
-        kinds, size = len(DISTORTION_KINDS), recipe.batch_size
-        half, quarter = size // 2, size // 4
-        others = np.concatenate([pool for k, pool in enumerate(pools[:kinds]) if k != step % kinds])
+            return rng.choice(len(scenes), size=size, replace=False)
+        kind, half, quarter = step % kinds, size // 2, size // 4
         return np.concatenate([
-            rng.choice(pools[step % kinds], size=half, replace=False),
+            rng.choice(pools[kind], size=half, replace=False),
             rng.choice(pools[kinds], size=quarter, replace=False),
-            rng.choice(others, size=size - half - quarter, replace=False),
+            rng.choice(others[kind], size=size - half - quarter, replace=False),
         ])  # fmt: skip
 
     def loss_at(step: int) -> torch.Tensor:
