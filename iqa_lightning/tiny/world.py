@@ -1,7 +1,7 @@
 """The small visual world the trained tiny models learn from, and the quality law of its IQA set.
 
-Everything is made offline from the photographs scikit-image ships (:data:`PHOTOS`) and from
-generated patterns (:data:`PATTERNS`), with distortions of known type and strength:
+Everything is made offline from the photographs scikit-image and matplotlib ship (:data:`PHOTOS`)
+and from generated patterns (:data:`PATTERNS`), with distortions of known type and strength:
 
 - :func:`render` crops a source (a seeded random square, or the centre), resizes it to the
   model's side and applies the distortions in a fixed order;
@@ -44,7 +44,8 @@ __all__ = [
     "strength_name",
 ]
 
-#: scikit-image photographs (name -> what it shows). All ship with scikit-image; none downloads.
+#: Photographs (name -> what it shows). All ship with scikit-image, one with matplotlib (both
+#: dependencies); none downloads.
 PHOTOS = {
     "astronaut": "an astronaut in a white suit",
     "camera": "a man holding a camera",
@@ -64,6 +65,8 @@ PHOTOS = {
     "cell": "a cell under a microscope",
     "page": "a printed page of text",
     "text": "painted letters on a sign",
+    "motorcycle": "a motorcycle in a workshop",
+    "grace_hopper": "a woman in a naval uniform",
 }
 #: Grey photographs (colour distortions are not drawn for them).
 GREY = frozenset("camera coins moon brick grass gravel clock cell page text".split())
@@ -212,11 +215,29 @@ def strength_classes(scenes: Sequence[Scene]) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(len(scenes), len(DISTORTION_KINDS))
 
 
+def _motorcycle() -> np.ndarray:
+    from skimage import data as skdata
+
+    return skdata.stereo_motorcycle()[0]  # the left view of the stereo pair
+
+
+def _grace_hopper() -> np.ndarray:
+    from matplotlib import cbook
+    from PIL import Image
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+#: Photographs that ship with a dependency other than as ``skimage.data.<name>()``.
+_OTHER_PHOTOS = {"motorcycle": _motorcycle, "grace_hopper": _grace_hopper}
+
+
 @lru_cache(maxsize=64)
 def _photo(name: str) -> np.ndarray:
     from skimage import data as skdata
 
-    array = getattr(skdata, name)()
+    array = _OTHER_PHOTOS[name]() if name in _OTHER_PHOTOS else getattr(skdata, name)()
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     if array.ndim == 2:

@@ -56,6 +56,16 @@ def test_render_is_deterministic_and_distortions_change_pixels():
         assert diff > 1.0, kind.name
 
 
+@pytest.mark.parametrize("name", sorted(PHOTOS))
+def test_every_photograph_renders_offline(name):
+    """Each source ships with a dependency (scikit-image, matplotlib): none downloads."""
+    image = np.asarray(render(Scene(name, (0.5, 0.5, 1.0), False, (), seed=0), 64))
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    assert image.std() > 5, name  # a photograph, not a blank
+    spread = np.abs(image[..., 0].astype(int) - image[..., 2]).mean()
+    assert (spread < 1) == (name in GREY), name  # GREY names exactly the grey ones
+
+
 def test_colour_distortions_are_not_drawn_for_grey_photographs():
     rng = np.random.default_rng(1)
     colour_only = {k.name for k in DISTORTION_KINDS if k.colour}

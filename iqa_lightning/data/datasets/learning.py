@@ -1,9 +1,9 @@
 """The offline IQA set of the learning proof (``dataset=learning``), made without a download.
 
-Images come from the world of :mod:`iqa_lightning.tiny.world`: crops of scikit-image's
-photographs with zero to two distortions of known kind and strength each. Its MOS is the
-fixed law :func:`~iqa_lightning.tiny.world.quality` (kind-specific weights and curvatures,
-several distortions multiplying), plus seeded rater noise of standard deviation
+Images come from the world of :mod:`iqa_lightning.tiny.world`: crops of the photographs
+scikit-image and matplotlib ship, with zero to two distortions of known kind and strength each.
+Its MOS is the fixed law :func:`~iqa_lightning.tiny.world.quality` (kind-specific weights and
+curvatures, several distortions multiplying), plus seeded rater noise of standard deviation
 :data:`RATER_NOISE` on the 1-5 scale. The split is written in the file:
 
 - ``train`` and ``val``: the photographs that pre-training also saw, distortion strengths
@@ -42,7 +42,7 @@ __all__ = [
     "learning_dirname",
 ]
 
-GENERATOR_VERSION = 2  # bump with every change to the set or to iqa_lightning/tiny/world.py
+GENERATOR_VERSION = 3  # bump with every change to the set or to iqa_lightning/tiny/world.py
 MARKER = "learning_set.json"
 LABELS = "labels.csv"
 TRAIN_STRENGTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
