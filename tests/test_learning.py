@@ -14,8 +14,8 @@ from tests.training import train_in_process
 #: short run must show: moving away from an anti-correlated zero-shot towards 0 is not learning.
 MARGIN = 0.2
 #: The same for the methods that rate straight from the LMM's features (LoRA and its kin). On the
-#: trained tiny LMM they reach 0.66 to 0.77, while LoRA trained on its neighbours' labels still
-#: reaches 0.36: the best checkpoint is chosen on validation SRCC, and the tower's features are
+#: trained tiny LMM they reach 0.69 to 0.75, while LoRA trained on its neighbours' labels still
+#: reaches 0.33: the best checkpoint is chosen on validation SRCC, and the tower's features are
 #: ordered enough by the distortions for that choice alone to find a partly right direction. So
 #: 0.2 would not catch that bug; 0.45 does.
 LMM_MARGIN = 0.45
@@ -24,7 +24,7 @@ MARGINS = {
     "learn_progressive": LMM_MARGIN,
     "learn_level_ce": LMM_MARGIN,
     "learn_soft_label": LMM_MARGIN,
-    "learn_perception": MARGIN,  # rates through its own, imperfect, description (0.53)
+    "learn_perception": MARGIN,  # rates through its own, imperfect, description (0.46)
 }
 
 
@@ -89,5 +89,6 @@ def test_the_learning_check_catches_a_broken_method(sabotage, monkeypatch, tmp_p
     sabotage(monkeypatch)
     overrides = ["experiment=learn_lora", "stage.tasks=[score]"]
     metrics = train_in_process(overrides, tmp_path, cache_dir)
-    # Unbroken, this run reaches 0.76 (python train.py experiment=learn_lora stage.tasks=[score]).
+    # Unbroken, this run reaches 0.75 (python train.py experiment=learn_lora stage.tasks=[score]);
+    # with the labels shifted, 0.33.
     assert gain(metrics) < MARGINS["learn_lora"], metrics

@@ -69,8 +69,8 @@ class LMMRecipe:
     samples: int = 24000
     vision_steps: int = 6000
     vision_lr: float = 1e-3
-    vision_focus: int = 0
-    vision_source_head: bool = True
+    vision_focus: int = 1200
+    vision_source_head: bool = False
     steps: int = 1500
     batch_size: int = 32
     lr: float = 1e-3
@@ -250,13 +250,13 @@ def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_ev
     each image is) from the mean of the patch features it hands the language model (temporary
     linear heads, dropped after). Returns the losses.
 
-    By default its batches are drawn from the pre-training mix, where a kind is in about one
-    image in eight, among other distortions and patterns. With ``recipe.vision_focus`` > 0 each
-    step is about one kind, in turn: half the batch has that kind alone, a quarter is clean, a
-    quarter has one other kind alone (:func:`focused_examples`, ``vision_focus`` scenes per
-    kind). Without the source head, that tower sees the held-out photographs' distortions
-    better (JPEG blocks above all); what it does to each method is measured in
-    docs/learning.md ("One kind at a time").
+    With ``recipe.vision_focus`` > 0 (the default) each step is about one kind, in turn: half
+    the batch has that kind alone, a quarter is clean, a quarter has one other kind alone
+    (:func:`focused_examples`, ``vision_focus`` scenes per kind). With ``vision_focus=0`` its
+    batches are drawn from the pre-training mix instead, where a kind is in about one image in
+    eight, among other distortions and patterns: that tower barely learns JPEG blocks and
+    pixelation, and with the source head it sees the held-out photographs less well (measured
+    in docs/learning.md, "One kind at a time").
     """
     sources = pretraining_sources()
     if 0 < recipe.vision_focus < recipe.batch_size // 2:
@@ -379,8 +379,8 @@ Trained in this repository from random initialisation, offline, on CPU:
 
 {what}
 
-- Data: crops of scikit-image's photographs (less the held-out ones: {held_out}) and generated
-  patterns, each with 0-2 distortions of known kind and strength
+- Data: crops of the photographs scikit-image and matplotlib ship (less the held-out ones:
+  {held_out}) and generated patterns, each with 0-2 distortions of known kind and strength
   (`iqa_lightning/tiny/world.py`); the text never uses a quality level word.
 - Recipe (`recipe.json` holds every setting): {settings}.
 - Loss: {first_loss:.3f} at the start, {final_loss:.3f} at the end ({steps} steps, torch {torch}).

@@ -37,8 +37,9 @@ def test_report_of_the_committed_tower(tmp_path, capsys):
     assert table.count("| jpeg |") == 1 and "seeing srcc" in table
     # The four strength words leave almost the whole ranking (the ceiling the report names).
     assert report.oracle_srcc > 0.95
-    # At these sizes the committed tower reads 0.41 and a random one 0.08 (the slow test below).
-    assert report.srcc > 0.25
+    # At these sizes the committed tower reads 0.72 (the tower before it 0.41); the slow test
+    # below holds it against a random one.
+    assert report.srcc > 0.4
     written = json.loads((tmp_path / "seeing.json").read_text())
     assert set(written["kinds"]) == {k.name for k in DISTORTION_KINDS}
     assert written["srcc"] == report.srcc
@@ -48,10 +49,11 @@ def test_report_of_the_committed_tower(tmp_path, capsys):
         assert all(np.isnan(r) or 0 <= r <= 1 for r in rates), name
         assert min(np.nan_to_num(rates, nan=1.0)) <= row["detected"] + 1e-9, name
         assert max(np.nan_to_num(rates, nan=0.0)) >= row["detected"] - 1e-9, name
-    # Part of what the tower misses on the held-out photographs is the content it never saw: on
-    # crops of its own photographs at the same strengths it reads 0.58 against 0.41 here (0.77
-    # against 0.61 at 768 test scenes). Fails if --seen-photos stops changing the test set.
-    assert main([*SMALL, "--seen-photos"]).srcc > report.srcc + 0.08
+    # --seen-photos draws the same distortions on the photographs pre-training saw: the tower
+    # reads 0.74 there against 0.72 here (0.818 against 0.744 at 768 test scenes; the tower
+    # before read 0.58 against 0.41). Fails if --seen-photos stops changing the test images.
+    seen = main([*SMALL, "--seen-photos"]).srcc
+    assert seen != report.srcc and seen > report.srcc - 0.05
     assert table.splitlines()[0].endswith(
         "| detected slight | detected moderate | detected strong | detected severe |"
     )
