@@ -25,7 +25,12 @@ MARGINS = {
     "learn_level_ce": LMM_MARGIN,
     "learn_soft_label": LMM_MARGIN,
     "learn_perception": MARGIN,  # rates through its own, imperfect, description (0.46)
+    "learn_prompt": MARGIN,  # 0.31 with its overrides below
 }
+#: Overrides a method's check needs: the pixel prompt (5 k parameters on the frozen LMM) finds a
+#: quality reading only with the larger training set (test SRCC 0.12 on the 480 images the
+#: benchmark gives every method, 0.31 on 1920; docs/learning.md).
+OVERRIDES = {"learn_prompt": ["dataset.train_images=1920"]}
 
 
 def gain(metrics: dict, zero_shot: float | None = None) -> float:
@@ -44,7 +49,8 @@ def test_demo_beats_zero_shot_on_unseen_photographs(tmp_path, cache_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", list(MARGINS))
 def test_method_beats_zero_shot(experiment, tmp_path, cache_dir):
-    metrics = train_in_process([f"experiment={experiment}"], tmp_path, cache_dir)
+    overrides = [f"experiment={experiment}", *OVERRIDES.get(experiment, [])]
+    metrics = train_in_process(overrides, tmp_path, cache_dir)
     assert gain(metrics) > MARGINS[experiment], metrics
 
 
@@ -92,3 +98,19 @@ def test_the_learning_check_catches_a_broken_method(sabotage, monkeypatch, tmp_p
     # Unbroken, this run reaches 0.75 (python train.py experiment=learn_lora stage.tasks=[score]);
     # with the labels shifted, 0.33.
     assert gain(metrics) < MARGINS["learn_lora"], metrics
+
+
+@pytest.mark.slow
+def test_the_learning_check_catches_a_detached_prompt(monkeypatch, tmp_path, cache_dir):
+    """The pixel prompt's gradient never arrives (zero, silently): it stays as initialised."""
+    from iqa_lightning.models.prompts.pixel import PaddingPrompt
+
+    def detached(self):
+        out = canvas(self)
+        return out.detach() + 0.0 * out  # the same values; a gradient of zero
+
+    canvas = PaddingPrompt.canvas
+    monkeypatch.setattr(PaddingPrompt, "canvas", detached)
+    overrides = ["experiment=learn_prompt", *OVERRIDES["learn_prompt"]]
+    metrics = train_in_process(overrides, tmp_path, cache_dir)
+    assert gain(metrics) < MARGINS["learn_prompt"], metrics
