@@ -41,6 +41,7 @@ from iqa_lightning.tiny.world import (
     HELD_OUT_PHOTOS,
     PATTERNS,
     PHOTOS,
+    SEEN_PHOTOS,
     STRENGTH_NAMES,
     Scene,
     check_words,
@@ -98,7 +99,7 @@ class CLIPRecipe:
 
 def pretraining_sources() -> list[str]:
     """Photographs (less the held-out ones) and patterns that pre-training draws from."""
-    return [p for p in PHOTOS if p not in HELD_OUT_PHOTOS] + list(PATTERNS)
+    return [*SEEN_PHOTOS, *PATTERNS]
 
 
 def vocabulary_corpus() -> list[str]:
@@ -171,7 +172,7 @@ def focused_examples(
     clean crops (augmented). Returns the images, the scenes and one index array per kind
     (:data:`DISTORTION_KINDS` order), the clean ones last."""
     rng = np.random.default_rng([seed, 3])
-    photos = [p for p in PHOTOS if p not in HELD_OUT_PHOTOS]
+    photos = list(SEEN_PHOTOS)
     scenes: list[Scene] = []
     pools = []
     for kind in [*DISTORTION_KINDS, None]:

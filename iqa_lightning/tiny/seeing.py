@@ -32,7 +32,7 @@ import torch
 from iqa_lightning.tiny.world import (
     DISTORTION_KINDS,
     HELD_OUT_PHOTOS,
-    PHOTOS,
+    SEEN_PHOTOS,
     STRENGTH_NAMES,
     quality,
     random_scene,
@@ -155,7 +155,7 @@ def seeing_report(
     side = backbone.model.config.vision_config.image_size
     images, scenes = build_examples(train, side, seed, pretraining_sources(), augment=True)
     rng = np.random.default_rng([seed, 1])
-    photos = [p for p in PHOTOS if p not in HELD_OUT_PHOTOS] if seen_photos else HELD_OUT_PHOTOS
+    photos = SEEN_PHOTOS if seen_photos else HELD_OUT_PHOTOS
     test_scenes = [random_scene(rng, list(photos), TEST_STRENGTHS) for _ in range(test)]
     test_images = np.stack([np.asarray(render(s, side)) for s in test_scenes])
 

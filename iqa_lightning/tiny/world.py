@@ -33,6 +33,7 @@ __all__ = [
     "HELD_OUT_PHOTOS",
     "PATTERNS",
     "PHOTOS",
+    "SEEN_PHOTOS",
     "Distortion",
     "Scene",
     "check_words",
@@ -72,6 +73,8 @@ PHOTOS = {
 GREY = frozenset("camera coins moon brick grass gravel clock cell page text".split())
 #: Photographs kept out of pre-training and out of the IQA set's training and validation splits.
 HELD_OUT_PHOTOS = ("chelsea", "rocket", "coins", "gravel")
+#: The others: what pre-training and the IQA set's training and validation splits draw from.
+SEEN_PHOTOS = tuple(p for p in PHOTOS if p not in HELD_OUT_PHOTOS)
 #: Generated patterns (name -> what it shows), seeded per sample.
 PATTERNS = {
     "stripes": "coloured stripes",
@@ -283,7 +286,7 @@ def _pattern(name: str, side: int, rng: np.random.Generator) -> np.ndarray:
             inside = ((x - cx) ** 2 + (y - cy) ** 2) < min(r, 0.5) ** 2
             out[inside] = rng.uniform(0, 255, size=3)
     elif name == "collage":
-        names = [p for p in PHOTOS if p not in HELD_OUT_PHOTOS]
+        names = SEEN_PHOTOS
         half = side // 2
         out = np.zeros((side, side, 3), np.float32)
         for i in range(4):

@@ -100,7 +100,7 @@ def _write(root: Path, params: dict) -> None:
     from iqa_lightning.data.instruct.descriptions import PERCEPTION_QUESTION
     from iqa_lightning.tiny.world import (
         HELD_OUT_PHOTOS,
-        PHOTOS,
+        SEEN_PHOTOS,
         content,
         distortion_phrase,
         quality,
@@ -109,7 +109,7 @@ def _write(root: Path, params: dict) -> None:
     )
 
     (root / "images").mkdir(parents=True)
-    seen = [p for p in PHOTOS if p not in HELD_OUT_PHOTOS]
+    seen = list(SEEN_PHOTOS)
     plan = [
         ("train", params["train"], seen, TRAIN_STRENGTHS),
         ("val", params["val"], seen, TRAIN_STRENGTHS),
