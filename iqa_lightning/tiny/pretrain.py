@@ -50,6 +50,7 @@ from iqa_lightning.tiny.world import (
     perception_answers,
     random_scene,
     render,
+    scene_strengths,
     strength_classes,
 )
 
@@ -71,6 +72,8 @@ class LMMRecipe:
     vision_steps: int = 6000
     vision_lr: float = 1e-3
     vision_focus: int = 1200
+    vision_pairs: float = 0.0
+    vision_regress: float = 0.0
     vision_source_head: bool = False
     steps: int = 1500
     batch_size: int = 32
@@ -189,6 +192,35 @@ def focused_examples(
     return images, scenes, pools
 
 
+def paired_examples(
+    per_kind: int, side: int, seed: int
+) -> tuple[np.ndarray, list[Scene], list[np.ndarray]]:
+    """The vision stage's paired scenes: for every kind, ``per_kind`` crops of the seen
+    photographs with that kind and one other (both strengths uniform in (0.05, 1]). Returns the
+    images, the scenes and one index array per kind (:data:`DISTORTION_KINDS` order)."""
+    rng = np.random.default_rng([seed, 4])
+    names = [kind.name for kind in DISTORTION_KINDS]
+    scenes: list[Scene] = []
+    pools = []
+    for k, kind in enumerate(DISTORTION_KINDS):
+        start = len(scenes)
+        while len(scenes) < start + per_kind:
+            scene = random_scene(rng, list(SEEN_PHOTOS), max_distortions=0, augment=True)
+            grey = scene.source in GREY
+            if kind.colour and grey:
+                continue
+            usable = [
+                j for j, o in enumerate(DISTORTION_KINDS) if j != k and not (o.colour and grey)
+            ]
+            pair = sorted([k, int(rng.choice(usable))])
+            strengths = [round(float(rng.uniform(0.05, 1.0)), 4) for _ in pair]
+            distortions = tuple((names[j], t) for j, t in zip(pair, strengths, strict=True))
+            scenes.append(replace(scene, distortions=distortions))
+        pools.append(np.arange(start, len(scenes)))
+    images = np.stack([np.asarray(render(s, side)) for s in scenes])
+    return images, scenes, pools
+
+
 def vision_labels(scenes: Sequence[Scene], sources: Sequence[str]) -> torch.Tensor:
     """``[N, 1 + kinds]`` class labels: the source, then each kind's strength class (0: none,
     1-4: slight .. severe)."""
@@ -258,6 +290,14 @@ def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_ev
     eight, among other distortions and patterns: that tower barely learns JPEG blocks and
     pixelation, and with the source head it sees the held-out photographs less well (measured
     in docs/learning.md, "One kind at a time").
+
+    Two options, off by default (measured in docs/learning.md, "Two kinds at once"): for the
+    last ``recipe.vision_pairs`` share of the steps the kind also comes with a second one, as in
+    the learning set (a quarter of the batch has the kind alone, a quarter has it with another,
+    :func:`paired_examples`; of the half without it, three eighths are clean, three eighths have
+    one other kind alone and a quarter has two other kinds); and with ``recipe.vision_regress``
+    > 0 a linear head also regresses the eight strengths (0 when absent), its mean squared
+    error weighted by that figure.
     """
     sources = pretraining_sources()
     if 0 < recipe.vision_focus < recipe.batch_size // 2:
@@ -265,10 +305,25 @@ def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_ev
             f"vision_focus={recipe.vision_focus} is below half the batch "
             f"({recipe.batch_size // 2}): each step draws that many scenes of one kind"
         )
+    if not 0.0 <= recipe.vision_pairs <= 1.0:
+        raise ValueError(f"vision_pairs={recipe.vision_pairs} is a share of the steps, in [0, 1]")
+    if recipe.vision_pairs > 0 and recipe.vision_focus <= 0:
+        raise ValueError(
+            f"vision_pairs={recipe.vision_pairs} needs vision_focus > 0: the paired steps draw "
+            "one kind at a time too"
+        )
+    kinds, size = len(DISTORTION_KINDS), recipe.batch_size
     if recipe.vision_focus > 0:
         images, scenes, pools = focused_examples(
             recipe.vision_focus, recipe.image_size, recipe.seed
         )
+        if recipe.vision_pairs > 0:
+            paired_images, paired_scenes, paired = paired_examples(
+                recipe.vision_focus, recipe.image_size, recipe.seed
+            )
+            paired = [pool + len(scenes) for pool in paired]
+            images = np.concatenate([images, paired_images])
+            scenes = [*scenes, *paired_scenes]
     labels = vision_labels(scenes, sources)
     if not recipe.vision_source_head:
         labels = labels[:, 1:]
@@ -279,22 +334,39 @@ def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_ev
         + [torch.nn.Linear(width, 1 + len(STRENGTH_NAMES)) for _ in DISTORTION_KINDS]
     )
     params = [*tower.parameters(), *heads.parameters()]
+    if recipe.vision_regress > 0:  # the eight strengths themselves, 0 when absent
+        regress = torch.nn.Linear(width, kinds)
+        strengths = torch.from_numpy(scene_strengths(scenes))
+        params += list(regress.parameters())
     tower.train()
     rng = np.random.default_rng(recipe.seed + 2)
     layer = backbone.model.config.vision_feature_layer
 
-    kinds, size = len(DISTORTION_KINDS), recipe.batch_size
     if recipe.vision_focus > 0:  # for each kind, the scenes with another kind alone
         others = [np.concatenate(pools[:k] + pools[k + 1 : kinds]) for k in range(kinds)]
+    if recipe.vision_pairs > 0:  # for each kind, the paired scenes without it
+        strength_of = strength_classes(scenes)
+        pairs = np.concatenate(paired)
+        without = [pairs[strength_of[pairs, k] == 0] for k in range(kinds)]
+    first_paired = round((1.0 - recipe.vision_pairs) * recipe.vision_steps)
+
+    def draw(pool: np.ndarray, count: int) -> np.ndarray:
+        return rng.choice(pool, size=count, replace=False)
 
     def batch(step: int) -> np.ndarray:
         if recipe.vision_focus <= 0:
             return rng.choice(len(scenes), size=size, replace=False)
         kind, half, quarter = step % kinds, size // 2, size // 4
+        if recipe.vision_pairs <= 0 or step < first_paired:
+            return np.concatenate([
+                draw(pools[kind], half), draw(pools[kinds], quarter),
+                draw(others[kind], size - half - quarter),
+            ])  # fmt: skip
+        clean, two_others = 3 * size // 16, size // 8
         return np.concatenate([
-            rng.choice(pools[kind], size=half, replace=False),
-            rng.choice(pools[kinds], size=quarter, replace=False),
-            rng.choice(others[kind], size=size - half - quarter, replace=False),
+            draw(pools[kind], quarter), draw(paired[kind], half - quarter),
+            draw(pools[kinds], clean), draw(without[kind], two_others),
+            draw(others[kind], size - half - clean - two_others),
         ])  # fmt: skip
 
     def loss_at(step: int) -> torch.Tensor:
@@ -303,10 +375,14 @@ def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_ev
         hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[layer]
         pooled = hidden[:, 1:].mean(dim=1)
         target = labels[index]
-        return sum(
+        loss = sum(
             torch.nn.functional.cross_entropy(head(pooled), target[:, i])
             for i, head in enumerate(heads)
         ) / len(heads)
+        if recipe.vision_regress > 0:
+            error = torch.nn.functional.mse_loss(regress(pooled), strengths[index])
+            loss = loss + recipe.vision_regress * error
+        return loss
 
     return _optimise(
         params, loss_at, recipe.vision_steps, recipe.vision_lr, recipe.warmup,
@@ -492,6 +568,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="vision stage: scenes per kind for one-kind-at-a-time batches (0: the mix)",
     )  # fmt: skip
     parser.add_argument(
+        "--vision-pairs", type=float, default=None,
+        help="vision stage: share of the steps (the last) whose kind comes with a second one",
+    )  # fmt: skip
+    parser.add_argument(
+        "--vision-regress", type=float, default=None,
+        help="vision stage: weight of a head that regresses the eight strengths (0: none)",
+    )  # fmt: skip
+    parser.add_argument(
         "--vision-source-head", action=argparse.BooleanOptionalAction, default=None,
         help="vision stage: also learn which photograph or pattern each image is",
     )  # fmt: skip
@@ -509,6 +593,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             recipe.vision_steps = args.vision_steps
         if args.vision_focus is not None:
             recipe.vision_focus = args.vision_focus
+        if args.vision_pairs is not None:
+            recipe.vision_pairs = args.vision_pairs
+        if args.vision_regress is not None:
+            recipe.vision_regress = args.vision_regress
         if args.vision_source_head is not None:
             recipe.vision_source_head = args.vision_source_head
         backbone, losses = train_lmm(recipe)

@@ -41,6 +41,7 @@ __all__ = [
     "quality",
     "random_scene",
     "render",
+    "scene_strengths",
     "strength_classes",
     "strength_name",
 ]
@@ -216,6 +217,16 @@ def strength_classes(scenes: Sequence[Scene]) -> np.ndarray:
             ]
         )
     return np.array(rows, dtype=np.int64).reshape(len(scenes), len(DISTORTION_KINDS))
+
+
+def scene_strengths(scenes: Sequence[Scene]) -> np.ndarray:
+    """``float32 [N, kinds]`` strengths in :data:`DISTORTION_KINDS` order, 0 when absent."""
+    out = np.zeros((len(scenes), len(DISTORTION_KINDS)), dtype=np.float32)
+    column = {kind.name: i for i, kind in enumerate(DISTORTION_KINDS)}
+    for row, scene in enumerate(scenes):
+        for name, t in scene.distortions:
+            out[row, column[name]] = t
+    return out
 
 
 def _motorcycle() -> np.ndarray:

@@ -15,6 +15,7 @@ from iqa_lightning.tiny.pretrain import (
     build_examples,
     build_lmm,
     focused_examples,
+    paired_examples,
     pretraining_sources,
     train_clip,
     train_lmm,
@@ -28,7 +29,7 @@ from iqa_lightning.tiny.trained import (
     load_tiny_llava,
     trained_folder,
 )
-from iqa_lightning.tiny.world import DISTORTION_KINDS, HELD_OUT_PHOTOS, PHOTOS
+from iqa_lightning.tiny.world import DISTORTION_KINDS, GREY, HELD_OUT_PHOTOS, PHOTOS
 
 
 def test_lmm_recipe_loss_falls_in_a_few_steps():
@@ -47,18 +48,40 @@ def test_focused_vision_scenes_have_one_kind_alone_on_seen_photographs():
             assert [name for name, _ in scenes[i].distortions] == ([kind.name] if kind else [])
 
 
-@pytest.mark.parametrize("focus, source_head", [(4, False), (0, True)])
-def test_vision_stage_trains_every_head_from_either_batch_source(focus, source_head):
+def test_paired_vision_scenes_have_the_kind_and_one_other_on_seen_photographs():
+    images, scenes, pools = paired_examples(4, 32, seed=0)
+    assert images.shape == (32, 32, 32, 3) and [len(p) for p in pools] == [4] * 8
+    colour = {kind.name for kind in DISTORTION_KINDS if kind.colour}
+    for kind, pool in zip(DISTORTION_KINDS, pools, strict=True):
+        for i in pool:
+            names = [name for name, _ in scenes[i].distortions]
+            assert scenes[i].source in PHOTOS and scenes[i].source not in HELD_OUT_PHOTOS
+            assert kind.name in names and len(set(names)) == 2, names
+            assert names == sorted(names, key=[k.name for k in DISTORTION_KINDS].index)
+            if scenes[i].source in GREY:  # colour kinds never on a grey photograph
+                assert not colour & set(names), (scenes[i].source, names)
+    # the same seed draws the same scenes (the recipe reruns)
+    assert paired_examples(4, 32, seed=0)[1] == scenes
+
+
+@pytest.mark.parametrize(
+    "focus, pairs, regress, source_head",
+    [(4, 0.0, 0.0, False), (4, 0.5, 10.0, False), (4, 1.0, 0.0, True), (0, 0.0, 10.0, True)],
+)
+def test_vision_stage_trains_every_head_from_either_batch_source(
+    focus, pairs, regress, source_head
+):
     recipe = LMMRecipe(
-        samples=16, vision_steps=3, vision_focus=focus, vision_source_head=source_head,
-        batch_size=8, warmup=1,
+        samples=16, vision_steps=3, vision_focus=focus, vision_pairs=pairs,
+        vision_regress=regress, vision_source_head=source_head, batch_size=8, warmup=1,
     )  # fmt: skip
     backbone = build_lmm(recipe)
     before = [p.detach().clone() for p in backbone.vision_tower().parameters()]
     images, scenes = build_examples(16, 64, 0, pretraining_sources())
     losses = train_vision(backbone, images, scenes, recipe, log_every=100)
-    # one cross-entropy per kind (and per source), averaged: about ln(5) at the start
-    assert len(losses) == 3 and 1.0 < losses[0] < 4.0, losses
+    # one cross-entropy per kind (and per source), averaged: about ln(5) at the start; plus
+    # ``regress`` times the strengths' mean squared error (in [0, 1] at the start)
+    assert len(losses) == 3 and 1.0 < losses[0] < 4.0 + regress, losses
     after = list(backbone.vision_tower().parameters())
     assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
 
@@ -66,6 +89,22 @@ def test_vision_stage_trains_every_head_from_either_batch_source(focus, source_h
 def test_vision_focus_below_half_a_batch_is_refused_by_name():
     recipe = LMMRecipe(samples=16, vision_steps=1, vision_focus=3, batch_size=8)
     with pytest.raises(ValueError, match=r"vision_focus=3 is below half the batch \(4\)"):
+        train_vision(build_lmm(recipe), *build_examples(16, 64, 0, pretraining_sources()), recipe)
+
+
+@pytest.mark.parametrize(
+    "focus, pairs, message",
+    [
+        (4, 1.5, r"vision_pairs=1.5 is a share of the steps, in \[0, 1\]"),
+        (4, -0.1, r"vision_pairs=-0.1 is a share"),
+        (0, 0.5, r"vision_pairs=0.5 needs vision_focus > 0"),
+    ],
+)
+def test_vision_pairs_out_of_range_or_without_focus_is_refused_by_name(focus, pairs, message):
+    recipe = LMMRecipe(
+        samples=16, vision_steps=1, vision_focus=focus, vision_pairs=pairs, batch_size=8
+    )
+    with pytest.raises(ValueError, match=message):
         train_vision(build_lmm(recipe), *build_examples(16, 64, 0, pretraining_sources()), recipe)
 
 
