@@ -136,3 +136,18 @@ def test_a_dead_rali_child_is_an_error_naming_how_it_died(target, cause, benchma
     with pytest.raises(RuntimeError, match=f"the teacher benchmark process died before it "
                                            f"reported: {cause}"):  # fmt: skip
         bench_rali.measure("teacher", argparse.Namespace(), target=target, context="fork")
+
+
+def test_bench_learning_runs_every_method_on_the_pretrained_folder_it_is_given(
+    benchmarks, tmp_path, capsys
+):
+    from iqa_lightning.tiny.trained import LMM_FOLDER, TRAINED_DIR
+
+    main = benchmarks("bench_learning").main
+    with pytest.raises(FileNotFoundError, match=re.escape(f"'{tmp_path / 'none'}'")):
+        main(["--smoke", "--pretrained", str(tmp_path / "none"), "--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())  # refused before the first run
+    folder = TRAINED_DIR / LMM_FOLDER
+    main(["--smoke", "--pretrained", str(folder), "--out", str(tmp_path)])
+    config = (tmp_path / "prompt_seed0" / ".hydra" / "config.yaml").read_text()
+    assert f"pretrained: {folder}" in config, config

@@ -3,6 +3,7 @@
     python tests/benchmarks/bench_learning.py                       # every method, seeds 0 1 2
     python tests/benchmarks/bench_learning.py --methods lora prompt --seeds 0
     python tests/benchmarks/bench_learning.py --out outputs/bench_learning --epochs 6
+    python tests/benchmarks/bench_learning.py --pretrained /tmp/t/tiny_llava   # another model
     python tests/benchmarks/bench_learning.py --smoke     # one step of one method: still runs?
 
 Each run is ``python train.py experiment=learn_<method> seed=<s>`` in its own process (the
@@ -38,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from iqa_lightning.tiny.trained import LMM_FOLDER, trained_folder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -159,6 +162,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2")
     parser.add_argument("--out", type=Path, default=None, help="run folders (default: a temp dir)")
     parser.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs for all")
+    parser.add_argument(
+        "--pretrained", type=Path, default=None,
+        help="a tiny LLaVA folder that `python -m iqa_lightning.tiny.pretrain --out` wrote "
+        "(default: the committed one): every method runs on it",
+    )  # fmt: skip
     parser.add_argument("--smoke", action="store_true",
                         help="one step of seed 0, tiny data, in this process (seconds)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -171,6 +179,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             return main([*(argv if argv is not None else sys.argv[1:]), "--out", tmp])
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_learning_"))
     extra = [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
+    if args.pretrained is not None:  # checked here, not in the first of 27 runs
+        folder = trained_folder(str(args.pretrained.resolve()), LMM_FOLDER)
+        extra.append(f"model.pretrained={folder}")
     extra += SMOKE if args.smoke else []
     if "rali" in methods and "lora" not in methods:
         methods.insert(0, "lora")
