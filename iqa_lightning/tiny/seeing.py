@@ -11,8 +11,8 @@ one linear probe per distortion kind is fitted on its pooled patch features (the
 language model reads) for scenes of the photographs pre-training saw; the probes then read the
 held-out photographs (:data:`~iqa_lightning.tiny.world.HELD_OUT_PHOTOS`) at the learning set's
 held-out strengths. Per kind it gives how often a present distortion is detected (overall and
-per true strength word), how often an absent one is imagined, and how often the strength word
-is right when present. Its last figure,
+per true strength word, alone and with another distortion), how often an absent one is
+imagined, and how often the strength word is right when present. Its last figure,
 ``seeing srcc``, ranks the held-out images by the quality law
 (:func:`~iqa_lightning.tiny.world.quality`) applied to the probed strengths: what a model that
 rates perfectly from what this tower sees would reach. ``oracle srcc`` applies the law to the
@@ -55,9 +55,11 @@ class SeeingReport:
         kinds: kind name -> ``detected`` (share of present distortions probed present),
             ``imagined`` (share of absent ones probed present), ``strength`` (share of present
             ones whose strength word is right), ``present`` (how many test images have it),
-            and ``detected_<word>`` for each strength word (``detected_slight`` ..
+            ``detected_<word>`` for each strength word (``detected_slight`` ..
             ``detected_severe``: the detection rate of the distortions of that true strength,
-            NaN where the test has none).
+            NaN where the test has none), and ``detected_alone`` / ``detected_with_other``
+            (the rate where it is the image's only distortion / where another comes with it;
+            ``present_alone`` counts the former).
         srcc: Spearman correlation of the law on the probed strengths with the law on the true
             strengths, over the held-out test images.
         oracle_srcc: The same with the true strength words.
@@ -74,14 +76,16 @@ class SeeingReport:
         """A Markdown table, then ``seeing srcc <s> oracle srcc <o>``."""
         words = " | ".join(f"detected {word}" for word in STRENGTH_NAMES)
         lines = [
-            f"| kind | present | detected | imagined | strength word | {words} |",
-            "|---|---|---|---|---|" + "---|" * len(STRENGTH_NAMES),
+            f"| kind | present | detected | imagined | strength word | {words} "
+            "| detected alone | detected with another |",
+            "|---|---|---|---|---|" + "---|" * (len(STRENGTH_NAMES) + 2),
         ]
         for name, row in self.kinds.items():
             by_word = " | ".join(f"{row[f'detected_{word}']:.2f}" for word in STRENGTH_NAMES)
             lines.append(
                 f"| {name} | {int(row['present'])} | {row['detected']:.2f} | "
-                f"{row['imagined']:.2f} | {row['strength']:.2f} | {by_word} |"
+                f"{row['imagined']:.2f} | {row['strength']:.2f} | {by_word} | "
+                f"{row['detected_alone']:.2f} | {row['detected_with_other']:.2f} |"
             )
         lines.append(f"seeing srcc {self.srcc:.3f} oracle srcc {self.oracle_srcc:.3f}")
         return "\n".join(lines)
@@ -168,6 +172,7 @@ def seeing_report(
     classes, truth = strength_classes(scenes), strength_classes(test_scenes)
 
     kinds, probed = {}, np.zeros(truth.shape)
+    counts = (truth > 0).sum(axis=1)  # distortions per test image
     for i, kind in enumerate(DISTORTION_KINDS):
         probe = _fit_probe(features, torch.from_numpy(classes[:, i]), steps, seed + i)
         with torch.no_grad():
@@ -183,10 +188,13 @@ def seeing_report(
             if present.any()
             else float("nan"),
         }
-        for c, word in enumerate(STRENGTH_NAMES, start=1):
-            of_word = true == c
-            kinds[kind.name][f"detected_{word}"] = (
-                float((guess[of_word] > 0).mean()) if of_word.any() else float("nan")
+        groups = {f"detected_{word}": true == c for c, word in enumerate(STRENGTH_NAMES, start=1)}
+        groups["detected_alone"] = present & (counts == 1)
+        kinds[kind.name]["present_alone"] = float(groups["detected_alone"].sum())
+        groups["detected_with_other"] = present & (counts > 1)
+        for key, group in groups.items():
+            kinds[kind.name][key] = (
+                float((guess[group] > 0).mean()) if group.any() else float("nan")
             )
     true_quality = np.array([quality(s.distortions) for s in test_scenes])
     return SeeingReport(
