@@ -148,6 +148,8 @@ def test_bench_learning_runs_every_method_on_the_pretrained_folder_it_is_given(
         main(["--smoke", "--pretrained", str(tmp_path / "none"), "--out", str(tmp_path)])
     assert not list(tmp_path.iterdir())  # refused before the first run
     folder = TRAINED_DIR / LMM_FOLDER
-    main(["--smoke", "--pretrained", str(folder), "--out", str(tmp_path)])
-    config = (tmp_path / "prompt_seed0" / ".hydra" / "config.yaml").read_text()
+    main(["--smoke", "--pretrained", str(folder), "--methods", "rali", "--out", str(tmp_path)])
+    # the LoRA teacher runs on the folder; RALI's student reads it through the teacher's run
+    config = (tmp_path / "lora_seed0" / ".hydra" / "config.yaml").read_text()
     assert f"pretrained: {folder}" in config, config
+    assert (tmp_path / "rali_seed0" / "metrics.json").is_file()

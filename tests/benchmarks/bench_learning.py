@@ -58,6 +58,9 @@ METHODS = {
     "grpo": "grpo_learning",  # GRPO on the parsed answers; zero-shot: the starting model's
 }
 
+#: Methods whose LMM is another run's (RALI's student distils from its teacher, the LoRA run of
+#: the same seed): they take no ``model.pretrained``.
+FROM_TEACHER = {"rali"}
 
 #: --smoke: a tiny learning set, one step, one validation and one test batch.
 SMOKE = [
@@ -76,6 +79,8 @@ def run(
     returns its metrics.json."""
     folder = out / f"{method}_seed{seed}"
     experiment, *overrides = METHODS[method].split()
+    if method in FROM_TEACHER:  # --pretrained reaches it through its teacher's run
+        extra = [a for a in extra if not a.startswith("model.pretrained=")]
     args = [f"experiment={experiment}", *overrides, f"seed={seed}", *extra]
     if method == "rali":
         args.append(f"teacher.run={lora_runs[seed]}")
