@@ -334,9 +334,9 @@ def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_ev
         + [torch.nn.Linear(width, 1 + len(STRENGTH_NAMES)) for _ in DISTORTION_KINDS]
     )
     params = [*tower.parameters(), *heads.parameters()]
-    if recipe.vision_regress > 0:  # the eight strengths themselves, 0 when absent
+    strengths = torch.from_numpy(scene_strengths(scenes))  # 0 when absent
+    if recipe.vision_regress > 0:  # a head for the eight strengths themselves
         regress = torch.nn.Linear(width, kinds)
-        strengths = torch.from_numpy(scene_strengths(scenes))
         params += list(regress.parameters())
     tower.train()
     rng = np.random.default_rng(recipe.seed + 2)
@@ -345,9 +345,8 @@ def train_vision(backbone, images: np.ndarray, scenes, recipe: LMMRecipe, log_ev
     if recipe.vision_focus > 0:  # for each kind, the scenes with another kind alone
         others = [np.concatenate(pools[:k] + pools[k + 1 : kinds]) for k in range(kinds)]
     if recipe.vision_pairs > 0:  # for each kind, the paired scenes without it
-        strength_of = strength_classes(scenes)
         pairs = np.concatenate(paired)
-        without = [pairs[strength_of[pairs, k] == 0] for k in range(kinds)]
+        without = [pairs[strengths[pairs, k].numpy() == 0] for k in range(kinds)]
     first_paired = round((1.0 - recipe.vision_pairs) * recipe.vision_steps)
 
     def draw(pool: np.ndarray, count: int) -> np.ndarray:

@@ -73,15 +73,21 @@ SMOKE_RALI = ["stage.pca.dim=8", "stage.basis.size=8", "stage.basis.buckets=4"]
 
 
 def run(
-    method: str, seed: int, out: Path, extra: list[str], lora_runs: dict, smoke: bool = False
+    method: str,
+    seed: int,
+    out: Path,
+    extra: list[str],
+    lora_runs: dict,
+    smoke: bool = False,
+    pretrained: str | None = None,
 ) -> dict:
     """Train one method with one seed in a ``train.py`` process (``smoke``: in this one);
     returns its metrics.json."""
     folder = out / f"{method}_seed{seed}"
     experiment, *overrides = METHODS[method].split()
-    if method in FROM_TEACHER:  # --pretrained reaches it through its teacher's run
-        extra = [a for a in extra if not a.startswith("model.pretrained=")]
     args = [f"experiment={experiment}", *overrides, f"seed={seed}", *extra]
+    if pretrained is not None and method not in FROM_TEACHER:  # those read it via the teacher
+        args.append(f"model.pretrained={pretrained}")
     if method == "rali":
         args.append(f"teacher.run={lora_runs[seed]}")
         args += SMOKE_RALI if smoke else []
@@ -184,9 +190,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             return main([*(argv if argv is not None else sys.argv[1:]), "--out", tmp])
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_learning_"))
     extra = [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
-    if args.pretrained is not None:  # checked here, not in the first of 27 runs
-        folder = trained_folder(str(args.pretrained.resolve()), LMM_FOLDER)
-        extra.append(f"model.pretrained={folder}")
+    pretrained = None  # checked here, not in the first of 27 runs
+    if args.pretrained is not None:
+        pretrained = trained_folder(str(args.pretrained.resolve()), LMM_FOLDER)
     extra += SMOKE if args.smoke else []
     if "rali" in methods and "lora" not in methods:
         methods.insert(0, "lora")
@@ -197,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     for method in methods:
         for seed in args.seeds:
-            metrics = run(method, seed, out, extra, lora_runs, smoke=args.smoke)
+            metrics = run(method, seed, out, extra, lora_runs, args.smoke, pretrained)
             if method == "lora":
                 lora_runs[seed] = metrics["folder"]
             if method == "rali":  # the untrained student's figure says nothing: its teacher's
