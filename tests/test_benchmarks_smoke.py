@@ -153,3 +153,5 @@ def test_bench_learning_runs_every_method_on_the_pretrained_folder_it_is_given(
     config = (tmp_path / "lora_seed0" / ".hydra" / "config.yaml").read_text()
     assert f"pretrained: {folder}" in config, config
     assert (tmp_path / "rali_seed0" / "metrics.json").is_file()
+    # under the table, the classical reference on the same (smoke-sized) learning set
+    assert "nss reference (16 training images" in capsys.readouterr().out

@@ -20,7 +20,10 @@ Prints one table: method, trainable parameters, wall time, peak memory, zero-sho
 test SRCC and PLCC (mean and std over seeds), and gain (tuned minus zero-shot SRCC, mean); its
 last line is ``learning: min gain <g> best srcc <s> zero-shot <z>`` (the worst method's gain,
 the best method's SRCC, the highest zero-shot SRCC). Goals: every gain >= 0.15, best SRCC >=
-0.85, zero-shot < 0.5. Not part of the test run (pytest ignores tests/benchmarks).
+0.85, zero-shot < 0.5. Under it, a line that is not a method: the classical reference
+(:mod:`iqa_lightning.tiny.nss`, natural scene statistics and a small MLP, trained on the same
+training images, chosen on validation, same seeds): what the pixels' own statistics give on
+this set. Not part of the test run (pytest ignores tests/benchmarks).
 
 ``--smoke`` checks that the benchmark still runs, in seconds: seed 0 of ``prompt`` (or the
 ``--methods`` given), one training step, one validation and one test batch on a learning set of
@@ -166,6 +169,17 @@ def table(results: dict[str, list[dict]]) -> tuple[str, dict]:
     return "\n".join(lines), last
 
 
+def reference(out: Path, seeds: list[int], smoke: bool = False):
+    """The classical reference on the runs' learning set (regenerated under ``out``, byte for
+    byte the same images; ``smoke``: the smoke runs' sizes and a few epochs)."""
+    from iqa_lightning.data.datasets.learning import LearningDataModule
+    from iqa_lightning.tiny.nss import nss_report
+
+    sizes = dict(train_images=16, val_images=8, test_images=8) if smoke else {}
+    datamodule = LearningDataModule(root=out / "nss_learning_set", **sizes)
+    return nss_report(datamodule, seeds, epochs=3 if smoke else 200)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
@@ -217,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             first = statistics.fmean(r["reward_first"] for r in runs)
             final = statistics.fmean(r["reward_last"] for r in runs)
             print(f"{method}: mean reward, first epoch {first:.3f}, last epoch {final:.3f}")
+    print(reference(out, args.seeds, args.smoke).line())
     print(
         f"learning: min gain {last['min_gain']:.3f} best srcc {last['best_srcc']:.3f} "
         f"zero-shot {last['zero_shot']:.3f}"
