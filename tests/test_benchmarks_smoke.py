@@ -153,5 +153,12 @@ def test_bench_learning_runs_every_method_on_the_pretrained_folder_it_is_given(
     config = (tmp_path / "lora_seed0" / ".hydra" / "config.yaml").read_text()
     assert f"pretrained: {folder}" in config, config
     assert (tmp_path / "rali_seed0" / "metrics.json").is_file()
-    # under the table, the classical reference on the same (smoke-sized) learning set
-    assert "nss reference (16 training images" in capsys.readouterr().out
+    # under the table, the classical reference on the same (smoke-sized) learning set, then
+    # every row's test SRCC per held-out photograph
+    printed = capsys.readouterr().out
+    assert "nss reference (16 training images" in printed
+    per_photo = printed[printed.index("test SRCC per held-out photograph") :].splitlines()
+    assert per_photo[1].startswith("| method ") and "gravel" in per_photo[1]
+    assert [row.split("|")[1].strip() for row in per_photo[3:6]] == [
+        "lora", "rali", "nss reference",
+    ]  # fmt: skip

@@ -221,11 +221,15 @@ class NSSReport:
             ``test_plcc``.
         images: Images per split (``train``, ``val``, ``test``).
         parameters: Trainable parameters of the regressor.
+        test_scores: Per seed, each test image's predicted score (``image_id -> score``).
+        test_mos: Each test image's MOS (``image_id -> mos``).
     """
 
     runs: list[dict[str, float]]
     images: dict[str, int]
     parameters: int
+    test_scores: list[dict[str, float]]
+    test_mos: dict[str, float]
 
     def summary(self, key: str) -> tuple[float, float]:
         """Mean and population std over seeds of ``key`` (``test_srcc`` ...)."""
@@ -242,14 +246,14 @@ class NSSReport:
         )
 
 
-def _split_features(datamodule, split: str) -> tuple[np.ndarray, np.ndarray]:
+def _split_features(datamodule, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     from iqa_lightning.data.images import load_rgb
 
     records = datamodule.records(split)
     if not records:
         raise ValueError(f"the {datamodule.name} set has no {split!r} images")
     features = np.stack([nss_features(np.asarray(load_rgb(r.path))) for r in records])
-    return features, np.array([float(r.mos_raw) for r in records])
+    return features, np.array([float(r.mos_raw) for r in records]), [r.image_id for r in records]
 
 
 def nss_report(datamodule, seeds: Sequence[int] = (0, 1, 2), epochs: int = 200) -> NSSReport:
@@ -258,17 +262,24 @@ def nss_report(datamodule, seeds: Sequence[int] = (0, 1, 2), epochs: int = 200) 
     datamodule.prepare_data()
     datamodule.setup()
     data = {split: _split_features(datamodule, split) for split in ("train", "val", "test")}
-    runs, parameters = [], 0
+    runs, parameters, test_scores = [], 0, []
+    (x, y, _), (val_x, val_y, _) = data["train"], data["val"]
+    test_x, test_y, test_ids = data["test"]
     for seed in seeds:
-        predict = fit_regressor(*data["train"], *data["val"], seed=seed, epochs=epochs)
+        predict = fit_regressor(x, y, val_x, val_y, seed=seed, epochs=epochs)
+        scores = predict(test_x)
         run: dict[str, float] = {"seed": seed}
-        for split in ("val", "test"):
-            figures = _correlations(predict(data[split][0]), data[split][1])
+        for split, figures in (
+            ("val", _correlations(predict(val_x), val_y)),
+            ("test", _correlations(scores, test_y)),
+        ):
             run.update({f"{split}_{k}": v for k, v in figures.items()})
         runs.append(run)
+        test_scores.append(dict(zip(test_ids, map(float, scores), strict=True)))
         parameters = predict.parameters
     images = {split: len(values[1]) for split, values in data.items()}
-    return NSSReport(runs=runs, images=images, parameters=parameters)
+    test_mos = dict(zip(test_ids, map(float, test_y), strict=True))
+    return NSSReport(runs, images, parameters, test_scores, test_mos)
 
 
 def main(argv: Sequence[str] | None = None) -> NSSReport:

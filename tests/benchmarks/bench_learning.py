@@ -23,7 +23,9 @@ the best method's SRCC, the highest zero-shot SRCC). Goals: every gain >= 0.15, 
 0.85, zero-shot < 0.5. Under it, a line that is not a method: the classical reference
 (:mod:`iqa_lightning.tiny.nss`, natural scene statistics and a small MLP, trained on the same
 training images, chosen on validation, same seeds): what the pixels' own statistics give on
-this set. Not part of the test run (pytest ignores tests/benchmarks).
+this set. Then the test SRCC per held-out photograph (each method's mean over seeds, and the
+reference's): where on the test split a method ranks well and where not. Not part of the test
+run (pytest ignores tests/benchmarks).
 
 ``--smoke`` checks that the benchmark still runs, in seconds: seed 0 of ``prompt`` (or the
 ``--methods`` given), one training step, one validation and one test batch on a learning set of
@@ -169,6 +171,48 @@ def table(results: dict[str, list[dict]]) -> tuple[str, dict]:
     return "\n".join(lines), last
 
 
+#: The reference's learning set, under the benchmark's folder.
+NSS_SET = "nss_learning_set"
+
+
+def by_photograph(results: dict[str, list[dict]], nss, labels: Path) -> str:
+    """A table of test SRCC per held-out photograph: each method's mean over its runs (from
+    their ``predictions_test.csv``), then the classical reference's (``nss``, an
+    :class:`~iqa_lightning.tiny.nss.NSSReport`); ``labels`` is the set's ``labels.csv`` (its
+    ``photo`` column). NaN where a photograph has fewer than two test images."""
+    import csv
+
+    from iqa_lightning.bootstrap import bootstrap_intervals
+    from iqa_lightning.sweep_stats import read_predictions
+    from iqa_lightning.tiny.world import HELD_OUT_PHOTOS
+
+    with open(labels, newline="", encoding="utf-8") as f:
+        photo_of = {row["image"]: row["photo"] for row in csv.DictReader(f)}
+    photos = [p for p in HELD_OUT_PHOTOS if p in set(photo_of.values())]
+
+    def srcc(scored: list[tuple[str, float, float]], photo: str) -> float:
+        rows = [(target, score) for image, target, score in scored if photo_of[image] == photo]
+        return bootstrap_intervals([r[1] for r in rows], [r[0] for r in rows], n=0)["srcc"]
+
+    runs_of = {
+        method: [read_predictions(Path(r["folder"]) / "predictions_test.csv") for r in runs]
+        for method, runs in results.items()
+    }
+    runs_of["nss reference"] = [
+        [(image, nss.test_mos[image], score) for image, score in scores.items()]
+        for scores in nss.test_scores
+    ]
+    lines = [
+        "test SRCC per held-out photograph (mean over seeds):",
+        f"| {'method':<15} | " + " | ".join(f"{p:>7}" for p in photos) + " |",
+        "|" + "|".join("---" for _ in range(len(photos) + 1)) + "|",
+    ]
+    for method, scored in runs_of.items():
+        cells = [statistics.fmean(srcc(run, photo) for run in scored) for photo in photos]
+        lines.append(f"| {method:<15} | " + " | ".join(f"{c:>7.3f}" for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def reference(out: Path, seeds: list[int], smoke: bool = False):
     """The classical reference on the runs' learning set (regenerated under ``out``, byte for
     byte the same images; ``smoke``: the smoke runs' sizes and a few epochs)."""
@@ -176,7 +220,7 @@ def reference(out: Path, seeds: list[int], smoke: bool = False):
     from iqa_lightning.tiny.nss import nss_report
 
     sizes = dict(train_images=16, val_images=8, test_images=8) if smoke else {}
-    datamodule = LearningDataModule(root=out / "nss_learning_set", **sizes)
+    datamodule = LearningDataModule(root=out / NSS_SET, **sizes)
     return nss_report(datamodule, seeds, epochs=3 if smoke else 200)
 
 
@@ -231,7 +275,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             first = statistics.fmean(r["reward_first"] for r in runs)
             final = statistics.fmean(r["reward_last"] for r in runs)
             print(f"{method}: mean reward, first epoch {first:.3f}, last epoch {final:.3f}")
-    print(reference(out, args.seeds, args.smoke).line())
+    nss = reference(out, args.seeds, args.smoke)
+    print(nss.line())
+    print(by_photograph(results, nss, out / NSS_SET / "labels.csv"))
     print(
         f"learning: min gain {last['min_gain']:.3f} best srcc {last['best_srcc']:.3f} "
         f"zero-shot {last['zero_shot']:.3f}"

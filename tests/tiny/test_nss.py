@@ -85,4 +85,6 @@ def test_report_on_a_small_learning_set(tmp_path, capsys):
     assert printed[-1].startswith("nss reference (96 training images, 23297 parameters): test srcc")
     assert report.images == {"train": 96, "val": 16, "test": 48}
     assert [run["seed"] for run in report.runs] == [0, 1]
+    assert len(report.test_scores) == 2 and len(report.test_mos) == 48
+    assert set(report.test_scores[0]) == set(report.test_mos)
     assert report.summary("test_srcc")[0] > 0.4, report.runs
