@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -203,13 +204,17 @@ def fit_regressor(
 
 def _correlations(predictions: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     from iqa_lightning.metrics import correlation_metrics
+    from iqa_lightning.quiet import NOISE_WARNINGS
 
-    metrics = correlation_metrics("")
-    metrics.update(
-        torch.as_tensor(predictions, dtype=torch.float64),
-        torch.as_tensor(scores, dtype=torch.float64),
-    )
-    return {k: float(v) for k, v in metrics.compute().items() if k in ("srcc", "plcc")}
+    with warnings.catch_warnings():  # the known library noise, as the drivers hide it
+        for pattern, _why in NOISE_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        metrics = correlation_metrics("")
+        metrics.update(
+            torch.as_tensor(predictions, dtype=torch.float64),
+            torch.as_tensor(scores, dtype=torch.float64),
+        )
+        return {k: float(v) for k, v in metrics.compute().items() if k in ("srcc", "plcc")}
 
 
 @dataclass
