@@ -166,6 +166,8 @@ def fit_regressor(
     """A two-hidden-layer MLP from standardised features to scores (AdamW, lr 1e-3, weight
     decay 1e-2), the epoch with the best validation (SRCC + PLCC) / 2 kept, as the methods'
     checkpoints are chosen."""
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs}: the regressor needs at least one epoch")
     if len(features) < 2 or len(val_features) < 2:
         raise ValueError(
             f"the regressor needs at least 2 training and 2 validation images, got "
@@ -257,8 +259,14 @@ def _split_features(datamodule, split: str) -> tuple[np.ndarray, np.ndarray, lis
     records = datamodule.records(split)
     if not records:
         raise ValueError(f"the {datamodule.name} set has no {split!r} images")
-    features = np.stack([nss_features(np.asarray(load_rgb(r.path))) for r in records])
-    return features, np.array([float(r.mos_raw) for r in records]), [r.image_id for r in records]
+    rows = []
+    for record in records:
+        try:
+            rows.append(nss_features(np.asarray(load_rgb(record.path))))
+        except ValueError as err:  # too small for the two scales
+            raise ValueError(f"{record.path}: {err}") from err
+    ids = [r.image_id for r in records]
+    return np.stack(rows), np.array([float(r.mos_raw) for r in records]), ids
 
 
 def nss_report(datamodule, seeds: Sequence[int] = (0, 1, 2), epochs: int = 200) -> NSSReport:

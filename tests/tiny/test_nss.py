@@ -71,6 +71,32 @@ def test_regressor_learns_and_keeps_its_best_validation_epoch():
     assert regressor.parameters == 6 * 128 + 128 + 128 * 128 + 128 + 128 + 1
     with pytest.raises(ValueError, match="at least 2 training and 2 validation images, got 1"):
         fit_regressor(x[:1], y[:1], x[:5], y[:5])
+    with pytest.raises(ValueError, match="epochs=0: the regressor needs at least one epoch"):
+        fit_regressor(x[:5], y[:5], x[:5], y[:5], epochs=0)
+
+
+def test_a_too_small_image_of_a_set_is_named(tmp_path):
+    from PIL import Image
+
+    from iqa_lightning.tiny.nss import nss_report
+
+    class Records:  # the two calls nss_report makes of a data module, on one tiny file
+        name = "tiny"
+
+        def prepare_data(self):
+            pass
+
+        def setup(self):
+            pass
+
+        def records(self, split):
+            from iqa_lightning.data.records import ImageRecord
+
+            return [ImageRecord("a.png", tmp_path / "a.png", 3.0)]
+
+    Image.new("RGB", (12, 40), "grey").save(tmp_path / "a.png")
+    with pytest.raises(ValueError, match=r"a\.png: nss_features needs at least 16 x 16 pixels"):
+        nss_report(Records(), seeds=[0])
 
 
 def test_report_on_a_small_learning_set(tmp_path, capsys):
