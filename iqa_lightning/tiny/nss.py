@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -205,18 +204,9 @@ def fit_regressor(
 
 
 def _correlations(predictions: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    from iqa_lightning.metrics import correlation_metrics
-    from iqa_lightning.quiet import NOISE_WARNINGS
+    from iqa_lightning.bootstrap import bootstrap_intervals
 
-    with warnings.catch_warnings():  # the known library noise, as the drivers hide it
-        for pattern, _why in NOISE_WARNINGS:
-            warnings.filterwarnings("ignore", message=pattern)
-        metrics = correlation_metrics("")
-        metrics.update(
-            torch.as_tensor(predictions, dtype=torch.float64),
-            torch.as_tensor(scores, dtype=torch.float64),
-        )
-        return {k: float(v) for k, v in metrics.compute().items() if k in ("srcc", "plcc")}
+    return bootstrap_intervals(predictions, scores, n=0)  # srcc and plcc, no resampling
 
 
 @dataclass
@@ -306,9 +296,7 @@ def main(argv: Sequence[str] | None = None) -> NSSReport:
     args = parser.parse_args(argv)
 
     from iqa_lightning.data.datasets.learning import LearningDataModule
-    from iqa_lightning.quiet import quiet
 
-    quiet()
     datamodule = LearningDataModule(
         root=args.root,
         train_images=args.train_images,
